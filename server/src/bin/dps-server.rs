@@ -1,0 +1,71 @@
+//! The `dps-server` command line: a thin layer over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dps_server::check_chain::{check_chain, CheckOutput};
+use rustls_pki_types::UnixTime;
+
+#[derive(Parser)]
+#[command(
+    name = "dps-server",
+    version,
+    about = "IoT Device Provisioning Service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Judge a device chain against a config exactly as the server would (no TLS, so possession of
+    /// the key is not checked). Prints one JSON object; exit 0 accepted, 3 rejected, 2 bad input.
+    CheckChain {
+        /// The server config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// The device chain, PEM, leaf first.
+        #[arg(long)]
+        chain: PathBuf,
+        /// Judge at this time (RFC 3339) instead of now.
+        #[arg(long, value_parser = parse_time)]
+        at: Option<UnixTime>,
+    },
+}
+
+fn parse_time(s: &str) -> Result<UnixTime, String> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("not an RFC 3339 time: {e}"))?;
+    let secs = u64::try_from(t.unix_timestamp()).map_err(|_| "time before 1970".to_owned())?;
+    Ok(UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        secs,
+    )))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckChain { config, chain, at } => {
+            let at = at.unwrap_or_else(UnixTime::now);
+            match check_chain(&config, &chain, at) {
+                Ok(verdict) => {
+                    let out = CheckOutput::from(&verdict);
+                    match serde_json::to_string(&out) {
+                        Ok(line) => println!("{line}"),
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                    ExitCode::from(out.exit_code() as u8)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}

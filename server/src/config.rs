@@ -1,0 +1,237 @@
+//! The server's TOML config: loading, resolving relative paths against the config file, and
+//! validation with errors that name the offending entry.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::enrollment::{
+    certs_from_pem, EnrollmentGroup, GroupError, GroupErrorKind, LeadSelector,
+};
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or has unknown / mistyped keys (the message carries line and column).
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A group's `certificate_chain` file could not be read or holds no certificate.
+    #[error("enrollment group {group}: certificate_chain {source_desc}: {reason}")]
+    Chain {
+        /// Which group.
+        group: String,
+        /// The file or "inline PEM".
+        source_desc: String,
+        /// Why.
+        reason: String,
+    },
+    /// A group is invalid.
+    #[error(transparent)]
+    Group(#[from] GroupError),
+}
+
+/// One `[[enrollment_group]]` table as written in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// UUID.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// Owner (a UUID or any string).
+    pub owner: String,
+    /// Path relative to the config file, or inline PEM.
+    pub certificate_chain: String,
+    /// Index, `sha256:<hex>` or a CN unique in the chain; default 0.
+    #[serde(default)]
+    pub lead_certificate: LeadSelector,
+    /// Accept device leaves outside their validity window.
+    #[serde(default)]
+    pub expired_certificates_allowed: bool,
+    /// Device CNs admitted (empty: everyone).
+    #[serde(default)]
+    pub allow_common_names: Vec<String>,
+    /// Device CNs refused.
+    #[serde(default)]
+    pub deny_common_names: Vec<String>,
+    /// Hubs (UUIDs).
+    #[serde(default)]
+    pub hub_ids: Vec<String>,
+    /// Optional pre-shared key (at least 16 bytes).
+    #[serde(default)]
+    pub pre_shared_key: Option<String>,
+}
+
+/// One `[[hub]]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// UUID.
+    pub id: String,
+    /// Gateway URIs handed to devices (`coaps+tcp://host:port`).
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    /// Human name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// The config file as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Hubs devices are provisioned to.
+    #[serde(default)]
+    pub hub: Vec<HubConfig>,
+    /// Enrollment groups.
+    #[serde(default)]
+    pub enrollment_group: Vec<GroupConfig>,
+}
+
+/// A loaded config: groups resolved into the model (PEM read, ids parsed), not yet validated
+/// against each other (the arena does that when they are published).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The raw tables.
+    pub file: ConfigFile,
+    /// Groups in file order.
+    pub groups: Vec<EnrollmentGroup>,
+}
+
+impl Config {
+    /// Read and resolve a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse config text; relative paths resolve against the directory of `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let groups = file
+            .enrollment_group
+            .iter()
+            .enumerate()
+            .map(|(i, g)| resolve_group(i, g, base))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            groups,
+        })
+    }
+}
+
+fn resolve_group(
+    index: usize,
+    g: &GroupConfig,
+    base: &Path,
+) -> Result<EnrollmentGroup, ConfigError> {
+    let label = format!("#{index} {:?} ({})", g.name, g.id);
+    let bad = |kind| {
+        ConfigError::Group(GroupError {
+            group: label.clone(),
+            kind,
+        })
+    };
+    let id = Uuid::parse_str(&g.id).map_err(|_| bad(GroupErrorKind::BadId(g.id.clone())))?;
+    let hub_ids = g
+        .hub_ids
+        .iter()
+        .map(|h| Uuid::parse_str(h).map_err(|_| bad(GroupErrorKind::BadId(h.clone()))))
+        .collect::<Result<_, _>>()?;
+    let (pem, source_desc) = if g.certificate_chain.contains("-----BEGIN") {
+        (
+            g.certificate_chain.clone().into_bytes(),
+            "inline PEM".to_owned(),
+        )
+    } else {
+        let p = base.join(&g.certificate_chain);
+        let bytes = std::fs::read(&p).map_err(|e| ConfigError::Chain {
+            group: label.clone(),
+            source_desc: p.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        (bytes, p.display().to_string())
+    };
+    let chain = certs_from_pem(&pem).map_err(|e| ConfigError::Chain {
+        group: label.clone(),
+        source_desc,
+        reason: e.to_string(),
+    })?;
+    Ok(EnrollmentGroup {
+        id,
+        name: g.name.clone(),
+        owner: g.owner.clone(),
+        chain,
+        lead: g.lead_certificate.clone(),
+        expired_certificates_allowed: g.expired_certificates_allowed,
+        allow_common_names: g.allow_common_names.clone(),
+        deny_common_names: g.deny_common_names.clone(),
+        hub_ids,
+        pre_shared_key: g.pre_shared_key.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let err = Config::parse(
+            "[[enrollment_group]]\nid = \"x\"\nname = \"a\"\nowner = \"o\"\ncertificate_chain = \"c.pem\"\ncolour = \"red\"\n",
+            Path::new("/tmp/c.toml"),
+        )
+        .expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.contains("colour") && msg.contains("line 6"), "{msg}");
+    }
+
+    #[test]
+    fn bad_uuid_names_the_group() {
+        let err = Config::parse(
+            "[[enrollment_group]]\nid = \"not-a-uuid\"\nname = \"factory\"\nowner = \"o\"\ncertificate_chain = \"c.pem\"\n",
+            Path::new("/tmp/c.toml"),
+        )
+        .expect_err("bad id");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("factory") && msg.contains("not a UUID"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn missing_chain_file_names_the_file() {
+        let err = Config::parse(
+            "[[enrollment_group]]\nid = \"8d2a8f4e-2f0a-4a55-9a1e-0f6f3c3c1a01\"\nname = \"f\"\nowner = \"o\"\ncertificate_chain = \"nope.pem\"\n",
+            Path::new("/nonexistent/c.toml"),
+        )
+        .expect_err("missing file");
+        assert!(err.to_string().contains("/nonexistent/nope.pem"), "{err}");
+    }
+}

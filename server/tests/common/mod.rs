@@ -1,0 +1,66 @@
+//! Fixtures shared by the integration tests: the seed's manufacturer PKI and helpers to judge chains.
+#![allow(dead_code)]
+
+use dps_server::enrollment::{Arena, EnrollmentGroup, RejectReason, Verdict};
+use dps_server::pki::{CertSpec, Issued};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use time::{Duration, OffsetDateTime};
+
+/// The seed's manufacturer chain: Root → Int1 → Int2 → devices.
+pub struct Manufacturer {
+    pub root: Issued,
+    pub int1: Issued,
+    pub int2: Issued,
+}
+
+impl Manufacturer {
+    pub fn new(prefix: &str) -> Self {
+        let root = Issued::self_signed(&CertSpec::ca(format!("{prefix} Root CA"))).expect("root");
+        let int1 = root
+            .issue(&CertSpec::ca(format!("{prefix} Intermediate CA #1")))
+            .expect("int1");
+        let int2 = int1
+            .issue(&CertSpec::ca(format!("{prefix} Intermediate CA #2")))
+            .expect("int2");
+        Self { root, int1, int2 }
+    }
+
+    /// A valid device certificate issued by Int2.
+    pub fn device(&self, cn: &str) -> Issued {
+        self.int2.issue(&CertSpec::device(cn)).expect("device")
+    }
+}
+
+pub fn der(c: &Issued) -> CertificateDer<'static> {
+    c.der().clone()
+}
+
+pub fn chain(certs: &[&Issued]) -> Vec<CertificateDer<'static>> {
+    certs.iter().map(|c| der(c)).collect()
+}
+
+pub fn group(name: &str, certs: &[&Issued]) -> EnrollmentGroup {
+    EnrollmentGroup::new(name, "acme", chain(certs))
+}
+
+pub fn arena(groups: Vec<EnrollmentGroup>) -> Arena {
+    Arena::with_groups(groups).expect("valid groups")
+}
+
+pub fn judge(arena: &Arena, presented: &[&Issued]) -> Verdict {
+    arena
+        .load()
+        .authenticate(&chain(presented), UnixTime::now())
+}
+
+pub fn reason(arena: &Arena, presented: &[&Issued]) -> Option<RejectReason> {
+    judge(arena, presented).reason()
+}
+
+pub fn days(n: i64) -> Duration {
+    Duration::days(n)
+}
+
+pub fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
