@@ -4,4 +4,5 @@
 pub mod check_chain;
 pub mod config;
 pub mod enrollment;
+pub mod init;
 pub mod pki;

@@ -162,7 +162,11 @@ impl std::fmt::Debug for Issued {
 impl Issued {
     /// A self-signed root.
     pub fn self_signed(spec: &CertSpec) -> Result<Self, PkiError> {
-        let key = spec.key.generate()?;
+        Self::self_signed_with_key(spec, spec.key.generate()?)
+    }
+
+    /// A self-signed root for a given key (a renewed root keeps its key).
+    pub fn self_signed_with_key(spec: &CertSpec, key: KeyPair) -> Result<Self, PkiError> {
         let params = spec.params();
         let der = params.self_signed(&key)?.der().clone();
         Ok(Self { params, key, der })

@@ -144,6 +144,57 @@ fn expired_leaf_is_rejected_unless_the_group_allows_it() {
     }
 }
 
+/// CAs created after the leaf expired (a common fixture, and a renewed CA in the field): no single
+/// time suits the whole path, yet the group's policy must still decide.
+#[test]
+fn expired_leaf_under_younger_cas_follows_the_group_policy() {
+    let m = Manufacturer::new("Y"); // CAs valid from yesterday
+    let spec = CertSpec::device("SN-OLD").valid_between(now() - days(400), now() - days(30));
+    let dev = m.int2.issue(&spec).expect("dev");
+    for presented_int2 in [true, false] {
+        let chain_certs: &[&Issued] = if presented_int2 {
+            &[&m.int1, &m.root]
+        } else {
+            &[&m.int2, &m.int1, &m.root]
+        };
+        let presented: &[&Issued] = if presented_int2 {
+            &[&dev, &m.int2]
+        } else {
+            &[&dev]
+        };
+        let strict = arena(vec![group("strict", chain_certs)]);
+        assert_eq!(reason(&strict, presented), Some(RejectReason::Expired));
+        let mut g = group("lenient", chain_certs);
+        g.expired_certificates_allowed = true;
+        let id = g.id;
+        let lenient = arena(vec![g]);
+        let v = judge(&lenient, presented);
+        assert_eq!(
+            v.group(),
+            Some(id),
+            "presented Int2: {presented_int2}: {v:?}"
+        );
+        if let Verdict::Accepted(acc) = v {
+            assert_eq!(acc.chain, chain(&[&dev, &m.int2, &m.int1, &m.root]));
+        }
+    }
+    // Still a gap without Int2 anywhere, and a forged issuer still fails.
+    let lenient_gap = {
+        let mut g = group("gap", &[&m.int1, &m.root]);
+        g.expired_certificates_allowed = true;
+        arena(vec![g])
+    };
+    assert_eq!(reason(&lenient_gap, &[&dev]), Some(RejectReason::NoPath));
+    let forged = m
+        .int1
+        .issue(&CertSpec::ca("Y Intermediate CA #2"))
+        .expect("other int2");
+    assert_eq!(
+        reason(&lenient_gap, &[&dev, &forged]),
+        Some(RejectReason::BadSignature)
+    );
+}
+
 #[test]
 fn expired_ca_is_rejected_even_when_the_group_allows_expired_leaves() {
     let root = Issued::self_signed(&CertSpec::ca("E Root")).expect("root");
@@ -246,7 +297,7 @@ fn malformed_leaf_or_intermediate() {
     let snap = a.load();
     let garbage = CertificateDer::from(vec![0x30, 0x82, 0x01, 0x00, 0xde, 0xad]);
     assert_eq!(
-        snap.authenticate(&[garbage.clone()], UnixTime::now())
+        snap.authenticate(std::slice::from_ref(&garbage), UnixTime::now())
             .reason(),
         Some(RejectReason::Malformed)
     );

@@ -20,6 +20,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a working demo set-up (PKI, config, a demo device) into DIR.
+    Init {
+        /// Target directory (created if missing).
+        dir: PathBuf,
+        /// Overwrite an existing set-up.
+        #[arg(long)]
+        force: bool,
+    },
     /// Judge a device chain against a config exactly as the server would (no TLS, so possession of
     /// the key is not checked). Prints one JSON object; exit 0 accepted, 3 rejected, 2 bad input.
     CheckChain {
@@ -47,6 +55,25 @@ fn parse_time(s: &str) -> Result<UnixTime, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Init { dir, force } => match dps_server::init::init(&dir, force) {
+            Ok(report) => {
+                println!(
+                    "wrote {} files; config: {}",
+                    report.files.len(),
+                    report.config.display()
+                );
+                println!(
+                    "try: dps-server check-chain --config {} --chain {}",
+                    report.config.display(),
+                    dir.join("device-chain.pem").display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::CheckChain { config, chain, at } => {
             let at = at.unwrap_or_else(UnixTime::now);
             match check_chain(&config, &chain, at) {

@@ -12,7 +12,7 @@ use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnch
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::arena::Snapshot;
-use super::cert::{clamp_time, common_name, CertId, TrustedCert};
+use super::cert::{clamp_time, common_name, verify_signed, CertId, TrustedCert};
 use super::verdict::{Accepted, RejectReason, Verdict};
 
 /// Signature algorithms a device chain may use (aws-lc-rs implementations).
@@ -41,7 +41,10 @@ const MAX_CONFIGURED_DEPTH: usize = 64;
 /// What one presented intermediate contributes: its bytes and the facts webpki does not check.
 struct Presented<'a> {
     der: &'a [u8],
+    subject: &'a [u8],
     issuer: &'a [u8],
+    is_ca: bool,
+    path_len: Option<u32>,
     lacks_cert_sign: bool,
     not_before: u64,
     not_after: u64,
@@ -58,9 +61,17 @@ impl<'a> Presented<'a> {
             Ok(None) => false,
             Err(_) => return None,
         };
+        let (is_ca, path_len) = match cert.basic_constraints() {
+            Ok(Some(bc)) => (bc.value.ca, bc.value.path_len_constraint),
+            Ok(None) => (false, None),
+            Err(_) => return None,
+        };
         let validity = cert.validity();
         Some(Self {
             der,
+            subject: cert.tbs_certificate.subject.as_raw(),
+            is_ca,
+            path_len,
             issuer: cert.tbs_certificate.issuer.as_raw(),
             lacks_cert_sign,
             not_before: clamp_time(validity.not_before.timestamp()),
@@ -160,29 +171,65 @@ impl Snapshot {
         };
 
         let ee = webpki::EndEntityCert::try_from(leaf_der).map_err(|_| RejectReason::Malformed)?;
-        let path = ee
-            .verify_for_usage(
+        let verify = |anchors: &[TrustAnchor<'_>], inter: &[CertificateDer<'_>]| {
+            ee.verify_for_usage(
                 ALGORITHMS,
-                &anchors,
-                &intermediate_ders,
+                anchors,
+                inter,
                 path_time,
                 webpki::KeyUsage::client_auth(),
                 None,
                 None,
             )
-            .map_err(|e| RejectReason::from_webpki(&e))?;
+            .map(|path| {
+                let used = path
+                    .intermediate_certificates()
+                    .map(|c| intermediates.iter().position(|p| p.der == c.der().as_ref()))
+                    .collect::<Option<Vec<usize>>>();
+                let a = path.anchor();
+                let anchor = candidates
+                    .iter()
+                    .filter(|c| {
+                        c.anchor.subject.as_ref() == a.subject.as_ref()
+                            && c.anchor.subject_public_key_info.as_ref()
+                                == a.subject_public_key_info.as_ref()
+                    })
+                    .min_by_key(|c| c.validity_at(now).is_some())
+                    .map(|c| c.id);
+                used.zip(anchor)
+            })
+        };
+        let (used, anchor) = match verify(&anchors, &intermediate_ders) {
+            Ok(found) => found.ok_or(RejectReason::NoPath)?,
+            // An expired (or future) leaf under a CA that was not valid at the leaf's time: no
+            // single time suits the whole path, so the leaf link and the CA links are checked apart.
+            Err(webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. })
+                if leaf_validity.is_some() =>
+            {
+                let split = split_path(&ee, path_time, &candidates, &intermediates)?;
+                return self.finish(now, leaf_der, leaf_cn, leaf_validity, split);
+            }
+            Err(e) => return Err(RejectReason::from_webpki(&e)),
+        };
+        let used: Vec<&Presented<'_>> = used.iter().filter_map(|&i| intermediates.get(i)).collect();
+        self.finish(now, leaf_der, leaf_cn, leaf_validity, (used, anchor))
+    }
 
-        // Assemble the verified chain: leaf, presented intermediates used, anchor, configured chain.
-        let mut chain: Vec<CertificateDer<'static>> = Vec::with_capacity(8);
-        let mut ids: Vec<CertId> = Vec::with_capacity(8);
+    /// Everything after the presented part of the path is known: presented CAs checked at `now`,
+    /// the configured chain walked from the anchor, then selection, lists and the leaf policy.
+    fn finish(
+        &self,
+        now: UnixTime,
+        leaf_der: &CertificateDer<'_>,
+        leaf_cn: String,
+        leaf_validity: Option<RejectReason>,
+        (used, anchor): (Vec<&Presented<'_>>, CertId),
+    ) -> Result<Accepted, RejectReason> {
+        let mut chain: Vec<CertificateDer<'static>> = Vec::with_capacity(used.len() + 4);
+        let mut ids: Vec<CertId> = Vec::with_capacity(used.len() + 4);
         chain.push(leaf_der.clone().into_owned());
         ids.push(CertId::of(leaf_der));
-        for cert in path.intermediate_certificates() {
-            let der = cert.der();
-            let p = intermediates
-                .iter()
-                .find(|p| p.der == der.as_ref())
-                .ok_or(RejectReason::NoPath)?;
+        for p in used {
             if p.lacks_cert_sign {
                 return Err(RejectReason::NotCa);
             }
@@ -192,16 +239,7 @@ impl Snapshot {
             ids.push(CertId::of(p.der));
             chain.push(CertificateDer::from(p.der.to_vec()));
         }
-        let anchor = path.anchor();
-        let mut next = candidates
-            .iter()
-            .filter(|c| {
-                c.anchor.subject.as_ref() == anchor.subject.as_ref()
-                    && c.anchor.subject_public_key_info.as_ref()
-                        == anchor.subject_public_key_info.as_ref()
-            })
-            .min_by_key(|c| c.validity_at(now).is_some())
-            .map(|c| c.id);
+        let mut next = Some(anchor);
         let mut below = chain.len() - 1; // CA certificates between the next one and the leaf
         let mut depth = 0;
         while let Some(id) = next {
@@ -248,5 +286,97 @@ impl Snapshot {
             chain,
             expired_leaf_allowed,
         })
+    }
+}
+
+/// Longest run of presented intermediates the split path walks (webpki's own limit is 6).
+const MAX_PRESENTED_DEPTH: usize = 6;
+
+/// The path of a leaf that is outside its validity window under CAs that were not valid at any
+/// time inside it. webpki checks the leaf (at a time inside its window), its EKU and its signature,
+/// with every candidate issuer offered as an anchor; the links above the leaf's issuer are then
+/// checked one by one (issuer name, CA, keyCertSign, pathLen, signature); validity of those CAs is
+/// checked against now by `finish`.
+fn split_path<'a>(
+    ee: &webpki::EndEntityCert<'_>,
+    path_time: UnixTime,
+    candidates: &[&Arc<TrustedCert>],
+    intermediates: &'a [Presented<'a>],
+) -> Result<(Vec<&'a Presented<'a>>, CertId), RejectReason> {
+    let presented_anchors = intermediates
+        .iter()
+        .map(|p| {
+            webpki::anchor_from_trusted_cert(&CertificateDer::from(p.der))
+                .map(|a| a.to_owned())
+                .map_err(|_| RejectReason::Malformed)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let anchors: Vec<TrustAnchor<'_>> = candidates
+        .iter()
+        .map(|c| c.anchor())
+        .chain(presented_anchors.iter().cloned())
+        .collect();
+    let path = ee
+        .verify_for_usage(
+            ALGORITHMS,
+            &anchors,
+            &[],
+            path_time,
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| RejectReason::from_webpki(&e))?;
+    let a = path.anchor();
+    let same = |b: &TrustAnchor<'_>| {
+        b.subject.as_ref() == a.subject.as_ref()
+            && b.subject_public_key_info.as_ref() == a.subject_public_key_info.as_ref()
+    };
+    if let Some(c) = candidates.iter().find(|c| same(&c.anchor)) {
+        return Ok((Vec::new(), c.id));
+    }
+    let first = presented_anchors
+        .iter()
+        .position(same)
+        .and_then(|i| intermediates.get(i))
+        .ok_or(RejectReason::NoPath)?;
+    let mut path: Vec<&Presented<'_>> = vec![first];
+    loop {
+        let below = path.len() - 1;
+        let Some(cur) = path.last().copied() else {
+            return Err(RejectReason::NoPath);
+        };
+        if !cur.is_ca || cur.lacks_cert_sign {
+            return Err(RejectReason::NotCa);
+        }
+        if cur.path_len.is_some_and(|limit| below > limit as usize) {
+            return Err(RejectReason::PathLen);
+        }
+        let mut failure = RejectReason::NoPath;
+        for c in candidates.iter().filter(|c| *c.subject == *cur.issuer) {
+            match verify_signed(&c.der, cur.der) {
+                Ok(()) => return Ok((path, c.id)),
+                Err(_) => failure = RejectReason::BadSignature,
+            }
+        }
+        if path.len() >= MAX_PRESENTED_DEPTH {
+            return Err(failure);
+        }
+        let next = intermediates.iter().find(|p| {
+            p.subject == cur.issuer
+                && !path.iter().any(|q| q.der == p.der)
+                && verify_signed(p.der, cur.der).is_ok()
+        });
+        match next {
+            Some(p) => path.push(p),
+            None => {
+                let named = intermediates.iter().any(|p| p.subject == cur.issuer);
+                return Err(if named {
+                    RejectReason::BadSignature
+                } else {
+                    failure
+                });
+            }
+        }
     }
 }

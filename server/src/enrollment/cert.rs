@@ -147,11 +147,7 @@ impl TrustedCert {
     /// Does this certificate's key verify the signature on `child`? Used only when a group is
     /// configured (per-handshake signatures go through webpki).
     pub(crate) fn signed(&self, child: &CertificateDer<'_>) -> Result<(), String> {
-        let (_, me) = X509Certificate::from_der(&self.der).map_err(|e| e.to_string())?;
-        let (_, child) = X509Certificate::from_der(child).map_err(|e| e.to_string())?;
-        child
-            .verify_signature(Some(me.public_key()))
-            .map_err(|e| e.to_string())
+        verify_signed(&self.der, child)
     }
 
     /// `Some(reason)` when the certificate is outside its validity window at `now`.
@@ -178,6 +174,15 @@ impl TrustedCert {
                 .map(|n| n.as_ref().into()),
         }
     }
+}
+
+/// Does the key of `issuer` verify the signature on `child`? (x509-parser over aws-lc-rs.)
+pub(crate) fn verify_signed(issuer: &[u8], child: &[u8]) -> Result<(), String> {
+    let (_, issuer) = X509Certificate::from_der(issuer).map_err(|e| e.to_string())?;
+    let (_, child) = X509Certificate::from_der(child).map_err(|e| e.to_string())?;
+    child
+        .verify_signature(Some(issuer.public_key()))
+        .map_err(|e| e.to_string())
 }
 
 /// Certificates before 1970 are treated as starting at 0.

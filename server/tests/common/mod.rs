@@ -14,13 +14,25 @@ pub struct Manufacturer {
 }
 
 impl Manufacturer {
+    /// CAs valid from yesterday for ten years.
     pub fn new(prefix: &str) -> Self {
-        let root = Issued::self_signed(&CertSpec::ca(format!("{prefix} Root CA"))).expect("root");
+        let ca = |cn: String| CertSpec::ca(cn);
+        Self::build(prefix, &ca)
+    }
+
+    /// CAs valid from `since` ago for ten years.
+    pub fn aged(prefix: &str, since: Duration) -> Self {
+        let ca = |cn: String| CertSpec::ca(cn).valid_between(now() - since, now() + days(3650));
+        Self::build(prefix, &ca)
+    }
+
+    fn build(prefix: &str, ca: &dyn Fn(String) -> CertSpec) -> Self {
+        let root = Issued::self_signed(&ca(format!("{prefix} Root CA"))).expect("root");
         let int1 = root
-            .issue(&CertSpec::ca(format!("{prefix} Intermediate CA #1")))
+            .issue(&ca(format!("{prefix} Intermediate CA #1")))
             .expect("int1");
         let int2 = int1
-            .issue(&CertSpec::ca(format!("{prefix} Intermediate CA #2")))
+            .issue(&ca(format!("{prefix} Intermediate CA #2")))
             .expect("int2");
         Self { root, int1, int2 }
     }

@@ -1,0 +1,213 @@
+//! `dps-server init DIR`: a working demo set-up in one command, so a new user can try the server
+//! (and `check-chain`) before they have a PKI of their own.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::ExtendedKeyUsagePurpose;
+
+use crate::config::{ConfigFile, GroupConfig, HubConfig};
+use crate::enrollment::LeadSelector;
+use crate::pki::{chain_pem, CertSpec, Issued, PkiError};
+
+/// Why the demo set-up could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// The directory already holds a config and `force` was not given.
+    #[error("{0} already exists (pass --force to overwrite)")]
+    Exists(PathBuf),
+    /// Writing a file failed.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Certificate generation failed.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// The config could not be serialized.
+    #[error("cannot serialize the config: {0}")]
+    Toml(#[from] toml::ser::Error),
+}
+
+/// Ids of the demo set-up, fixed so docs and scripts can refer to them.
+pub mod ids {
+    /// The demo hub.
+    pub const HUB: &str = "3a6bb6a7-3c42-4c7e-9d52-1f0d6c7a3f10";
+    /// Group "factory-a", represented by the production-line CA.
+    pub const FACTORY_A: &str = "8d2a8f4e-2f0a-4a55-9a1e-0f6f3c3c1a01";
+    /// Group "acme-any", represented by the manufacturer root.
+    pub const ACME_ANY: &str = "8d2a8f4e-2f0a-4a55-9a1e-0f6f3c3c1a02";
+    /// The demo owner.
+    pub const OWNER: &str = "1b1e5c2a-6f0e-4c59-8f3a-7f6c2b1e9d00";
+}
+
+/// What `init` wrote.
+#[derive(Debug)]
+pub struct InitReport {
+    /// The config file.
+    pub config: PathBuf,
+    /// Every file written.
+    pub files: Vec<PathBuf>,
+}
+
+fn write(
+    dir: &Path,
+    name: &str,
+    contents: &str,
+    files: &mut Vec<PathBuf>,
+) -> Result<(), InitError> {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| InitError::Io {
+            path: parent.to_owned(),
+            source,
+        })?;
+    }
+    std::fs::write(&path, contents).map_err(|source| InitError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    files.push(path);
+    Ok(())
+}
+
+/// Write the demo PKI and config into `dir`.
+pub fn init(dir: &Path, force: bool) -> Result<InitReport, InitError> {
+    let config = dir.join("config.toml");
+    if config.exists() && !force {
+        return Err(InitError::Exists(config));
+    }
+    let mut files = Vec::new();
+
+    // The DPS's own server certificate, and the CA devices use to verify it.
+    let server_ca = Issued::self_signed(&CertSpec::ca("dpsbench demo server CA"))?;
+    let mut server_spec = CertSpec::device("localhost");
+    server_spec.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server = server_ca.issue(&server_spec)?;
+    write(dir, "server-ca.pem", &server_ca.pem(), &mut files)?;
+    write(
+        dir,
+        "server.pem",
+        &chain_pem([server.der(), server_ca.der()]),
+        &mut files,
+    )?;
+    write(dir, "server.key", &server.key_pem(), &mut files)?;
+
+    // The identity CA that signs the devices' identity certificates.
+    let identity_ca = Issued::self_signed(&CertSpec::ca("dpsbench demo identity CA"))?;
+    write(dir, "identity-ca.pem", &identity_ca.pem(), &mut files)?;
+    write(dir, "identity-ca.key", &identity_ca.key_pem(), &mut files)?;
+
+    // The manufacturer: Root → Factory A → Line 1 → devices.
+    let root = Issued::self_signed(&CertSpec::ca("ACME Manufacturer Root CA"))?;
+    let factory = root.issue(&CertSpec::ca("ACME Factory A CA"))?;
+    let line = factory.issue(&CertSpec::ca("ACME Factory A Line 1 CA"))?;
+    let device = line.issue(&CertSpec::device("ACME-SN-000001"))?;
+    write(dir, "manufacturer/root.pem", &root.pem(), &mut files)?;
+    write(dir, "manufacturer/root.key", &root.key_pem(), &mut files)?;
+    write(
+        dir,
+        "manufacturer/factory-a.pem",
+        &factory.pem(),
+        &mut files,
+    )?;
+    write(
+        dir,
+        "manufacturer/factory-a.key",
+        &factory.key_pem(),
+        &mut files,
+    )?;
+    write(dir, "manufacturer/line-1.pem", &line.pem(), &mut files)?;
+    write(dir, "manufacturer/line-1.key", &line.key_pem(), &mut files)?;
+    write(
+        dir,
+        "groups/factory-a.pem",
+        &chain_pem([factory.der(), root.der()]),
+        &mut files,
+    )?;
+    write(dir, "groups/acme-any.pem", &root.pem(), &mut files)?;
+    // The group chain stops at Factory A, so the device must send Line 1 after its leaf.
+    write(
+        dir,
+        "device-chain.pem",
+        &chain_pem([device.der(), line.der()]),
+        &mut files,
+    )?;
+    write(dir, "device.key", &device.key_pem(), &mut files)?;
+
+    let file = ConfigFile {
+        hub: vec![HubConfig {
+            id: ids::HUB.into(),
+            gateways: vec!["coaps+tcp://127.0.0.1:5684".into()],
+            name: Some("demo hub".into()),
+        }],
+        enrollment_group: vec![
+            GroupConfig {
+                id: ids::FACTORY_A.into(),
+                name: "factory-a".into(),
+                owner: ids::OWNER.into(),
+                certificate_chain: "groups/factory-a.pem".into(),
+                lead_certificate: LeadSelector::Index(0),
+                expired_certificates_allowed: false,
+                allow_common_names: vec![],
+                deny_common_names: vec!["ACME-SN-000013".into()],
+                hub_ids: vec![ids::HUB.into()],
+                pre_shared_key: None,
+            },
+            GroupConfig {
+                id: ids::ACME_ANY.into(),
+                name: "acme-any".into(),
+                owner: ids::OWNER.into(),
+                certificate_chain: "groups/acme-any.pem".into(),
+                lead_certificate: LeadSelector::Index(0),
+                expired_certificates_allowed: true,
+                allow_common_names: vec![],
+                deny_common_names: vec![],
+                hub_ids: vec![ids::HUB.into()],
+                pre_shared_key: None,
+            },
+        ],
+    };
+    let text = format!(
+        "# dpsbench demo config, written by `dps-server init`.\n\
+         # Paths are relative to this file. Regenerate with `dps-server init {} --force`.\n\n{}",
+        dir.display(),
+        toml::to_string_pretty(&file)?
+    );
+    write(dir, "config.toml", &text, &mut files)?;
+    Ok(InitReport { config, files })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::enrollment::Arena;
+    use rustls_pki_types::UnixTime;
+
+    #[test]
+    fn demo_device_is_admitted_into_factory_a() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let report = init(dir.path(), false).expect("init");
+        let config = Config::load(&report.config).expect("config loads");
+        let arena = Arena::with_groups(config.groups).expect("groups valid");
+        let pem = std::fs::read(dir.path().join("device-chain.pem")).expect("chain");
+        let chain = crate::enrollment::certs_from_pem(&pem).expect("pem");
+        let v = arena.load().authenticate(&chain, UnixTime::now());
+        assert_eq!(
+            v.group().map(|g| g.to_string()).as_deref(),
+            Some(ids::FACTORY_A)
+        );
+        // Without Line 1 the device has a gap.
+        let leaf_only = &chain[..1];
+        assert!(arena
+            .load()
+            .authenticate(leaf_only, UnixTime::now())
+            .group()
+            .is_none());
+        assert!(matches!(init(dir.path(), false), Err(InitError::Exists(_))));
+        init(dir.path(), true).expect("force overwrites");
+    }
+}
