@@ -6,3 +6,4 @@ pub mod config;
 pub mod enrollment;
 pub mod init;
 pub mod pki;
+pub mod proto;

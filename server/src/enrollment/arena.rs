@@ -3,7 +3,7 @@
 //! snapshot beside it (persistent maps share structure, so one update costs O(log n), not O(n)) and
 //! swaps it in atomically.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -171,15 +171,26 @@ impl Snapshot {
     }
 }
 
-/// Links verified during one bulk load, shared by the validating threads.
+/// Links verified and certificates parsed during one load, shared by the validating threads.
+#[derive(Default)]
 struct BatchMemo<'a> {
-    published: &'a Snapshot,
+    published: Option<&'a Snapshot>,
     verified: Mutex<HashSet<(CertId, Option<CertId>)>>,
+    parsed: Mutex<HashMap<CertId, Arc<TrustedCert>>>,
+}
+
+impl<'a> BatchMemo<'a> {
+    fn over(published: &'a Snapshot) -> Self {
+        Self {
+            published: Some(published),
+            ..Self::default()
+        }
+    }
 }
 
 impl LinkMemo for BatchMemo<'_> {
     fn known(&self, child: CertId, parent: Option<CertId>) -> bool {
-        self.published.link_known(child, parent)
+        self.published.is_some_and(|p| p.link_known(child, parent))
             || self
                 .verified
                 .lock()
@@ -189,6 +200,17 @@ impl LinkMemo for BatchMemo<'_> {
     fn verified(&self, child: CertId, parent: Option<CertId>) {
         if let Ok(mut s) = self.verified.lock() {
             s.insert((child, parent));
+        }
+    }
+    fn parsed(&self, id: CertId) -> Option<Arc<TrustedCert>> {
+        if let Some(slot) = self.published.and_then(|p| p.certs.get(&id)) {
+            return Some(slot.cert.clone());
+        }
+        self.parsed.lock().ok()?.get(&id).cloned()
+    }
+    fn remember(&self, cert: &Arc<TrustedCert>) {
+        if let Ok(mut m) = self.parsed.lock() {
+            m.insert(cert.id, cert.clone());
         }
     }
 }
@@ -239,10 +261,7 @@ impl Arena {
     /// before the writer lock is taken.
     pub fn upsert(&self, def: EnrollmentGroup) -> Result<(), GroupError> {
         let published = self.load();
-        let memo = BatchMemo {
-            published: &published,
-            verified: Mutex::default(),
-        };
+        let memo = BatchMemo::over(&published);
         let g = Arc::new(validate(def, &memo)?);
         let _w = self.lock_writer();
         let prev = self.current.load_full();
@@ -292,10 +311,7 @@ fn validate_all(
     defs: Vec<EnrollmentGroup>,
     published: &Snapshot,
 ) -> Result<Vec<Arc<ValidatedGroup>>, GroupError> {
-    let memo = BatchMemo {
-        published,
-        verified: Mutex::default(),
-    };
+    let memo = BatchMemo::over(published);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)

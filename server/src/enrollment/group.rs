@@ -239,6 +239,10 @@ pub trait LinkMemo: Sync {
     fn known(&self, child: CertId, parent: Option<CertId>) -> bool;
     /// Record a verified link.
     fn verified(&self, child: CertId, parent: Option<CertId>);
+    /// An already parsed certificate with this identity, so groups that share CAs share one copy.
+    fn parsed(&self, id: CertId) -> Option<Arc<TrustedCert>>;
+    /// Record a parsed certificate.
+    fn remember(&self, cert: &Arc<TrustedCert>);
 }
 
 /// Validate a group definition, skipping the signature checks of links `memo` already knows.
@@ -258,8 +262,17 @@ pub fn validate(def: EnrollmentGroup, memo: &dyn LinkMemo) -> Result<ValidatedGr
     }
     let mut certs = Vec::with_capacity(def.chain.len());
     for (index, der) in def.chain.iter().enumerate() {
-        let cert = TrustedCert::parse(der.clone())
-            .map_err(|reason| err(GroupErrorKind::BadCertificate { index, reason }))?;
+        let cert = match memo.parsed(CertId::of(der)) {
+            Some(cert) => cert,
+            None => {
+                let cert = Arc::new(
+                    TrustedCert::parse(der.clone())
+                        .map_err(|reason| err(GroupErrorKind::BadCertificate { index, reason }))?,
+                );
+                memo.remember(&cert);
+                cert
+            }
+        };
         if certs.iter().any(|c: &Arc<TrustedCert>| c.id == cert.id) {
             return Err(err(GroupErrorKind::DuplicateInChain { index }));
         }
@@ -269,7 +282,7 @@ pub fn validate(def: EnrollmentGroup, memo: &dyn LinkMemo) -> Result<ValidatedGr
                 name: cn_or_unnamed(&cert),
             }));
         }
-        certs.push(Arc::new(cert));
+        certs.push(cert);
     }
     for (index, pair) in certs.windows(2).enumerate() {
         let (child, parent) = (&pair[0], &pair[1]);
