@@ -17,14 +17,20 @@ fn dps(args: &[&str]) -> Output {
         .expect("run dps-server")
 }
 
-fn check(config: &Path, chain: &Path) -> (i32, serde_json::Value, String) {
-    let out = dps(&[
+fn check_chain(config: &Path, chain: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
         "check-chain",
         "--config",
         config.to_str().expect("utf8"),
         "--chain",
         chain.to_str().expect("utf8"),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    dps(&args)
+}
+
+fn check(config: &Path, chain: &Path) -> (i32, serde_json::Value, String) {
+    let out = check_chain(config, chain, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let json = serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null);
     (
@@ -73,13 +79,7 @@ fn accepted_rejected_and_exact_json() {
     let good = dir.path().join("good.pem");
     let dev = m.device("SN-000001");
     std::fs::write(&good, chain_pem([dev.der(), m.int2.der()])).expect("write");
-    let out = dps(&[
-        "check-chain",
-        "--config",
-        config.to_str().expect("utf8"),
-        "--chain",
-        good.to_str().expect("utf8"),
-    ]);
+    let out = check_chain(&config, &good, &[]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -88,13 +88,7 @@ fn accepted_rejected_and_exact_json() {
 
     let truncated = dir.path().join("truncated.pem");
     std::fs::write(&truncated, chain_pem([dev.der()])).expect("write");
-    let out = dps(&[
-        "check-chain",
-        "--config",
-        config.to_str().expect("utf8"),
-        "--chain",
-        truncated.to_str().expect("utf8"),
-    ]);
+    let out = check_chain(&config, &truncated, &[]);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -204,15 +198,7 @@ fn at_judges_an_expired_device_at_another_time() {
     let past = (now() - days(100))
         .format(&time::format_description::well_known::Rfc3339)
         .expect("fmt");
-    let out = dps(&[
-        "check-chain",
-        "--config",
-        config.to_str().expect("utf8"),
-        "--chain",
-        chain.to_str().expect("utf8"),
-        "--at",
-        &past,
-    ]);
+    let out = check_chain(&config, &chain, &["--at", &past]);
     assert_eq!(
         out.status.code(),
         Some(0),
