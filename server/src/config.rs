@@ -90,10 +90,69 @@ pub struct HubConfig {
     pub name: Option<String>,
 }
 
+/// `[server]`: the device port. Paths are relative to the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Device port address (CoAP over TLS over TCP); default `127.0.0.1:15684`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Server certificate chain, PEM, leaf first.
+    pub certificate: String,
+    /// Server private key, PEM (PKCS#8, SEC1 or PKCS#1).
+    pub key: String,
+    /// CA certificate that signs device identity certificates, PEM.
+    pub identity_ca_certificate: String,
+    /// Its private key, PEM.
+    pub identity_ca_key: String,
+    /// Validity of issued identity certificates, days (devices refuse less than an hour).
+    #[serde(default = "default_identity_days")]
+    pub identity_validity_days: u32,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:15684".into()
+}
+
+fn default_identity_days() -> u32 {
+    365
+}
+
+/// `[limits]`: protection of the device port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Connections served at once; further ones are closed at accept.
+    pub max_connections: u32,
+    /// TLS handshake deadline, milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Close a connection idle this long, milliseconds (plgd: 20 s).
+    pub inactivity_timeout_ms: u64,
+    /// Largest CoAP message accepted, bytes.
+    pub max_message_size: u32,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            handshake_timeout_ms: 10_000,
+            inactivity_timeout_ms: 20_000,
+            max_message_size: 16 * 1024,
+        }
+    }
+}
+
 /// The config file as written.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// The device port; required by `run`, not by `check-chain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerSection>,
+    /// Limits of the device port.
+    #[serde(default)]
+    pub limits: LimitsSection,
     /// Hubs devices are provisioned to.
     #[serde(default)]
     pub hub: Vec<HubConfig>,
@@ -115,6 +174,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// A path from the config, resolved against the config file's directory.
+    pub fn resolve(&self, relative: &str) -> PathBuf {
+        self.path.parent().unwrap_or(Path::new(".")).join(relative)
+    }
+
     /// Read and resolve a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::ExtendedKeyUsagePurpose;
+use rcgen::{ExtendedKeyUsagePurpose, SanType};
 
-use crate::config::{ConfigFile, GroupConfig, HubConfig};
+use crate::config::{ConfigFile, GroupConfig, HubConfig, LimitsSection, ServerSection};
 use crate::enrollment::LeadSelector;
 use crate::pki::{chain_pem, CertSpec, Issued, PkiError};
 
@@ -26,6 +26,9 @@ pub enum InitError {
     /// Certificate generation failed.
     #[error(transparent)]
     Pki(#[from] PkiError),
+    /// A name rcgen refused.
+    #[error("certificate name: {0}")]
+    Name(#[from] rcgen::Error),
     /// The config could not be serialized.
     #[error("cannot serialize the config: {0}")]
     Toml(#[from] toml::ser::Error),
@@ -85,6 +88,11 @@ pub fn init(dir: &Path, force: bool) -> Result<InitReport, InitError> {
     let server_ca = Issued::self_signed(&CertSpec::ca("dpsbench demo server CA"))?;
     let mut server_spec = CertSpec::device("localhost");
     server_spec.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server_spec.subject_alt_names = vec![
+        SanType::DnsName("localhost".try_into()?),
+        SanType::IpAddress([127, 0, 0, 1].into()),
+        SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()),
+    ];
     let server = server_ca.issue(&server_spec)?;
     write(dir, "server-ca.pem", &server_ca.pem(), &mut files)?;
     write(
@@ -138,6 +146,15 @@ pub fn init(dir: &Path, force: bool) -> Result<InitReport, InitError> {
     write(dir, "device.key", &device.key_pem(), &mut files)?;
 
     let file = ConfigFile {
+        server: Some(ServerSection {
+            listen: "127.0.0.1:15684".into(),
+            certificate: "server.pem".into(),
+            key: "server.key".into(),
+            identity_ca_certificate: "identity-ca.pem".into(),
+            identity_ca_key: "identity-ca.key".into(),
+            identity_validity_days: 365,
+        }),
+        limits: LimitsSection::default(),
         hub: vec![HubConfig {
             id: ids::HUB.into(),
             gateways: vec!["coaps+tcp://127.0.0.1:5684".into()],

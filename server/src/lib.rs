@@ -3,7 +3,11 @@
 
 pub mod check_chain;
 pub mod config;
+pub mod connection;
 pub mod enrollment;
 pub mod init;
 pub mod pki;
 pub mod proto;
+pub mod provision;
+pub mod server;
+pub mod tls;

@@ -3,7 +3,7 @@
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SerialNumber, SignatureAlgorithm,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, SignatureAlgorithm,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
@@ -63,6 +63,8 @@ pub struct CertSpec {
     pub extended_key_usages: Vec<ExtendedKeyUsagePurpose>,
     /// Explicit serial number; random when `None`.
     pub serial: Option<u64>,
+    /// Subject alternative names (DNS names and IP addresses of a server certificate).
+    pub subject_alt_names: Vec<SanType>,
 }
 
 impl CertSpec {
@@ -80,6 +82,7 @@ impl CertSpec {
             key_usages: vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign],
             extended_key_usages: Vec::new(),
             serial: None,
+            subject_alt_names: Vec::new(),
         }
     }
 
@@ -100,6 +103,7 @@ impl CertSpec {
             ],
             extended_key_usages: vec![ExtendedKeyUsagePurpose::ClientAuth],
             serial: None,
+            subject_alt_names: Vec::new(),
         }
     }
 
@@ -136,6 +140,7 @@ impl CertSpec {
         };
         params.key_usages = self.key_usages.clone();
         params.extended_key_usages = self.extended_key_usages.clone();
+        params.subject_alt_names = self.subject_alt_names.clone();
         params.serial_number = self
             .serial
             .map(|s| SerialNumber::from_slice(&s.to_be_bytes()));

@@ -28,6 +28,19 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Start the DPS: the device port (CoAP over TLS over TCP) serves until SIGTERM or Ctrl-C.
+    Run {
+        /// The server config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Device port address, overriding `[server] listen`.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Admin API address (the admin API is not part of this build yet; the flag is accepted
+        /// so scripts written for it keep working, and a warning is logged).
+        #[arg(long)]
+        admin_listen: Option<String>,
+    },
     /// Judge a device chain against a config exactly as the server would (no TLS, so possession of
     /// the key is not checked). Prints one JSON object; exit 0 accepted, 3 rejected, 2 bad input.
     CheckChain {
@@ -52,9 +65,91 @@ fn parse_time(s: &str) -> Result<UnixTime, String> {
     )))
 }
 
+async fn run(
+    config: PathBuf,
+    listen: Option<String>,
+    admin_listen: Option<String>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let config = dps_server::config::Config::load(&config)?;
+    let server = std::sync::Arc::new(dps_server::server::Server::from_config(&config)?);
+    let section = config
+        .file
+        .server
+        .as_ref()
+        .context("the config has no [server] section")?;
+    let addr = listen.unwrap_or_else(|| section.listen.clone());
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(
+        groups = server.arena().load().len(),
+        "loaded enrollment groups"
+    );
+    tracing::info!(address = %bound, "device port listening (coaps+tcp)");
+    println!("dps-server listening on {bound}");
+    if let Some(admin) = admin_listen {
+        tracing::warn!(%admin, "the admin API is not available in this build; ignoring --admin-listen");
+    }
+    server.run(listener, shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run {
+            config,
+            listen,
+            admin_listen,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(config, listen, admin_listen)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Init { dir, force } => match dps_server::init::init(&dir, force) {
             Ok(report) => {
                 println!(

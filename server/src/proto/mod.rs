@@ -7,3 +7,4 @@
 
 pub mod body;
 pub mod coap;
+pub mod stream;

@@ -1,0 +1,203 @@
+//! One device connection after its TLS handshake: CSM first, then requests routed to the
+//! provisioning resources until the device leaves, errs, or idles out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::enrollment::ValidatedGroup;
+use crate::proto::body::{self, ContentFormat};
+use crate::proto::coap::{option, Code, Frame};
+use crate::proto::stream::{FramedIo, StreamError};
+use crate::provision::{ProvisionError, Provisioner};
+
+/// Resource paths of the spec.
+pub mod paths {
+    /// GET: current time.
+    pub const TIME: &str = "/x.plgd.dev/time";
+    /// GET: owner.
+    pub const OWNERSHIP: &str = "/api/v1/provisioning/ownership";
+    /// POST: cloud configuration.
+    pub const CLOUD_CONFIGURATION: &str = "/api/v1/provisioning/cloud-configuration";
+    /// POST: identity credentials from a CSR.
+    pub const CREDENTIALS: &str = "/api/v1/provisioning/credentials";
+    /// GET: access control lists.
+    pub const ACLS: &str = "/api/v1/provisioning/acls";
+}
+
+/// Options a request may carry; any other critical (odd) option is refused with 4.02.
+const UNDERSTOOD_OPTIONS: [u16; 8] = [
+    option::URI_HOST,
+    option::URI_PORT,
+    option::URI_PATH,
+    option::CONTENT_FORMAT,
+    option::URI_QUERY,
+    option::ACCEPT,
+    option::OCF_ACCEPT_CONTENT_FORMAT_VERSION,
+    option::OCF_CONTENT_FORMAT_VERSION,
+];
+
+/// Who is on the other end of a connection, as attestation established it.
+#[derive(Debug, Clone)]
+pub struct DeviceSession {
+    /// The selected enrollment group (as it was when the device connected).
+    pub group: Arc<ValidatedGroup>,
+    /// The manufacturer certificate's CN.
+    pub common_name: String,
+}
+
+/// Per-connection limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Largest message accepted (whole frame).
+    pub max_message_size: usize,
+    /// Close after this long without a frame from the device.
+    pub inactivity_timeout: Duration,
+}
+
+/// How a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The device closed the stream, or sent Release.
+    Closed,
+    /// Nothing arrived within the inactivity timeout.
+    Idle,
+    /// A request was answered with an error code; the connection is closed after it (as plgd does).
+    ErrorResponse(Code),
+    /// Bad framing (or a transport error); an Abort was sent where possible.
+    Protocol(String),
+}
+
+/// Serve one connection until it ends.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    device: Option<DeviceSession>,
+    provisioner: &Provisioner,
+    limits: ConnectionLimits,
+) -> Ending {
+    let mut framed = FramedIo::new(io, limits.max_message_size);
+    let csm = Frame::csm(u32::try_from(limits.max_message_size).ok());
+    if let Err(e) = framed.write_frame(&csm).await {
+        return Ending::Protocol(e.to_string());
+    }
+    loop {
+        let frame = match tokio::time::timeout(limits.inactivity_timeout, framed.read_frame()).await
+        {
+            Err(_) => return Ending::Idle,
+            Ok(Ok(None)) => return Ending::Closed,
+            Ok(Ok(Some(frame))) => frame,
+            Ok(Err(StreamError::Codec(e))) => {
+                let _ = framed.write_frame(&Frame::abort(&e.to_string())).await;
+                return Ending::Protocol(e.to_string());
+            }
+            Ok(Err(e)) => return Ending::Protocol(e.to_string()),
+        };
+        let reply = match frame.code {
+            Code::PING => Some(Frame::pong(&frame.token)),
+            Code::RELEASE | Code::ABORT => return Ending::Closed,
+            code if code.is_signal() => None, // CSM (tolerated, not required), Pong
+            code if code.is_request() => Some(handle(&frame, device.as_ref(), provisioner)),
+            _ => None, // responses from the device (e.g. to a discovery query) are not needed
+        };
+        if let Some(reply) = reply {
+            if let Err(e) = framed.write_frame(&reply).await {
+                return Ending::Protocol(e.to_string());
+            }
+            if reply.code.is_error() {
+                return Ending::ErrorResponse(reply.code);
+            }
+        }
+    }
+}
+
+fn error(code: Code, request: &Frame, diagnostic: &str) -> Frame {
+    Frame::response(code, &request.token).with_payload(diagnostic.as_bytes().to_vec())
+}
+
+fn reply<T: Serialize>(code: Code, request: &Frame, format: ContentFormat, value: &T) -> Frame {
+    match body::encode(format, value) {
+        Ok(payload) => Frame::response(code, &request.token)
+            .with_content_format(format.as_u16())
+            .with_payload(payload),
+        Err(e) => error(Code::INTERNAL, request, &e.to_string()),
+    }
+}
+
+fn decode_request<T: DeserializeOwned>(request: &Frame) -> Result<T, Frame> {
+    let format = request
+        .content_format()
+        .ok_or_else(|| error(Code::BAD_REQUEST, request, "missing content format"))?;
+    body::decode_as(format, &request.payload)
+        .map_err(|e| error(Code::BAD_REQUEST, request, &e.to_string()))
+}
+
+fn provision_error(request: &Frame, e: ProvisionError) -> Frame {
+    match e {
+        ProvisionError::Internal(_) => error(Code::INTERNAL, request, &e.to_string()),
+        _ => error(Code::BAD_REQUEST, request, &e.to_string()),
+    }
+}
+
+/// Answer one request.
+pub fn handle(request: &Frame, device: Option<&DeviceSession>, provisioner: &Provisioner) -> Frame {
+    if let Some(o) = request.options.iter().find(|o| {
+        crate::proto::coap::is_critical(o.number) && !UNDERSTOOD_OPTIONS.contains(&o.number)
+    }) {
+        return error(
+            Code::BAD_OPTION,
+            request,
+            &format!("unsupported critical option {}", o.number),
+        );
+    }
+    let path = request.uri_path();
+    let allowed: &[Code] = match path.as_str() {
+        paths::TIME | paths::OWNERSHIP | paths::ACLS => &[Code::GET],
+        paths::CLOUD_CONFIGURATION | paths::CREDENTIALS => &[Code::POST],
+        _ => return error(Code::NOT_FOUND, request, "no such resource"),
+    };
+    if !allowed.contains(&request.code) {
+        return error(
+            Code::FORBIDDEN,
+            request,
+            "method not allowed on this resource",
+        );
+    }
+    let Some(device) = device else {
+        return error(Code::FORBIDDEN, request, "device is not attested");
+    };
+    let format = match ContentFormat::from_accept(request.accept()) {
+        Ok(f) => f,
+        Err(e) => return error(Code::BAD_REQUEST, request, &e.to_string()),
+    };
+    let group = &device.group.def;
+    match path.as_str() {
+        paths::TIME => reply(Code::CONTENT, request, format, &provisioner.time()),
+        paths::OWNERSHIP => reply(
+            Code::CONTENT,
+            request,
+            format,
+            &provisioner.ownership(group),
+        ),
+        paths::ACLS => reply(Code::CONTENT, request, format, &provisioner.acls(group)),
+        paths::CLOUD_CONFIGURATION => match decode_request(request) {
+            Err(f) => f,
+            Ok(req) => match provisioner.cloud_configuration(group, &req) {
+                Ok(resp) => reply(Code::CHANGED, request, format, &resp),
+                Err(e) => provision_error(request, e),
+            },
+        },
+        _ => match decode_request(request) {
+            Err(f) => f,
+            Ok(req) => match provisioner.credentials(group, &req) {
+                Ok(issued) => {
+                    tracing::info!(device = %issued.device_id, group = %group.id, cn = %device.common_name, "identity certificate issued");
+                    reply(Code::CHANGED, request, format, &issued.response)
+                }
+                Err(e) => provision_error(request, e),
+            },
+        },
+    }
+}

@@ -1,0 +1,217 @@
+//! `POST /api/v1/provisioning/cloud-configuration`: which hub the device connects to.
+
+use uuid::Uuid;
+
+use super::{Hub, ProvisionError, Provisioner};
+use crate::enrollment::EnrollmentGroup;
+use crate::proto::body::{CloudConfigurationRequest, CloudConfigurationResponse, CloudServer};
+
+/// Authorization provider name sent as `apn` (the device requires the key).
+pub const AUTHORIZATION_PROVIDER: &str = "plgd";
+
+impl Provisioner {
+    /// The hub for `group`: the one the request's `selectedGateway.id` names if it is one of the
+    /// group's usable hubs, else the group's first usable hub. A hub is usable when it is
+    /// configured and has at least one gateway.
+    fn select_hub(
+        &self,
+        group: &EnrollmentGroup,
+        req: &CloudConfigurationRequest,
+    ) -> Result<&Hub, ProvisionError> {
+        let usable = |id: &Uuid| self.hubs.get(id).filter(|hub| !hub.gateways.is_empty());
+        let selected = req
+            .selected_gateway
+            .as_ref()
+            .and_then(|g| Uuid::try_parse(&g.id).ok())
+            .filter(|id| group.hub_ids.contains(id))
+            .and_then(|id| usable(&id));
+        selected
+            .or_else(|| group.hub_ids.iter().find_map(usable))
+            .ok_or_else(|| {
+                ProvisionError::NoHub(format!(
+                    "enrollment group {:?} has no configured hub with a gateway",
+                    group.name
+                ))
+            })
+    }
+
+    /// The cloud configuration: the selected hub's id as `sid`, the requested gateway as `cis`
+    /// if it is one of that hub's gateways (else the hub's first), and every gateway of the hub
+    /// as an alternative server. No access token is issued.
+    pub fn cloud_configuration(
+        &self,
+        group: &EnrollmentGroup,
+        req: &CloudConfigurationRequest,
+    ) -> Result<CloudConfigurationResponse, ProvisionError> {
+        let hub = self.select_hub(group, req)?;
+        let requested = req
+            .selected_gateway
+            .as_ref()
+            .map(|g| g.uri.as_str())
+            .filter(|uri| hub.gateways.iter().any(|g| g == uri));
+        let cis = match requested.or_else(|| hub.gateways.first().map(String::as_str)) {
+            Some(uri) => uri.to_owned(),
+            None => {
+                return Err(ProvisionError::NoHub(format!(
+                    "hub {} has no gateway",
+                    hub.id
+                )))
+            }
+        };
+        let sid = hub.id.to_string();
+        Ok(CloudConfigurationResponse {
+            apn: AUTHORIZATION_PROVIDER.to_owned(),
+            cis,
+            at: String::new(),
+            servers: hub
+                .gateways
+                .iter()
+                .map(|uri| CloudServer {
+                    id: sid.clone(),
+                    uri: uri.clone(),
+                })
+                .collect(),
+            sid,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::body::{to_cbor, SelectedGateway};
+    use crate::provision::test_support::{group, provisioner};
+
+    fn hub(gateways: &[&str]) -> Hub {
+        Hub {
+            id: Uuid::new_v4(),
+            name: "hub".into(),
+            gateways: gateways.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    fn request(selected: Option<(&Uuid, &str)>) -> CloudConfigurationRequest {
+        CloudConfigurationRequest {
+            di: Uuid::new_v4().to_string(),
+            selected_gateway: selected.map(|(id, uri)| SelectedGateway {
+                id: id.to_string(),
+                uri: uri.into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn first_configured_hub_of_the_group_is_the_default() {
+        let (a, b) = (
+            hub(&["coaps+tcp://a:5684", "coaps+tcp://a2:5684"]),
+            hub(&["coaps+tcp://b:5684"]),
+        );
+        let (a_id, b_id) = (a.id, b.id);
+        let p = provisioner(vec![a, b]);
+        let mut g = group("acme");
+        g.hub_ids = vec![Uuid::new_v4(), a_id, b_id];
+        let resp = p.cloud_configuration(&g, &request(None)).expect("config");
+        assert_eq!(resp.apn, "plgd");
+        assert_eq!(resp.sid, a_id.to_string());
+        assert_eq!(resp.cis, "coaps+tcp://a:5684");
+        assert!(resp.at.is_empty());
+        let servers: Vec<_> = resp
+            .servers
+            .iter()
+            .map(|s| (s.id.clone(), s.uri.clone()))
+            .collect();
+        assert_eq!(
+            servers,
+            [
+                (a_id.to_string(), "coaps+tcp://a:5684".to_owned()),
+                (a_id.to_string(), "coaps+tcp://a2:5684".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn selected_gateway_is_honoured_only_for_a_hub_of_the_group() {
+        let (a, b, c) = (
+            hub(&["coaps+tcp://a:5684"]),
+            hub(&["coaps+tcp://b:5684", "coaps+tcp://b2:5684"]),
+            hub(&["coaps+tcp://c:5684"]),
+        );
+        let (a_id, b_id, c_id) = (a.id, b.id, c.id);
+        let p = provisioner(vec![a, b, c]);
+        let mut g = group("acme");
+        g.hub_ids = vec![a_id, b_id];
+
+        let resp = p
+            .cloud_configuration(&g, &request(Some((&b_id, "coaps+tcp://b2:5684"))))
+            .expect("config");
+        assert_eq!(
+            (resp.sid.as_str(), resp.cis.as_str()),
+            (b_id.to_string().as_str(), "coaps+tcp://b2:5684")
+        );
+
+        // A uri that is not one of the hub's gateways falls back to its first gateway.
+        let resp = p
+            .cloud_configuration(&g, &request(Some((&b_id, "coaps+tcp://evil:5684"))))
+            .expect("config");
+        assert_eq!(resp.cis, "coaps+tcp://b:5684");
+
+        // A configured hub that is not one of the group's is ignored.
+        let resp = p
+            .cloud_configuration(&g, &request(Some((&c_id, "coaps+tcp://c:5684"))))
+            .expect("config");
+        assert_eq!(resp.sid, a_id.to_string());
+        assert_eq!(resp.cis, "coaps+tcp://a:5684");
+
+        // So is an id that is not a UUID.
+        let mut req = request(Some((&b_id, "coaps+tcp://b:5684")));
+        if let Some(sel) = req.selected_gateway.as_mut() {
+            sel.id = "not-a-uuid".into();
+        }
+        assert_eq!(
+            p.cloud_configuration(&g, &req).expect("config").sid,
+            a_id.to_string()
+        );
+    }
+
+    #[test]
+    fn no_usable_hub_is_no_hub() {
+        let empty = hub(&[]);
+        let empty_id = empty.id;
+        let p = provisioner(vec![empty]);
+        let mut g = group("acme");
+        assert!(matches!(
+            p.cloud_configuration(&g, &request(None)),
+            Err(ProvisionError::NoHub(_))
+        ));
+        g.hub_ids = vec![Uuid::new_v4()];
+        assert!(matches!(
+            p.cloud_configuration(&g, &request(None)),
+            Err(ProvisionError::NoHub(_))
+        ));
+        g.hub_ids = vec![empty_id];
+        let selected = request(Some((&empty_id, "coaps+tcp://x:5684")));
+        assert!(matches!(
+            p.cloud_configuration(&g, &selected),
+            Err(ProvisionError::NoHub(_))
+        ));
+    }
+
+    #[test]
+    fn response_keys_are_in_spec_order_and_at_is_omitted() {
+        let a = hub(&["coaps+tcp://a:5684"]);
+        let a_id = a.id;
+        let p = provisioner(vec![a]);
+        let mut g = group("acme");
+        g.hub_ids = vec![a_id];
+        let resp = p.cloud_configuration(&g, &request(None)).expect("config");
+        let bytes = to_cbor(&resp).expect("cbor");
+        let value: ciborium::Value = ciborium::de::from_reader(bytes.as_slice()).expect("decode");
+        let keys: Vec<String> = value
+            .as_map()
+            .expect("map")
+            .iter()
+            .filter_map(|(k, _)| k.as_text().map(str::to_owned))
+            .collect();
+        assert_eq!(keys, ["apn", "cis", "sid", "x.org.iotivity.servers"]);
+    }
+}
