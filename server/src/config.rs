@@ -130,6 +130,11 @@ pub struct LimitsSection {
     pub inactivity_timeout_ms: u64,
     /// Largest CoAP message accepted, bytes.
     pub max_message_size: u32,
+    /// Provisioning requests per second served by the whole server; beyond it devices get 5.03
+    /// with Max-Age 1. 0 = unlimited.
+    pub max_requests_per_second: u32,
+    /// Max-Age (seconds) of the 5.03 answered to connections beyond `max_connections`.
+    pub busy_retry_after_s: u32,
 }
 
 impl Default for LimitsSection {
@@ -139,6 +144,8 @@ impl Default for LimitsSection {
             handshake_timeout_ms: 10_000,
             inactivity_timeout_ms: 20_000,
             max_message_size: 16 * 1024,
+            max_requests_per_second: 0,
+            busy_retry_after_s: 5,
         }
     }
 }

@@ -58,6 +58,74 @@ pub struct ConnectionLimits {
     pub inactivity_timeout: Duration,
 }
 
+/// A server-wide token bucket for provisioning requests (refilled continuously).
+#[derive(Debug)]
+pub struct RequestRate {
+    per_second: f64,
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl RequestRate {
+    /// `per_second` requests per second with a burst of one second's worth; 0 = unlimited.
+    pub fn new(per_second: u32) -> Self {
+        let per_second = f64::from(per_second);
+        Self {
+            per_second,
+            state: std::sync::Mutex::new((per_second, std::time::Instant::now())),
+        }
+    }
+
+    /// Take one token; `false` when the bucket is empty.
+    pub fn try_take(&self) -> bool {
+        if self.per_second <= 0.0 {
+            return true;
+        }
+        let Ok(mut state) = self.state.lock() else {
+            return true;
+        };
+        let now = std::time::Instant::now();
+        let (tokens, last) = *state;
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.per_second)
+            .min(self.per_second);
+        if tokens >= 1.0 {
+            *state = (tokens - 1.0, now);
+            true
+        } else {
+            *state = (tokens, now);
+            false
+        }
+    }
+}
+
+/// 5.03 Service Unavailable with Max-Age: the device should come back after `retry_after_s`.
+pub fn service_unavailable(request: &Frame, retry_after_s: u32) -> Frame {
+    Frame::response(Code::SERVICE_UNAVAILABLE, &request.token)
+        .with_uint_option(option::MAX_AGE, u64::from(retry_after_s))
+        .with_payload(b"server busy, retry later".to_vec())
+}
+
+/// Serve a connection the server has no room for: answer its first request with 5.03 and Max-Age
+/// (instead of queueing it without bound), then close.
+pub async fn refuse_busy<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    retry_after_s: u32,
+    max_message_size: usize,
+) {
+    let mut framed = FramedIo::new(io, max_message_size);
+    if framed.write_frame(&Frame::csm(None)).await.is_err() {
+        return;
+    }
+    let wait = Duration::from_secs(2);
+    while let Ok(Ok(Some(frame))) = tokio::time::timeout(wait, framed.read_frame()).await {
+        if frame.code.is_request() {
+            let _ = framed
+                .write_frame(&service_unavailable(&frame, retry_after_s))
+                .await;
+            return;
+        }
+    }
+}
+
 /// How a connection ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ending {
@@ -77,6 +145,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     device: Option<DeviceSession>,
     provisioner: &Provisioner,
     limits: ConnectionLimits,
+    rate: &RequestRate,
 ) -> Ending {
     let mut framed = FramedIo::new(io, limits.max_message_size);
     let csm = Frame::csm(u32::try_from(limits.max_message_size).ok());
@@ -99,6 +168,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             Code::PING => Some(Frame::pong(&frame.token)),
             Code::RELEASE | Code::ABORT => return Ending::Closed,
             code if code.is_signal() => None, // CSM (tolerated, not required), Pong
+            code if code.is_request() && !rate.try_take() => Some(service_unavailable(&frame, 1)),
             code if code.is_request() => Some(handle(&frame, device.as_ref(), provisioner)),
             _ => None, // responses from the device (e.g. to a discovery query) are not needed
         };

@@ -8,7 +8,7 @@ pub mod enrollment;
 pub mod init;
 pub mod pki;
 pub mod proto;
-pub mod records;
 pub mod provision;
+pub mod records;
 pub mod server;
 pub mod tls;

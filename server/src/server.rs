@@ -14,7 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
 use crate::config::{Config, LimitsSection};
-use crate::connection::{self, ConnectionLimits, DeviceSession};
+use crate::connection::{self, ConnectionLimits, DeviceSession, RequestRate};
 use crate::enrollment::{Arena, GroupError, Verdict};
 use crate::provision::{Hub, IdentityCa, ProvisionError, Provisioner};
 use crate::tls::{self, AttestationVerifier, TlsConfigError};
@@ -57,6 +57,7 @@ pub struct Server {
     acceptor: TlsAcceptor,
     provisioner: Arc<Provisioner>,
     limits: LimitsSection,
+    rate: RequestRate,
 }
 
 impl std::fmt::Debug for Server {
@@ -150,6 +151,7 @@ impl Server {
             verifier,
             acceptor: TlsAcceptor::from(Arc::new(config)),
             provisioner,
+            rate: RequestRate::new(limits.max_requests_per_second),
             limits,
         })
     }
@@ -169,6 +171,9 @@ impl Server {
     pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let max = self.limits.max_connections.max(1);
         let permits = Arc::new(Semaphore::new(max as usize));
+        // Connections beyond the limit are told to come back (5.03 + Max-Age) rather than queued;
+        // beyond this second, smaller budget they are closed at once.
+        let overflow = Arc::new(Semaphore::new((max as usize / 10).clamp(1, 1024)));
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -183,11 +188,19 @@ impl Server {
                     }
                 },
             };
+            let _ = stream.set_nodelay(true);
             let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "connection limit reached; closing");
+                let Ok(permit) = overflow.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, "connection limit and overflow reached; closing");
+                    continue;
+                };
+                let server = self.clone();
+                tokio::spawn(async move {
+                    server.refuse_busy(stream).await;
+                    drop(permit);
+                });
                 continue;
             };
-            let _ = stream.set_nodelay(true);
             let server = self.clone();
             tokio::spawn(async move {
                 server.serve_connection(stream, peer).await;
@@ -200,6 +213,18 @@ impl Server {
             .is_err()
         {
             tracing::warn!("shutdown: connections still open after the drain timeout");
+        }
+    }
+
+    async fn refuse_busy(&self, stream: tokio::net::TcpStream) {
+        let handshake = Duration::from_millis(self.limits.handshake_timeout_ms);
+        if let Ok(Ok(tls)) = tokio::time::timeout(handshake, self.acceptor.accept(stream)).await {
+            connection::refuse_busy(
+                tls,
+                self.limits.busy_retry_after_s,
+                self.limits.max_message_size as usize,
+            )
+            .await;
         }
     }
 
@@ -233,7 +258,7 @@ impl Server {
             max_message_size: self.limits.max_message_size as usize,
             inactivity_timeout: Duration::from_millis(self.limits.inactivity_timeout_ms),
         };
-        let ending = connection::serve(tls, device, &self.provisioner, limits).await;
+        let ending = connection::serve(tls, device, &self.provisioner, limits, &self.rate).await;
         tracing::debug!(%peer, ?ending, "connection ended");
     }
 }

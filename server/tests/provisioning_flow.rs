@@ -1,111 +1,18 @@
 //! The server on 127.0.0.1:0 with the demo set-up of `init`, driven by a Rust device built on the
 //! shared codec: the full plgd flow, and what happens to devices and input that must be refused.
 
-use std::path::Path;
-use std::sync::Arc;
+mod common;
 
-use dps_server::config::Config;
+use common::server::*;
 use dps_server::init::{ids, init};
 use dps_server::proto::body::{
-    self, AceSubject, AclsResponse, CloudConfigurationRequest, CloudConfigurationResponse,
-    ContentFormat, CredentialsRequest, CredentialsResponse, Csr, OwnershipResponse, TimeResponse,
+    AceSubject, AclsResponse, CloudConfigurationRequest, CloudConfigurationResponse,
+    CredentialsRequest, CredentialsResponse, Csr, OwnershipResponse, TimeResponse,
 };
 use dps_server::proto::coap::{option, Code, Frame};
 use dps_server::proto::stream::FramedIo;
-use dps_server::server::Server;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::client::TlsStream;
-
-struct Running {
-    addr: std::net::SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-    server: Arc<Server>,
-}
-
-async fn start(dir: &Path) -> Running {
-    let config = Config::load(&dir.join("config.toml")).expect("config");
-    let server = Arc::new(Server::from_config(&config).expect("server"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.clone().run(listener, async {
-        let _ = rx.await;
-    }));
-    Running {
-        addr,
-        stop: Some(tx),
-        task,
-        server,
-    }
-}
-
-fn pem_certs(path: &Path) -> Vec<CertificateDer<'static>> {
-    CertificateDer::pem_file_iter(path)
-        .expect("open")
-        .collect::<Result<_, _>>()
-        .expect("pem")
-}
-
-async fn connect(
-    dir: &Path,
-    addr: std::net::SocketAddr,
-    client_auth: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-) -> std::io::Result<TlsStream<TcpStream>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in pem_certs(&dir.join("server-ca.pem")) {
-        roots.add(c).expect("root");
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots);
-    let config = match client_auth {
-        Some((chain, key)) => builder
-            .with_client_auth_cert(chain, key)
-            .expect("client cert"),
-        None => builder.with_no_client_auth(),
-    };
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(addr).await?;
-    let tls = connector
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await?;
-    Ok(tls)
-}
-
-fn demo_device(dir: &Path) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let chain = pem_certs(&dir.join("device-chain.pem"));
-    let key = PrivateKeyDer::from_pem_file(dir.join("device.key")).expect("key");
-    (chain, key)
-}
-
-fn request(code: Code, token: u8, path: &str) -> Frame {
-    Frame::request(code, &[token; 8], path).with_accept(ContentFormat::OcfCbor.as_u16())
-}
-
-fn post<T: serde::Serialize>(token: u8, path: &str, body: &T) -> Frame {
-    request(Code::POST, token, path)
-        .with_content_format(ContentFormat::OcfCbor.as_u16())
-        .with_payload(body::to_cbor(body).expect("cbor"))
-}
-
-fn decoded<T: serde::de::DeserializeOwned>(frame: &Frame, code: Code) -> T {
-    assert_eq!(
-        frame.code,
-        code,
-        "diagnostic: {}",
-        String::from_utf8_lossy(&frame.payload)
-    );
-    assert_eq!(
-        frame.content_format(),
-        Some(ContentFormat::OcfCbor.as_u16())
-    );
-    body::from_cbor(&frame.payload).expect("body")
-}
+use rustls_pki_types::CertificateDer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_flow_of_the_demo_device() {
@@ -274,12 +181,8 @@ async fn full_flow_of_the_demo_device() {
             .load(std::sync::atomic::Ordering::Relaxed)
             >= 1
     );
-    let Running { stop, task, .. } = running;
-    if let Some(stop) = stop {
-        let _ = stop.send(());
-    }
     drop(dev);
-    task.await.expect("server stops");
+    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

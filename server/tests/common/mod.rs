@@ -1,6 +1,8 @@
 //! Fixtures shared by the integration tests: the seed's manufacturer PKI and helpers to judge chains.
 #![allow(dead_code)]
 
+pub mod server;
+
 use dps_server::enrollment::{Arena, EnrollmentGroup, RejectReason, Verdict};
 use dps_server::pki::{CertSpec, Issued};
 use rustls_pki_types::{CertificateDer, UnixTime};
