@@ -1,14 +1,82 @@
-//! dps-loadgen: the load generator. Its device fleets, executors and reports land with the load
-//! generator issue; until then this binary only says so, so scripts fail loudly instead of
-//! silently measuring nothing.
+//! The `dps-loadgen` command line: a thin layer over [`dps_loadgen::run_scenario`].
 
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "dps-loadgen",
+    version,
+    about = "Load generator for IoT Device Provisioning Services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario (embedded server unless it names a target) and write its reports.
+    /// Exit codes: 0 pass, 99 threshold or expectation failed, 2 bad scenario, 3 aborted.
+    Run {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+        /// Where result directories go.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        /// No progress line, even on a terminal.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
 fn main() -> ExitCode {
-    eprintln!(
-        "dps-loadgen {}: the load generator is not built yet; use `dps-server check-chain` \
-         (see README.md) to exercise the attestation core.",
-        env!("CARGO_PKG_VERSION")
-    );
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    let Command::Run {
+        scenario,
+        results,
+        quiet,
+    } = cli.command;
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(dps_loadgen::exit::ABORTED);
+        }
+    };
+    let live = !quiet && std::io::stderr().is_terminal();
+    let progress = move |done: u64, total: u64, mismatches: u64| {
+        if live {
+            eprint!("\r{done}/{total} devices, {mismatches} mismatches   ");
+        }
+    };
+    match runtime.block_on(dps_loadgen::run_scenario(
+        &scenario,
+        Some(&results),
+        &progress,
+    )) {
+        Ok(finished) => {
+            if live {
+                eprintln!();
+            }
+            // A closed stdout (e.g. piped into `head`) must not turn a finished run into a crash.
+            let mut out = std::io::stdout().lock();
+            let _ = write!(
+                out,
+                "{}",
+                dps_loadgen::report::markdown(&finished.outcome.summary)
+            );
+            if let Some(dir) = &finished.results_dir {
+                let _ = writeln!(out, "\nresults: {}", dir.display());
+            }
+            ExitCode::from(finished.exit_code)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }

@@ -104,6 +104,19 @@ impl fmt::Display for RejectReason {
     }
 }
 
+impl serde::Serialize for RejectReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RejectReason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// An unknown reason string.
 #[derive(Debug, thiserror::Error)]
 #[error("unknown rejection reason {0:?}")]

@@ -1,0 +1,404 @@
+//! The simulated fleet: a manufacturer PKI, the enrollment groups of the embedded server, and
+//! devices of every class, each with its own key and certificate and the outcome it must get.
+//!
+//! Topology (all under one manufacturer root R):
+//! - `factory-a` = [IntA, R], lead IntA, deny list = the `blacklisted` CNs. Valid devices sit under
+//!   IntA (present `[leaf]`) or under Line1 ← IntA (present `[leaf, Line1]`).
+//! - `factory-b` = [IntB, R], lead IntB.
+//! - `legacy` = [IntL, R], lead IntL, expired manufacturer certificates allowed.
+//! - `premium` = [IntP, R], lead IntP, allow list = the CNs of the valid premium devices.
+//! - IntS ← R is configured nowhere: its devices authenticate through R but meet no lead.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use dps_server::config::{ConfigFile, GroupConfig, HubConfig, LimitsSection, ServerSection};
+use dps_server::enrollment::{LeadSelector, RejectReason};
+use dps_server::pki::{chain_pem, CertSpec, Issued, KeyAlg, PkiError};
+use dps_server::provision::owner_uuid;
+use rcgen::{ExtendedKeyUsagePurpose, SanType};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::scenario::{FleetSpec, KeyType};
+
+/// A device class and, through [`Expected`], the outcome it must get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceClass {
+    /// Valid chain, spread over groups and chain depths: accepted.
+    Valid,
+    /// Missing intermediate: `no_path`.
+    Truncated,
+    /// Unknown root: `no_path`.
+    Unmatched,
+    /// Authenticates, no lead certificate in its chain: `no_group`.
+    NoGroup,
+    /// CN on the group's deny list: `denied`.
+    Blacklisted,
+    /// CN not on the group's allow list: `not_allowed`.
+    NotAllowed,
+    /// Expired leaf: `expired` in a strict group, accepted in `legacy`.
+    Expired,
+    /// Signed by a CA with a configured CA's name and another key: `bad_signature`.
+    Forged,
+    /// Leaf without clientAuth EKU: `bad_eku`.
+    BadEku,
+}
+
+impl DeviceClass {
+    /// Every class.
+    pub const ALL: [DeviceClass; 9] = [
+        DeviceClass::Valid,
+        DeviceClass::Truncated,
+        DeviceClass::Unmatched,
+        DeviceClass::NoGroup,
+        DeviceClass::Blacklisted,
+        DeviceClass::NotAllowed,
+        DeviceClass::Expired,
+        DeviceClass::Forged,
+        DeviceClass::BadEku,
+    ];
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceClass::Valid => "valid",
+            DeviceClass::Truncated => "truncated",
+            DeviceClass::Unmatched => "unmatched",
+            DeviceClass::NoGroup => "no_group",
+            DeviceClass::Blacklisted => "blacklisted",
+            DeviceClass::NotAllowed => "not_allowed",
+            DeviceClass::Expired => "expired",
+            DeviceClass::Forged => "forged",
+            DeviceClass::BadEku => "bad_eku",
+        }
+    }
+}
+
+/// The outcome a device must get.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Expected {
+    /// Provisioned into this group (by name).
+    Accepted {
+        /// Group name.
+        group: String,
+    },
+    /// Refused at the handshake for this reason.
+    Rejected {
+        /// The reason the server must give.
+        reason: RejectReason,
+    },
+}
+
+/// One simulated device.
+#[derive(Debug)]
+pub struct Device {
+    /// Position in the fleet.
+    pub index: usize,
+    /// Its class.
+    pub class: DeviceClass,
+    /// Manufacturer certificate CN.
+    pub common_name: String,
+    /// What it presents in TLS, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Its key.
+    pub key: PrivateKeyDer<'static>,
+    /// What it must get.
+    pub expected: Expected,
+}
+
+/// A group of the embedded server, as the devices can recognise it.
+#[derive(Debug, Clone)]
+pub struct GroupInfo {
+    /// Name.
+    pub name: String,
+    /// The owner UUID its devices must receive.
+    pub owner_uuid: String,
+}
+
+/// The generated fleet and the server set-up it is meant for.
+#[derive(Debug)]
+pub struct Fleet {
+    /// Devices in start order.
+    pub devices: Vec<Device>,
+    /// Groups by name.
+    pub groups: BTreeMap<String, GroupInfo>,
+    /// The CA devices trust for the server certificate.
+    pub server_ca: CertificateDer<'static>,
+}
+
+/// Why the fleet could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// Certificate generation failed.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// rcgen refused a name.
+    #[error("certificate name: {0}")]
+    Name(#[from] rcgen::Error),
+    /// Writing the server set-up failed.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The config could not be serialized.
+    #[error("config: {0}")]
+    Toml(#[from] toml::ser::Error),
+}
+
+/// splitmix64: a small, well-known deterministic generator for class assignment.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+fn key_alg(k: KeyType) -> KeyAlg {
+    match k {
+        KeyType::P256 => KeyAlg::EcdsaP256,
+        KeyType::P384 => KeyAlg::EcdsaP384,
+        KeyType::Ed25519 => KeyAlg::Ed25519,
+    }
+}
+
+fn ca(cn: &str, org: &str) -> CertSpec {
+    let now = OffsetDateTime::now_utc();
+    let mut spec =
+        CertSpec::ca(cn).valid_between(now - Duration::days(3650), now + Duration::days(3650));
+    spec.organization = Some(org.into());
+    spec
+}
+
+fn write(dir: &Path, name: &str, contents: &str) -> Result<(), FleetError> {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| FleetError::Io {
+            path: parent.display().to_string(),
+            source,
+        })?;
+    }
+    std::fs::write(&path, contents).map_err(|source| FleetError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+const HUB: &str = "5f0c1d8e-9a51-4c7b-8d2e-6a1f3b9c0d11";
+
+/// Build the fleet for `spec` and write the matching server set-up (config, PKI) into `dir`.
+// The config is filled field by field so that sections this crate does not set keep defaults.
+#[allow(clippy::field_reassign_with_default)]
+pub fn build(spec: &FleetSpec, dir: &Path) -> Result<Fleet, FleetError> {
+    let org = format!("dpsbench fleet {}", spec.seed);
+    let root = Issued::self_signed(&ca("Manufacturer Root CA", &org))?;
+    let int_a = root.issue(&ca("Factory A CA", &org))?;
+    let line1 = int_a.issue(&ca("Factory A Line 1 CA", &org))?;
+    let int_b = root.issue(&ca("Factory B CA", &org))?;
+    let int_l = root.issue(&ca("Legacy CA", &org))?;
+    let int_p = root.issue(&ca("Premium CA", &org))?;
+    let int_s = root.issue(&ca("Spare CA", &org))?;
+    let stranger_root = Issued::self_signed(&ca("Manufacturer Root CA", "someone else"))?;
+    let stranger_int = stranger_root.issue(&ca("Factory A CA", "someone else"))?;
+    let forged_a = Issued::self_signed(&ca("Factory A CA", &org))?; // same DN as IntA, other key
+
+    // Classes by weight, deterministic in the seed.
+    let weights: Vec<(DeviceClass, u64)> = DeviceClass::ALL
+        .iter()
+        .map(|c| (*c, u64::from(*spec.mix.get(c).unwrap_or(&0))))
+        .filter(|(_, w)| *w > 0)
+        .collect();
+    let total: u64 = weights.iter().map(|(_, w)| w).sum();
+    let mut rng = SplitMix(spec.seed);
+    let classes: Vec<DeviceClass> = (0..spec.devices)
+        .map(|_| {
+            let mut pick = rng.next() % total.max(1);
+            for (c, w) in &weights {
+                if pick < *w {
+                    return *c;
+                }
+                pick -= w;
+            }
+            DeviceClass::Valid
+        })
+        .collect();
+
+    let alg = key_alg(spec.key);
+    let now = OffsetDateTime::now_utc();
+    let mut devices = Vec::with_capacity(spec.devices);
+    let mut deny = Vec::new();
+    let mut allow = Vec::new();
+    for (index, class) in classes.into_iter().enumerate() {
+        let cn = format!("{}-{:06}", class.as_str().to_uppercase(), index);
+        let device = CertSpec::device(&cn).with_key(alg);
+        let rejected = |reason| Expected::Rejected { reason };
+        let accepted = |g: &str| Expected::Accepted { group: g.into() };
+        let (leaf, presented, expected) = match class {
+            DeviceClass::Valid => match index % 5 {
+                0 => (int_a.issue(&device)?, vec![], accepted("factory-a")),
+                1 => (
+                    line1.issue(&device)?,
+                    vec![line1.der()],
+                    accepted("factory-a"),
+                ),
+                2 => (int_b.issue(&device)?, vec![], accepted("factory-b")),
+                3 => (int_l.issue(&device)?, vec![], accepted("legacy")),
+                _ => {
+                    allow.push(cn.clone());
+                    (int_p.issue(&device)?, vec![], accepted("premium"))
+                }
+            },
+            DeviceClass::Truncated => (
+                line1.issue(&device)?,
+                vec![],
+                rejected(RejectReason::NoPath),
+            ),
+            DeviceClass::Unmatched => (
+                stranger_int.issue(&device)?,
+                vec![stranger_int.der(), stranger_root.der()],
+                rejected(RejectReason::NoPath),
+            ),
+            DeviceClass::NoGroup => (
+                int_s.issue(&device)?,
+                vec![int_s.der()],
+                rejected(RejectReason::NoGroup),
+            ),
+            DeviceClass::Blacklisted => {
+                deny.push(cn.clone());
+                (
+                    int_a.issue(&device)?,
+                    vec![],
+                    rejected(RejectReason::Denied),
+                )
+            }
+            DeviceClass::NotAllowed => (
+                int_p.issue(&device)?,
+                vec![],
+                rejected(RejectReason::NotAllowed),
+            ),
+            DeviceClass::Expired => {
+                let old = device.valid_between(now - Duration::days(800), now - Duration::days(30));
+                if index % 2 == 0 {
+                    (int_a.issue(&old)?, vec![], rejected(RejectReason::Expired))
+                } else {
+                    (int_l.issue(&old)?, vec![], accepted("legacy"))
+                }
+            }
+            DeviceClass::Forged => (
+                forged_a.issue(&device)?,
+                vec![],
+                rejected(RejectReason::BadSignature),
+            ),
+            DeviceClass::BadEku => {
+                let mut spec = device;
+                spec.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+                (int_b.issue(&spec)?, vec![], rejected(RejectReason::BadEku))
+            }
+        };
+        let mut chain = vec![leaf.der().clone()];
+        chain.extend(presented.into_iter().cloned());
+        devices.push(Device {
+            index,
+            class,
+            common_name: cn,
+            chain,
+            key: leaf.key_der(),
+            expected,
+        });
+    }
+
+    // The server side: certificate, identity CA, hub, groups.
+    let server_ca = Issued::self_signed(&CertSpec::ca("dpsbench loadgen server CA"))?;
+    let mut server_spec = CertSpec::device("localhost");
+    server_spec.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server_spec.subject_alt_names = vec![
+        SanType::DnsName("localhost".try_into()?),
+        SanType::IpAddress([127, 0, 0, 1].into()),
+    ];
+    let server = server_ca.issue(&server_spec)?;
+    let identity_ca = Issued::self_signed(&CertSpec::ca("dpsbench loadgen identity CA"))?;
+    write(
+        dir,
+        "server.pem",
+        &chain_pem([server.der(), server_ca.der()]),
+    )?;
+    write(dir, "server.key", &server.key_pem())?;
+    write(dir, "identity-ca.pem", &identity_ca.pem())?;
+    write(dir, "identity-ca.key", &identity_ca.key_pem())?;
+
+    let mut groups = BTreeMap::new();
+    let mut tables = Vec::new();
+    for (i, (name, int, expired_ok, deny, allow)) in [
+        ("factory-a", &int_a, false, deny, vec![]),
+        ("factory-b", &int_b, false, vec![], vec![]),
+        ("legacy", &int_l, true, vec![], vec![]),
+        ("premium", &int_p, false, vec![], allow),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let owner = format!("{name}-owner");
+        write(
+            dir,
+            &format!("groups/{name}.pem"),
+            &chain_pem([int.der(), root.der()]),
+        )?;
+        tables.push(GroupConfig {
+            id: uuid::Uuid::from_u128(0x6c1e_0000_0000_4000_8000_0000_0000_0000 + i as u128)
+                .to_string(),
+            name: name.into(),
+            owner: owner.clone(),
+            certificate_chain: format!("groups/{name}.pem"),
+            lead_certificate: LeadSelector::Index(0),
+            expired_certificates_allowed: expired_ok,
+            allow_common_names: allow,
+            deny_common_names: deny,
+            hub_ids: vec![HUB.into()],
+            pre_shared_key: None,
+        });
+        groups.insert(
+            name.to_owned(),
+            GroupInfo {
+                name: name.into(),
+                owner_uuid: owner_uuid(&owner).to_string(),
+            },
+        );
+    }
+    // Field by field, so sections this crate does not set keep their defaults.
+    let mut config = ConfigFile::default();
+    config.server = Some(ServerSection {
+        listen: "127.0.0.1:0".into(),
+        certificate: "server.pem".into(),
+        key: "server.key".into(),
+        identity_ca_certificate: "identity-ca.pem".into(),
+        identity_ca_key: "identity-ca.key".into(),
+        identity_validity_days: 365,
+    });
+    config.limits = LimitsSection {
+        max_connections: 100_000,
+        ..LimitsSection::default()
+    };
+    config.hub = vec![HubConfig {
+        id: HUB.into(),
+        gateways: vec!["coaps+tcp://127.0.0.1:5684".into()],
+        name: Some("loadgen hub".into()),
+    }];
+    config.enrollment_group = tables;
+    write(dir, "config.toml", &toml::to_string_pretty(&config)?)?;
+    Ok(Fleet {
+        devices,
+        groups,
+        server_ca: server_ca.der().clone(),
+    })
+}

@@ -1,0 +1,84 @@
+//! dps-loadgen: thousands of simulated devices against a DPS, every outcome checked against what
+//! its class expects, latency recorded in HdrHistograms from the scheduled start. `main.rs` is a
+//! thin CLI over [`run_scenario`]; tests call the same function in-process.
+
+pub mod device;
+pub mod fleet;
+pub mod metrics;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod threshold;
+
+use std::path::Path;
+
+/// Process exit codes, a stable interface for CI scripts.
+pub mod exit {
+    /// Every device got its expected outcome and every threshold held.
+    pub const PASS: u8 = 0;
+    /// The run completed but a threshold failed (or a device got the wrong outcome).
+    pub const THRESHOLD_FAILED: u8 = 99;
+    /// The scenario file is invalid.
+    pub const BAD_SCENARIO: u8 = 2;
+    /// The run could not be carried out (fleet, server, I/O).
+    pub const ABORTED: u8 = 3;
+}
+
+/// What [`run_scenario`] returns.
+#[derive(Debug)]
+pub struct Finished {
+    /// The run.
+    pub outcome: run::Outcome,
+    /// Where the reports went.
+    pub results_dir: Option<std::path::PathBuf>,
+    /// The exit code for this outcome.
+    pub exit_code: u8,
+}
+
+/// Why [`run_scenario`] failed before producing a summary.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad scenario.
+    #[error(transparent)]
+    Scenario(#[from] scenario::ScenarioError),
+    /// The run could not be carried out.
+    #[error(transparent)]
+    Run(#[from] run::RunError),
+    /// Reports could not be written.
+    #[error("cannot write reports: {0}")]
+    Report(#[from] std::io::Error),
+}
+
+impl Error {
+    /// The exit code for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Scenario(_) => exit::BAD_SCENARIO,
+            _ => exit::ABORTED,
+        }
+    }
+}
+
+/// Load a scenario, run it, write reports under `results_dir` (if given).
+pub async fn run_scenario(
+    scenario: &Path,
+    results_dir: Option<&Path>,
+    progress: &(dyn Fn(u64, u64, u64) + Sync),
+) -> Result<Finished, Error> {
+    let loaded = scenario::Scenario::load(scenario)?;
+    let outcome = run::run(&loaded, progress).await?;
+    let results_dir = match results_dir {
+        Some(dir) => Some(report::write(dir, &outcome)?),
+        None => None,
+    };
+    let exit_code = if outcome.summary.passed && outcome.summary.mismatches == 0 {
+        exit::PASS
+    } else {
+        exit::THRESHOLD_FAILED
+    };
+    Ok(Finished {
+        outcome,
+        results_dir,
+        exit_code,
+    })
+}

@@ -1,0 +1,117 @@
+//! Reports of a run: `summary.json` (see `loadgen/summary.schema.json`), `summary.md`, and the raw
+//! histograms (HdrHistogram V2 + deflate, base64, one line per phase) under
+//! `results/<scenario>-<timestamp>/`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
+
+use crate::run::{Outcome, Summary};
+
+/// Write the reports into a new directory under `results_dir`; returns it.
+pub fn write(results_dir: &Path, outcome: &Outcome) -> std::io::Result<PathBuf> {
+    let stamp = outcome
+        .summary
+        .started_at
+        .replace([':', '-'], "")
+        .replace('.', "_");
+    let dir = results_dir.join(format!("{}-{}", outcome.summary.scenario, stamp));
+    std::fs::create_dir_all(&dir)?;
+    let json = serde_json::to_string_pretty(&outcome.summary)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    std::fs::write(dir.join("summary.json"), json + "\n")?;
+    std::fs::write(dir.join("summary.md"), markdown(&outcome.summary))?;
+    let mut raw = String::new();
+    for (phase, h) in &outcome.recorder.phases {
+        let mut buf = Vec::new();
+        if V2DeflateSerializer::new().serialize(h, &mut buf).is_ok() {
+            let _ = writeln!(
+                raw,
+                "{phase} {}",
+                base64::engine::general_purpose::STANDARD.encode(&buf)
+            );
+        }
+    }
+    std::fs::write(dir.join("histograms.txt"), raw)?;
+    Ok(dir)
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// The human summary.
+pub fn markdown(s: &Summary) -> String {
+    let mut out = String::new();
+    let verdict = if s.passed && s.mismatches == 0 {
+        "PASS"
+    } else {
+        "FAIL"
+    };
+    let _ = writeln!(out, "# {} — {verdict}\n", s.scenario);
+    let _ = writeln!(
+        out,
+        "{} devices in {:.2} s (started {}): {} provisioned ({:.1}/s), {} handshakes ({:.1}/s), {} mismatches, {} errors, {} dropped.\n",
+        s.devices, s.duration_s, s.started_at, s.provisioned, s.provisioned_per_s, s.handshakes, s.handshakes_per_s, s.mismatches, s.errors, s.dropped
+    );
+    let _ = writeln!(
+        out,
+        "| phase | count | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    for (phase, q) in &s.latency {
+        let _ = writeln!(
+            out,
+            "| {phase} | {} | {} | {} | {} | {} | {} |",
+            q.count,
+            ms(q.p50_us),
+            ms(q.p90_us),
+            ms(q.p99_us),
+            ms(q.p999_us),
+            ms(q.max_us)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n| class | devices | as expected | mismatches | observed |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---|");
+    for (class, c) in &s.classes {
+        let observed: Vec<String> = c
+            .observed
+            .iter()
+            .map(|(k, v)| format!("{k} × {v}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            class.as_str(),
+            c.devices,
+            c.as_expected,
+            c.mismatches,
+            observed.join(", ")
+        );
+    }
+    if !s.thresholds.is_empty() {
+        let _ = writeln!(out, "\n| threshold | actual | |");
+        let _ = writeln!(out, "|---|---:|---|");
+        for t in &s.thresholds {
+            let _ = writeln!(
+                out,
+                "| `{}` | {:.2} | {} |",
+                t.threshold,
+                t.actual,
+                if t.passed { "ok" } else { "FAILED" }
+            );
+        }
+    }
+    if !s.mismatch_examples.is_empty() {
+        let _ = writeln!(out, "\nMismatches (first {}):\n", s.mismatch_examples.len());
+        for m in &s.mismatch_examples {
+            let _ = writeln!(out, "- {m}");
+        }
+    }
+    out
+}

@@ -1,0 +1,325 @@
+//! Scenario files (TOML): which server, which fleet, which executor, which thresholds. A bad
+//! scenario is refused with the line and what is wrong, before anything runs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fleet::DeviceClass;
+use crate::threshold::Threshold;
+
+/// Why a scenario cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// Unreadable file.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TOML syntax, unknown or mistyped keys (the message has the line).
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value that parses but makes no sense.
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The offending key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The key type of generated devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    /// ECDSA P-256.
+    #[default]
+    P256,
+    /// ECDSA P-384.
+    P384,
+    /// Ed25519.
+    Ed25519,
+}
+
+/// `[fleet]`: the simulated devices.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSpec {
+    /// Seed of the fleet: same seed, same devices (CNs, classes, order).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Number of devices.
+    pub devices: usize,
+    /// Device key type.
+    #[serde(default)]
+    pub key: KeyType,
+    /// Class weights (`valid = 70`, `truncated = 5`, ...); absent classes get weight 0.
+    pub mix: BTreeMap<DeviceClass, u32>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+/// `[executor]`: how devices are started.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ExecutorSpec {
+    /// `concurrency` devices back to back until the fleet is done (closed model).
+    ClosedLoop {
+        /// Devices in flight at once.
+        concurrency: usize,
+    },
+    /// Devices start at a fixed rate whatever the latency (open model); latency counts from the
+    /// scheduled start; a start more than `max_lateness` late is dropped and counted.
+    ConstantArrivalRate {
+        /// Device starts per second.
+        rate: f64,
+        /// Cap on devices in flight (protects the generator); 0 = unlimited.
+        #[serde(default)]
+        max_in_flight: usize,
+        /// Starts later than this are dropped, e.g. "1s".
+        #[serde(default = "default_lateness", with = "humantime_serde")]
+        max_lateness: Duration,
+    },
+    /// Like constant-arrival-rate, with the rate moving linearly through stages (to find the knee).
+    /// Starts cycle through the fleet.
+    RampingArrivalRate {
+        /// Rate at the start, per second.
+        #[serde(default)]
+        start_rate: f64,
+        /// The stages.
+        stages: Vec<Stage>,
+        /// Cap on devices in flight; 0 = unlimited.
+        #[serde(default)]
+        max_in_flight: usize,
+        /// Starts later than this are dropped.
+        #[serde(default = "default_lateness", with = "humantime_serde")]
+        max_lateness: Duration,
+    },
+}
+
+fn default_lateness() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// One stage of a ramp: move to `target` starts per second over `duration`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// Rate at the end of the stage, starts per second.
+    pub target: f64,
+    /// Length of the stage, e.g. "10s".
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+}
+
+/// `[target]`: where the server is. Absent: an embedded server on loopback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// Run the server in-process (the default).
+    #[serde(default = "yes")]
+    pub embedded: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for TargetSpec {
+    fn default() -> Self {
+        Self { embedded: true }
+    }
+}
+
+/// `[device]`: what each simulated device does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSpec {
+    /// Only the TLS handshake (attestation), no CoAP flow.
+    #[serde(default)]
+    pub handshake_only: bool,
+    /// Do not verify the server certificate (devices can be configured so).
+    #[serde(default)]
+    pub skip_server_verification: bool,
+    /// Give up on a device after this long, e.g. "10s".
+    #[serde(default = "default_device_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_device_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for DeviceSpec {
+    fn default() -> Self {
+        Self {
+            handshake_only: false,
+            skip_server_verification: false,
+            timeout: default_device_timeout(),
+        }
+    }
+}
+
+/// A whole scenario file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name (results directory, reports); defaults to the file stem.
+    #[serde(default)]
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Where the server is.
+    #[serde(default)]
+    pub target: TargetSpec,
+    /// The devices.
+    pub fleet: FleetSpec,
+    /// How they start.
+    pub executor: ExecutorSpec,
+    /// What each does.
+    #[serde(default)]
+    pub device: DeviceSpec,
+    /// Pass/fail criteria, e.g. `thresholds = ["mismatches == 0", "p99(handshake) < 50ms"]`.
+    #[serde(default)]
+    pub thresholds: Vec<String>,
+}
+
+/// A scenario checked and ready to run.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The scenario as written.
+    pub scenario: Scenario,
+    /// Its thresholds, parsed.
+    pub thresholds: Vec<Threshold>,
+}
+
+impl Scenario {
+    /// Read, parse and validate a scenario file.
+    pub fn load(path: &Path) -> Result<Loaded, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "scenario".into());
+        Self::parse(&text, &path.display().to_string(), &stem)
+    }
+
+    /// Parse and validate scenario text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str, default_name: &str) -> Result<Loaded, ScenarioError> {
+        let mut scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Syntax {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        if scenario.name.is_empty() {
+            scenario.name = default_name.to_owned();
+        }
+        let invalid = |key: &str, message: String| ScenarioError::Invalid {
+            path: origin.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        if !scenario.target.embedded {
+            return Err(invalid(
+                "target.embedded",
+                "only the embedded server is supported by this version".into(),
+            ));
+        }
+        if scenario.fleet.devices == 0 {
+            return Err(invalid("fleet.devices", "must be at least 1".into()));
+        }
+        if scenario.fleet.mix.values().all(|w| *w == 0) {
+            return Err(invalid("fleet.mix", "all weights are 0".into()));
+        }
+        match &scenario.executor {
+            ExecutorSpec::ClosedLoop { concurrency } if *concurrency == 0 => {
+                return Err(invalid("executor.concurrency", "must be at least 1".into()))
+            }
+            ExecutorSpec::ConstantArrivalRate { rate, .. }
+                if !(*rate > 0.0 && rate.is_finite()) =>
+            {
+                return Err(invalid("executor.rate", "must be a positive number".into()))
+            }
+            _ => {}
+        }
+        let thresholds = scenario
+            .thresholds
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.parse::<Threshold>()
+                    .map_err(|e| invalid(&format!("thresholds[{i}]"), format!("{t:?}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Loaded {
+            scenario,
+            thresholds,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[fleet]
+devices = 10
+mix = { valid = 8, truncated = 2 }
+[executor]
+kind = "closed-loop"
+concurrency = 4
+"#;
+
+    #[test]
+    fn minimal_scenario_loads_with_defaults() {
+        let l = Scenario::parse(GOOD, "x.toml", "x").expect("valid");
+        assert_eq!(l.scenario.name, "x");
+        assert!(l.scenario.target.embedded);
+        assert!(!l.scenario.device.handshake_only);
+    }
+
+    #[test]
+    fn bad_scenarios_name_the_line_or_key() {
+        let e = Scenario::parse(&format!("{GOOD}\nbogus = 1\n"), "x.toml", "x").expect_err("bad");
+        assert!(
+            e.to_string().contains("bogus") && e.to_string().contains("line"),
+            "{e}"
+        );
+        let e = Scenario::parse(&GOOD.replace("valid = 8", "vaild = 8"), "x.toml", "x")
+            .expect_err("bad class");
+        assert!(e.to_string().contains("vaild"), "{e}");
+        let e = Scenario::parse(
+            &GOOD.replace("concurrency = 4", "concurrency = 0"),
+            "x.toml",
+            "x",
+        )
+        .expect_err("zero");
+        assert!(e.to_string().contains("executor.concurrency"), "{e}");
+        let e = Scenario::parse(
+            &format!("thresholds = [\"p99(handshake) < fast\"]\n{GOOD}"),
+            "x.toml",
+            "x",
+        )
+        .expect_err("threshold");
+        assert!(e.to_string().contains("thresholds[0]"), "{e}");
+    }
+}

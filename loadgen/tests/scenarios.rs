@@ -1,0 +1,141 @@
+//! Small scenarios run in-process against the embedded server: every class gets exactly its
+//! expected outcome, the summary validates against the published schema, and a failing threshold
+//! exits 99.
+
+use std::path::Path;
+
+use dps_loadgen::fleet::DeviceClass;
+use dps_loadgen::{exit, run_scenario};
+
+fn write_scenario(
+    dir: &Path,
+    name: &str,
+    extra_thresholds: &str,
+    executor: &str,
+) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "{name}"
+thresholds = ["mismatches == 0", "errors == 0"{extra_thresholds}]
+
+[fleet]
+seed = 3
+devices = 90
+mix = {{ valid = 10, truncated = 10, unmatched = 10, no_group = 10, blacklisted = 10, not_allowed = 10, expired = 10, forged = 10, bad_eku = 10 }}
+
+[executor]
+{executor}
+"#
+        ),
+    )
+    .expect("write scenario");
+    path
+}
+
+fn schema() -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("summary.schema.json"))
+            .expect("schema file");
+    serde_json::from_str(&text).expect("schema is JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_class_gets_its_outcome_and_the_summary_matches_the_schema() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let scenario = write_scenario(
+        dir.path(),
+        "classes",
+        "",
+        "kind = \"closed-loop\"\nconcurrency = 8",
+    );
+    let results = dir.path().join("results");
+    let finished = run_scenario(&scenario, Some(&results), &|_, _, _| {})
+        .await
+        .expect("run");
+    let s = &finished.outcome.summary;
+    assert_eq!(finished.exit_code, exit::PASS, "{:#?}", s.mismatch_examples);
+    assert_eq!(s.devices, 90);
+    assert_eq!(s.mismatches, 0);
+    for class in DeviceClass::ALL {
+        let c = s
+            .classes
+            .get(&class)
+            .unwrap_or_else(|| panic!("no device of class {class:?}"));
+        assert_eq!(c.as_expected, c.devices, "{class:?}: {:?}", c.observed);
+    }
+    assert_eq!(s.server_rejections, s.expected_rejections);
+    assert!(s.provisioned > 0 && s.provisioned < s.devices);
+
+    let dir = finished.results_dir.expect("results dir");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).expect("summary"))
+            .expect("json");
+    let validator = jsonschema::validator_for(&schema()).expect("valid schema");
+    let errors: Vec<String> = validator
+        .iter_errors(&json)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(dir.join("summary.md").is_file());
+    assert!(std::fs::read_to_string(dir.join("histograms.txt"))
+        .expect("raw")
+        .contains("handshake "));
+
+    // The schema is not a rubber stamp: a summary missing a field or with a wrong type fails.
+    let mut broken = json.clone();
+    broken.as_object_mut().expect("object").remove("mismatches");
+    assert!(!validator.is_valid(&broken));
+    let mut broken = json;
+    broken["latency"]["handshake"]["p99_us"] = serde_json::json!("fast");
+    assert!(!validator.is_valid(&broken));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_threshold_exits_99() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let scenario = write_scenario(
+        dir.path(),
+        "too-strict",
+        ", \"p50(handshake) < 1us\"",
+        "kind = \"constant-arrival-rate\"\nrate = 200.0",
+    );
+    let finished = run_scenario(&scenario, None, &|_, _, _| {})
+        .await
+        .expect("run");
+    assert_eq!(finished.exit_code, exit::THRESHOLD_FAILED);
+    let t = finished
+        .outcome
+        .summary
+        .thresholds
+        .iter()
+        .find(|t| t.threshold.contains("1us"))
+        .expect("threshold");
+    assert!(!t.passed);
+    assert_eq!(
+        finished.outcome.summary.mismatches, 0,
+        "only the threshold failed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_scenario_is_refused_before_running() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[fleet]\ndevices = 0\nmix = { valid = 1 }\n[executor]\nkind = \"closed-loop\"\nconcurrency = 1\n").expect("write");
+    let err = run_scenario(&path, None, &|_, _, _| {})
+        .await
+        .expect_err("refused");
+    assert_eq!(err.exit_code(), exit::BAD_SCENARIO);
+    assert!(err.to_string().contains("fleet.devices"), "{err}");
+}
+
+#[test]
+fn shipped_scenarios_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    for name in ["quickstart.toml", "ci-smoke.toml", "knee.toml"] {
+        dps_loadgen::scenario::Scenario::load(&root.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
