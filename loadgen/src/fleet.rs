@@ -395,6 +395,8 @@ pub fn build(spec: &FleetSpec, dir: &Path) -> Result<Fleet, FleetError> {
         name: Some("loadgen hub".into()),
     }];
     config.enrollment_group = tables;
+    // Nothing of a load run needs to outlive it.
+    config.store.path = dps_server::config::IN_MEMORY_STORE.into();
     write(dir, "config.toml", &toml::to_string_pretty(&config)?)?;
     Ok(Fleet {
         devices,

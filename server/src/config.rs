@@ -150,6 +150,69 @@ impl Default for LimitsSection {
     }
 }
 
+/// Value of `[store] path` that keeps the store in memory (nothing survives a restart).
+pub const IN_MEMORY_STORE: &str = ":memory:";
+
+/// `[admin]`: the HTTP admin API (groups, hubs, records, metrics). Loopback by default; every
+/// `/api/v1/` request needs `Authorization: Bearer <token>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Address; default `127.0.0.1:15685`.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// File holding the bearer token (relative to the config file); wins over `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    /// The bearer token inline (prefer `token_file` or the `DPS_ADMIN_TOKEN` environment variable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:15685".into()
+}
+
+/// `[store]`: the embedded database holding admin-managed groups and hubs and the provisioning
+/// records. Optional; the default is `dps.redb` beside the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// Database file, relative to the config file, or `":memory:"` for an in-memory store.
+    #[serde(default = "default_store_path")]
+    pub path: String,
+}
+
+fn default_store_path() -> String {
+    "dps.redb".into()
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            path: default_store_path(),
+        }
+    }
+}
+
+/// Where the store lives, resolved against the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// In memory (`path = ":memory:"`).
+    InMemory,
+    /// A database file.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::InMemory => f.write_str(IN_MEMORY_STORE),
+            StoreLocation::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
 /// The config file as written.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +223,12 @@ pub struct ConfigFile {
     /// Limits of the device port.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// The embedded store.
+    #[serde(default)]
+    pub store: StoreSection,
+    /// The admin API; off unless configured (or `run --admin-listen` is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminSection>,
     /// Hubs devices are provisioned to.
     #[serde(default)]
     pub hub: Vec<HubConfig>,
@@ -181,9 +250,41 @@ pub struct Config {
 }
 
 impl Config {
+    /// The admin bearer token: `token_file`, else `token`, else `$DPS_ADMIN_TOKEN`. Surrounding
+    /// whitespace is trimmed; an empty token is no token.
+    pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
+        let admin = self.file.admin.as_ref();
+        let from_file = match admin.and_then(|a| a.token_file.as_ref()) {
+            Some(f) => {
+                let path = self.resolve(f);
+                Some(
+                    std::fs::read_to_string(&path)
+                        .map_err(|source| ConfigError::Io { path, source })?,
+                )
+            }
+            None => None,
+        };
+        let token = from_file
+            .or_else(|| admin.and_then(|a| a.token.clone()))
+            .or_else(|| std::env::var("DPS_ADMIN_TOKEN").ok())
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty());
+        Ok(token)
+    }
+
     /// A path from the config, resolved against the config file's directory.
     pub fn resolve(&self, relative: &str) -> PathBuf {
         self.path.parent().unwrap_or(Path::new(".")).join(relative)
+    }
+
+    /// Where `[store] path` points, resolved against the config file's directory.
+    pub fn store_location(&self) -> StoreLocation {
+        let path = &self.file.store.path;
+        if path == IN_MEMORY_STORE {
+            StoreLocation::InMemory
+        } else {
+            StoreLocation::File(self.resolve(path))
+        }
     }
 
     /// Read and resolve a config file.
@@ -216,12 +317,27 @@ impl Config {
     }
 }
 
+impl GroupConfig {
+    /// Resolve an admin-managed group (stored with its chain as inline PEM) into the model; a
+    /// relative chain path resolves against `base`.
+    pub fn resolve(&self, base: &Path) -> Result<EnrollmentGroup, ConfigError> {
+        resolve_group_labelled(format!("{:?} ({})", self.name, self.id), self, base)
+    }
+}
+
 fn resolve_group(
     index: usize,
     g: &GroupConfig,
     base: &Path,
 ) -> Result<EnrollmentGroup, ConfigError> {
-    let label = format!("#{index} {:?} ({})", g.name, g.id);
+    resolve_group_labelled(format!("#{index} {:?} ({})", g.name, g.id), g, base)
+}
+
+fn resolve_group_labelled(
+    label: String,
+    g: &GroupConfig,
+    base: &Path,
+) -> Result<EnrollmentGroup, ConfigError> {
     let bad = |kind| {
         ConfigError::Group(GroupError {
             group: label.clone(),
@@ -304,5 +420,30 @@ mod tests {
         )
         .expect_err("missing file");
         assert!(err.to_string().contains("/nonexistent/nope.pem"), "{err}");
+    }
+
+    #[test]
+    fn store_defaults_to_dps_redb_beside_the_config() {
+        let c = Config::parse("", Path::new("/etc/dps/c.toml")).expect("empty config");
+        assert_eq!(
+            c.store_location(),
+            StoreLocation::File(PathBuf::from("/etc/dps/dps.redb"))
+        );
+        let c = Config::parse(
+            "[store]\npath = \":memory:\"\n",
+            Path::new("/etc/dps/c.toml"),
+        )
+        .expect("in memory");
+        assert_eq!(c.store_location(), StoreLocation::InMemory);
+        let c = Config::parse(
+            "[store]\npath = \"db/x.redb\"\n",
+            Path::new("/etc/dps/c.toml"),
+        )
+        .expect("relative");
+        assert_eq!(
+            c.store_location(),
+            StoreLocation::File(PathBuf::from("/etc/dps/db/x.redb"))
+        );
+        assert!(Config::parse("[store]\nfile = \"x\"\n", Path::new("/c.toml")).is_err());
     }
 }

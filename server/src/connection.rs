@@ -7,12 +7,15 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
+use uuid::Uuid;
 
-use crate::enrollment::ValidatedGroup;
+use crate::enrollment::{CertId, ValidatedGroup};
 use crate::proto::body::{self, ContentFormat};
 use crate::proto::coap::{option, Code, Frame};
 use crate::proto::stream::{FramedIo, StreamError};
-use crate::provision::{ProvisionError, Provisioner};
+use crate::provision::{IssuedCredentials, ProvisionError, Provisioner, Requester};
+use crate::records::Step;
+use crate::store::{IssuedIdentity, RecordWriter, StepEvent};
 
 /// Resource paths of the spec.
 pub mod paths {
@@ -45,8 +48,24 @@ const UNDERSTOOD_OPTIONS: [u16; 8] = [
 pub struct DeviceSession {
     /// The selected enrollment group (as it was when the device connected).
     pub group: Arc<ValidatedGroup>,
-    /// The manufacturer certificate's CN.
+    /// The manufacturer certificate's CN (for an identity-certificate session, the identity
+    /// certificate's CN, `uuid:<device id>`).
     pub common_name: String,
+    /// Fingerprint of the manufacturer (leaf) certificate: the key of the device's provisioning
+    /// record. An identity-certificate session carries its record's key.
+    pub leaf: CertId,
+    /// Set when the device authenticated with the identity certificate this DPS issued it: its
+    /// device id, the only one it may request credentials for.
+    pub device_id: Option<Uuid>,
+}
+
+impl DeviceSession {
+    fn requester(&self) -> Requester {
+        Requester {
+            record: Some(self.leaf),
+            identity: self.device_id,
+        }
+    }
 }
 
 /// Per-connection limits.
@@ -139,13 +158,16 @@ pub enum Ending {
     Protocol(String),
 }
 
-/// Serve one connection until it ends.
+/// Serve one connection until it ends. Every answered provisioning request of an attested
+/// device is handed to `records` (never waiting on it).
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     io: S,
     device: Option<DeviceSession>,
     provisioner: &Provisioner,
     limits: ConnectionLimits,
     rate: &RequestRate,
+    records: &RecordWriter,
+    metrics: &crate::metrics::Metrics,
 ) -> Ending {
     let mut framed = FramedIo::new(io, limits.max_message_size);
     let csm = Frame::csm(u32::try_from(limits.max_message_size).ok());
@@ -169,7 +191,15 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             Code::RELEASE | Code::ABORT => return Ending::Closed,
             code if code.is_signal() => None, // CSM (tolerated, not required), Pong
             code if code.is_request() && !rate.try_take() => Some(service_unavailable(&frame, 1)),
-            code if code.is_request() => Some(handle(&frame, device.as_ref(), provisioner)),
+            code if code.is_request() => {
+                let started = std::time::Instant::now();
+                let answer = respond(&frame, device.as_ref(), provisioner);
+                metrics.record_request(answer.step, answer.frame.code, started.elapsed());
+                if let (Some(device), Some(step)) = (&device, answer.step) {
+                    records.record_step(step_event(device, step, &answer));
+                }
+                Some(answer.frame)
+            }
             _ => None, // responses from the device (e.g. to a discovery query) are not needed
         };
         if let Some(reply) = reply {
@@ -179,6 +209,51 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             if reply.code.is_error() {
                 return Ending::ErrorResponse(reply.code);
             }
+        }
+    }
+}
+
+/// The event recorded for an answered step.
+fn step_event(device: &DeviceSession, step: Step, answer: &Answer) -> StepEvent {
+    let diagnostic = if answer.frame.code.is_error() {
+        String::from_utf8_lossy(&answer.frame.payload).into_owned()
+    } else {
+        String::new()
+    };
+    StepEvent {
+        record: device.leaf,
+        common_name: device
+            .device_id
+            .is_none()
+            .then(|| device.common_name.clone()),
+        group: device.group.def.id,
+        step,
+        code: answer.frame.code,
+        diagnostic,
+        issued: answer.issued.as_ref().map(|i| IssuedIdentity {
+            device_id: i.device_id,
+            certificate: CertId::of(&i.certificate),
+            not_after: i.not_after,
+        }),
+        at: time::OffsetDateTime::now_utc(),
+    }
+}
+
+/// A response and what the record needs to know about it.
+struct Answer {
+    frame: Frame,
+    /// The provisioning step the request addressed, if any.
+    step: Option<Step>,
+    /// Credentials issued by it.
+    issued: Option<IssuedCredentials>,
+}
+
+impl From<Frame> for Answer {
+    fn from(frame: Frame) -> Self {
+        Answer {
+            frame,
+            step: None,
+            issued: None,
         }
     }
 }
@@ -207,12 +282,17 @@ fn decode_request<T: DeserializeOwned>(request: &Frame) -> Result<T, Frame> {
 fn provision_error(request: &Frame, e: ProvisionError) -> Frame {
     match e {
         ProvisionError::Internal(_) => error(Code::INTERNAL, request, &e.to_string()),
+        ProvisionError::Forbidden(_) => error(Code::FORBIDDEN, request, &e.to_string()),
         _ => error(Code::BAD_REQUEST, request, &e.to_string()),
     }
 }
 
 /// Answer one request.
 pub fn handle(request: &Frame, device: Option<&DeviceSession>, provisioner: &Provisioner) -> Frame {
+    respond(request, device, provisioner).frame
+}
+
+fn respond(request: &Frame, device: Option<&DeviceSession>, provisioner: &Provisioner) -> Answer {
     if let Some(o) = request.options.iter().find(|o| {
         crate::proto::coap::is_critical(o.number) && !UNDERSTOOD_OPTIONS.contains(&o.number)
     }) {
@@ -220,30 +300,37 @@ pub fn handle(request: &Frame, device: Option<&DeviceSession>, provisioner: &Pro
             Code::BAD_OPTION,
             request,
             &format!("unsupported critical option {}", o.number),
-        );
+        )
+        .into();
     }
     let path = request.uri_path();
     let allowed: &[Code] = match path.as_str() {
         paths::TIME | paths::OWNERSHIP | paths::ACLS => &[Code::GET],
         paths::CLOUD_CONFIGURATION | paths::CREDENTIALS => &[Code::POST],
-        _ => return error(Code::NOT_FOUND, request, "no such resource"),
+        _ => return error(Code::NOT_FOUND, request, "no such resource").into(),
+    };
+    let step = Step::for_path(&path);
+    let answer = |frame: Frame| Answer {
+        frame,
+        step,
+        issued: None,
     };
     if !allowed.contains(&request.code) {
-        return error(
+        return answer(error(
             Code::FORBIDDEN,
             request,
             "method not allowed on this resource",
-        );
+        ));
     }
     let Some(device) = device else {
-        return error(Code::FORBIDDEN, request, "device is not attested");
+        return answer(error(Code::FORBIDDEN, request, "device is not attested"));
     };
     let format = match ContentFormat::from_accept(request.accept()) {
         Ok(f) => f,
-        Err(e) => return error(Code::BAD_REQUEST, request, &e.to_string()),
+        Err(e) => return answer(error(Code::BAD_REQUEST, request, &e.to_string())),
     };
     let group = &device.group.def;
-    match path.as_str() {
+    let frame = match path.as_str() {
         paths::TIME => reply(Code::CONTENT, request, format, &provisioner.time()),
         paths::OWNERSHIP => reply(
             Code::CONTENT,
@@ -261,13 +348,19 @@ pub fn handle(request: &Frame, device: Option<&DeviceSession>, provisioner: &Pro
         },
         _ => match decode_request(request) {
             Err(f) => f,
-            Ok(req) => match provisioner.credentials(group, &req) {
+            Ok(req) => match provisioner.credentials_for(group, &req, &device.requester()) {
                 Ok(issued) => {
-                    tracing::info!(device = %issued.device_id, group = %group.id, cn = %device.common_name, "identity certificate issued");
-                    reply(Code::CHANGED, request, format, &issued.response)
+                    tracing::info!(device = %issued.device_id, group = %group.id, cn = %device.common_name, renewal = device.device_id.is_some(), "identity certificate issued");
+                    let frame = reply(Code::CHANGED, request, format, &issued.response);
+                    return Answer {
+                        frame,
+                        step,
+                        issued: Some(issued),
+                    };
                 }
                 Err(e) => provision_error(request, e),
             },
         },
-    }
+    };
+    answer(frame)
 }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{ExtendedKeyUsagePurpose, SanType};
 
-use crate::config::{ConfigFile, GroupConfig, HubConfig, LimitsSection, ServerSection};
+use crate::config::{
+    AdminSection, ConfigFile, GroupConfig, HubConfig, LimitsSection, ServerSection, StoreSection,
+};
 use crate::enrollment::LeadSelector;
 use crate::pki::{chain_pem, CertSpec, Issued, PkiError};
 
@@ -29,6 +31,9 @@ pub enum InitError {
     /// A name rcgen refused.
     #[error("certificate name: {0}")]
     Name(#[from] rcgen::Error),
+    /// The system random generator failed.
+    #[error("no randomness for the admin token")]
+    Random,
     /// The config could not be serialized.
     #[error("cannot serialize the config: {0}")]
     Toml(#[from] toml::ser::Error),
@@ -155,6 +160,12 @@ pub fn init(dir: &Path, force: bool) -> Result<InitReport, InitError> {
             identity_validity_days: 365,
         }),
         limits: LimitsSection::default(),
+        store: StoreSection::default(),
+        admin: Some(AdminSection {
+            listen: "127.0.0.1:15685".into(),
+            token_file: Some("admin-token".into()),
+            token: None,
+        }),
         hub: vec![HubConfig {
             id: ids::HUB.into(),
             gateways: vec!["coaps+tcp://127.0.0.1:5684".into()],
@@ -193,6 +204,14 @@ pub fn init(dir: &Path, force: bool) -> Result<InitReport, InitError> {
         dir.display(),
         toml::to_string_pretty(&file)?
     );
+    let mut token = [0u8; 24];
+    aws_lc_rs::rand::fill(&mut token).map_err(|_| InitError::Random)?;
+    write(
+        dir,
+        "admin-token",
+        &format!("{}\n", hex::encode(token)),
+        &mut files,
+    )?;
     write(dir, "config.toml", &text, &mut files)?;
     Ok(InitReport { config, files })
 }
@@ -209,7 +228,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let report = init(dir.path(), false).expect("init");
         let config = Config::load(&report.config).expect("config loads");
-        let arena = Arena::with_groups(config.groups).expect("groups valid");
+        let arena = Arena::with_groups(config.groups.clone()).expect("groups valid");
         let pem = std::fs::read(dir.path().join("device-chain.pem")).expect("chain");
         let chain = crate::enrollment::certs_from_pem(&pem).expect("pem");
         let v = arena.load().authenticate(&chain, UnixTime::now());
@@ -224,6 +243,15 @@ mod tests {
             .authenticate(leaf_only, UnixTime::now())
             .group()
             .is_none());
+        assert_eq!(
+            config.store_location(),
+            crate::config::StoreLocation::File(dir.path().join("dps.redb"))
+        );
+        let text = std::fs::read_to_string(&report.config).expect("config text");
+        assert!(
+            text.contains("[store]") && text.contains("dps.redb"),
+            "{text}"
+        );
         assert!(matches!(init(dir.path(), false), Err(InitError::Exists(_))));
         init(dir.path(), true).expect("force overwrites");
     }

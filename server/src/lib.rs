@@ -1,14 +1,17 @@
 //! dps-server: an IoT Device Provisioning Service (plgd-compatible) and the library the load
 //! generator reuses. Start with [`enrollment`] (attestation), [`config`] and [`check_chain`].
 
+pub mod admin;
 pub mod check_chain;
 pub mod config;
 pub mod connection;
 pub mod enrollment;
 pub mod init;
+pub mod metrics;
 pub mod pki;
 pub mod proto;
 pub mod provision;
 pub mod records;
 pub mod server;
+pub mod store;
 pub mod tls;

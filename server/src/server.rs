@@ -1,8 +1,10 @@
 //! The device-port accept loop: `Server::run(listener, shutdown)` so tests hand in a listener on
 //! `127.0.0.1:0` and a shutdown future. One semaphore permit per connection, explicit handshake
-//! and inactivity timeouts, graceful drain on shutdown.
+//! and inactivity timeouts, graceful drain on shutdown (which ends by flushing the provisioning
+//! records).
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,11 +15,14 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
-use crate::config::{Config, LimitsSection};
+use crate::config::{Config, ConfigError, LimitsSection, StoreLocation};
 use crate::connection::{self, ConnectionLimits, DeviceSession, RequestRate};
-use crate::enrollment::{Arena, GroupError, Verdict};
-use crate::provision::{Hub, IdentityCa, ProvisionError, Provisioner};
-use crate::tls::{self, AttestationVerifier, TlsConfigError};
+use crate::enrollment::{Arena, CertId, EnrollmentGroup, GroupError};
+use crate::metrics::Metrics;
+use crate::provision::{Hub, Identities, IdentityCa, ProvisionError, Provisioner};
+use crate::records::{Persistence, StoreError};
+use crate::store::{RecordWriter, Store};
+use crate::tls::{self, AttestationVerifier, IdentityAnchorError, TlsConfigError};
 
 /// How long shutdown waits for open connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,6 +53,37 @@ pub enum ServerError {
     /// rustls refused the configuration.
     #[error(transparent)]
     Tls(#[from] TlsConfigError),
+    /// The identity CA cannot anchor identity certificates.
+    #[error(transparent)]
+    IdentityAnchor(#[from] IdentityAnchorError),
+    /// The store could not be opened or read.
+    #[error("store {location}: {reason}")]
+    Store {
+        /// The database file (or `:memory:`).
+        location: String,
+        /// Why.
+        reason: StoreError,
+    },
+    /// A stored (admin-managed) group could not be resolved.
+    #[error("store {location}: {reason}")]
+    StoredGroup {
+        /// The database file.
+        location: String,
+        /// Why.
+        reason: ConfigError,
+    },
+    /// A stored group or hub has the id of one in the config.
+    #[error("{kind} {id}: {stored} in the store has the same id as {configured} in the config")]
+    DuplicateId {
+        /// "enrollment group" or "hub".
+        kind: &'static str,
+        /// The shared id.
+        id: Uuid,
+        /// The stored one (its name).
+        stored: String,
+        /// The configured one (its name).
+        configured: String,
+    },
 }
 
 /// A configured DPS, ready to serve listeners.
@@ -58,13 +94,98 @@ pub struct Server {
     provisioner: Arc<Provisioner>,
     limits: LimitsSection,
     rate: RequestRate,
+    store: Arc<Store>,
+    records: RecordWriter,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("limits", &self.limits)
+            .field("store", &self.store)
             .finish()
+    }
+}
+
+/// Groups and hubs of the config and of the store, together; a stored id equal to a configured
+/// one is an error naming both.
+fn merged_groups_and_hubs(
+    config: &Config,
+    store: &Store,
+    location: &str,
+) -> Result<(Vec<EnrollmentGroup>, Vec<Hub>), ServerError> {
+    let store_err = |reason| ServerError::Store {
+        location: location.to_owned(),
+        reason,
+    };
+    let mut hubs = config
+        .file
+        .hub
+        .iter()
+        .map(|h| Hub::try_from(h).map_err(ServerError::Hub))
+        .collect::<Result<Vec<_>, ServerError>>()?;
+    let configured_hubs = hubs.len();
+    for stored in store.hubs().map_err(store_err)? {
+        let hub =
+            Hub::try_from(&stored).map_err(|e| ServerError::Hub(format!("in the store: {e}")))?;
+        if let Some(c) = hubs[..configured_hubs].iter().find(|c| c.id == hub.id) {
+            return Err(ServerError::DuplicateId {
+                kind: "hub",
+                id: hub.id,
+                stored: format!("{:?}", hub.name),
+                configured: format!("{:?}", c.name),
+            });
+        }
+        hubs.push(hub);
+    }
+    for g in &config.groups {
+        if let Some(missing) = g
+            .hub_ids
+            .iter()
+            .find(|id| !hubs.iter().any(|h| h.id == **id))
+        {
+            return Err(ServerError::Hub(format!(
+                "{missing} named by enrollment group {:?} is not configured",
+                g.name
+            )));
+        }
+    }
+    let mut groups = config.groups.clone();
+    let base = config.path.parent().unwrap_or(Path::new("."));
+    for stored in store.groups().map_err(store_err)? {
+        let group = stored
+            .resolve(base)
+            .map_err(|reason| ServerError::StoredGroup {
+                location: location.to_owned(),
+                reason,
+            })?;
+        if let Some(c) = config.groups.iter().find(|c| c.id == group.id) {
+            return Err(ServerError::DuplicateId {
+                kind: "enrollment group",
+                id: group.id,
+                stored: format!("{:?}", group.name),
+                configured: format!("{:?}", c.name),
+            });
+        }
+        // The admin API may have removed a hub a stored group still names: serve the group
+        // without it rather than refuse to start.
+        for missing in group
+            .hub_ids
+            .iter()
+            .filter(|id| !hubs.iter().any(|h| h.id == **id))
+        {
+            tracing::warn!(group = %group.id, hub = %missing, "stored enrollment group names a hub that does not exist");
+        }
+        groups.push(group);
+    }
+    Ok((groups, hubs))
+}
+
+fn store_location(store: &Store) -> String {
+    match store.path() {
+        Some(p) => p.display().to_string(),
+        None => crate::config::IN_MEMORY_STORE.to_owned(),
     }
 }
 
@@ -104,48 +225,60 @@ impl Server {
             &text(&section.identity_ca_certificate)?,
             &text(&section.identity_ca_key)?,
         )?;
-        let hubs = config
-            .file
-            .hub
-            .iter()
-            .map(|h| {
-                let id = Uuid::parse_str(&h.id)
-                    .map_err(|_| ServerError::Hub(format!("{:?}: id is not a UUID", h.id)))?;
-                Ok(Hub {
-                    id,
-                    name: h.name.clone().unwrap_or_default(),
-                    gateways: h.gateways.clone(),
-                })
-            })
-            .collect::<Result<Vec<_>, ServerError>>()?;
-        for g in &config.groups {
-            if let Some(missing) = g
-                .hub_ids
-                .iter()
-                .find(|id| !hubs.iter().any(|h| h.id == **id))
-            {
-                return Err(ServerError::Hub(format!(
-                    "{missing} named by enrollment group {:?} is not configured",
-                    g.name
-                )));
+        let location = config.store_location();
+        let shown = location.to_string();
+        let store_err = |reason| ServerError::Store {
+            location: shown.clone(),
+            reason,
+        };
+        if let StoreLocation::File(path) = &location {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| store_err(StoreError::Database(e.to_string())))?;
             }
         }
-        let arena = Arc::new(Arena::with_groups(config.groups.clone())?);
+        let store = Arc::new(Store::open_location(&location).map_err(store_err)?);
+        let (groups, hubs) = merged_groups_and_hubs(config, &store, &shown)?;
+        let arena = Arc::new(Arena::with_groups(groups)?);
+        let identities = Arc::new(Identities::from_entries(
+            store.identities().map_err(store_err)?,
+        ));
         let validity = Duration::from_secs(u64::from(section.identity_validity_days) * 86_400);
-        let provisioner = Arc::new(Provisioner::new(identity_ca, hubs, validity));
-        Self::new(arena, chain, key, provisioner, config.file.limits)
+        let provisioner = Arc::new(Provisioner::with_identities(
+            identity_ca,
+            hubs,
+            validity,
+            identities,
+        ));
+        Self::new(arena, chain, key, provisioner, config.file.limits, store)
     }
 
-    /// A server over an existing arena and provisioner.
+    /// A server over an existing arena, provisioner and store. Identity certificates signed by
+    /// the provisioner's identity CA are recognised through the provisioner's issued identities,
+    /// which the record writer persists into `store`.
     pub fn new(
         arena: Arc<Arena>,
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
         provisioner: Arc<Provisioner>,
         limits: LimitsSection,
+        store: Arc<Store>,
     ) -> Result<Self, ServerError> {
-        let verifier = Arc::new(AttestationVerifier::new(arena.clone()));
+        let metrics = Arc::new(Metrics::new());
+        let verifier = Arc::new(
+            AttestationVerifier::new(arena.clone())
+                .with_metrics(metrics.clone())
+                .with_identities(
+                    provisioner.identity_ca().chain(),
+                    provisioner.identities().clone(),
+                )?,
+        );
         let config = tls::server_config(verifier.clone(), chain, key)?;
+        let records = RecordWriter::start(store.clone(), provisioner.identities().clone())
+            .map_err(|reason| ServerError::Store {
+                location: store_location(&store),
+                reason,
+            })?;
         Ok(Self {
             arena,
             verifier,
@@ -153,7 +286,33 @@ impl Server {
             provisioner,
             rate: RequestRate::new(limits.max_requests_per_second),
             limits,
+            store,
+            records,
+            metrics,
         })
+    }
+
+    /// The admin API's state for this server: config-file groups and hubs are read-only there.
+    pub fn admin_state(&self, config: &Config, token: String) -> crate::admin::AdminState {
+        crate::admin::AdminState {
+            arena: self.arena.clone(),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            token,
+            static_group_ids: config.groups.iter().map(|g| g.id).collect(),
+            static_hub_ids: config
+                .file
+                .hub
+                .iter()
+                .filter_map(|h| Uuid::parse_str(&h.id).ok())
+                .collect(),
+            provisioner: Some(self.provisioner.clone()),
+        }
+    }
+
+    /// Server-side measurements (Prometheus text, HdrHistograms for the load generator).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The enrollment groups being served (admin updates go here).
@@ -161,13 +320,28 @@ impl Server {
         &self.arena
     }
 
+    /// The store: admin-managed groups and hubs, provisioning records.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The provisioner: identity CA, hubs (admin hub updates go here), issued identities.
+    pub fn provisioner(&self) -> &Arc<Provisioner> {
+        &self.provisioner
+    }
+
+    /// The background writer of provisioning records (`flush` to wait for them).
+    pub fn records(&self) -> &RecordWriter {
+        &self.records
+    }
+
     /// Attestation outcome counters.
     pub fn verifier(&self) -> &Arc<AttestationVerifier> {
         &self.verifier
     }
 
-    /// Accept devices on `listener` until `shutdown` resolves, then stop accepting and wait (a
-    /// bounded time) for open connections to finish.
+    /// Accept devices on `listener` until `shutdown` resolves, then stop accepting, wait (a
+    /// bounded time) for open connections to finish, and flush the provisioning records.
     pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let max = self.limits.max_connections.max(1);
         let permits = Arc::new(Semaphore::new(max as usize));
@@ -197,6 +371,8 @@ impl Server {
                 let server = self.clone();
                 tokio::spawn(async move {
                     server.refuse_busy(stream).await;
+                    // The server goes before the permit, so a finished drain holds no clone.
+                    drop(server);
                     drop(permit);
                 });
                 continue;
@@ -204,6 +380,7 @@ impl Server {
             let server = self.clone();
             tokio::spawn(async move {
                 server.serve_connection(stream, peer).await;
+                drop(server);
                 drop(permit);
             });
         }
@@ -213,6 +390,9 @@ impl Server {
             .is_err()
         {
             tracing::warn!("shutdown: connections still open after the drain timeout");
+        }
+        if let Err(e) = self.records.flush().await {
+            tracing::error!(error = %e, "shutdown: provisioning records not flushed");
         }
     }
 
@@ -229,36 +409,66 @@ impl Server {
     }
 
     async fn serve_connection(&self, stream: tokio::net::TcpStream, peer: std::net::SocketAddr) {
+        let _open = self.metrics.connection_guard();
         let handshake = Duration::from_millis(self.limits.handshake_timeout_ms);
+        let started = std::time::Instant::now();
         let tls = match tokio::time::timeout(handshake, self.acceptor.accept(stream)).await {
             Err(_) => {
+                self.metrics.record_handshake_failure();
                 tracing::debug!(%peer, "TLS handshake timed out");
                 return;
             }
             Ok(Err(e)) => {
+                // Attestation refusals are counted by reason in the verifier; count the rest.
+                let refused = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                    .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+                if !refused {
+                    self.metrics.record_handshake_failure();
+                }
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
                 return;
             }
             Ok(Ok(tls)) => tls,
         };
+        self.metrics.record_handshake(started.elapsed());
         let device = match tls.get_ref().1.peer_certificates() {
             None => None,
-            Some(certs) => match self.verifier.verdict_for(certs) {
-                Verdict::Accepted(a) => match self.arena.load().group(&a.group) {
-                    Some(group) => Some(DeviceSession {
-                        group: group.clone(),
-                        common_name: a.common_name,
-                    }),
-                    None => return, // the group was deleted during the handshake
-                },
-                Verdict::Rejected(_) => return,
+            Some(certs) => match self.verifier.admission_for(certs) {
+                Ok(a) => {
+                    let Some(group) = self.arena.load().group(&a.accepted.group).cloned() else {
+                        return; // the group was deleted during the handshake
+                    };
+                    let leaf = match (a.identity, certs.first()) {
+                        (Some(identity), _) => identity.record,
+                        (None, Some(leaf)) => CertId::of(leaf),
+                        (None, None) => return,
+                    };
+                    Some(DeviceSession {
+                        group,
+                        common_name: a.accepted.common_name,
+                        leaf,
+                        device_id: a.identity.map(|i| i.device_id),
+                    })
+                }
+                Err(_) => return,
             },
         };
         let limits = ConnectionLimits {
             max_message_size: self.limits.max_message_size as usize,
             inactivity_timeout: Duration::from_millis(self.limits.inactivity_timeout_ms),
         };
-        let ending = connection::serve(tls, device, &self.provisioner, limits, &self.rate).await;
+        let ending = connection::serve(
+            tls,
+            device,
+            &self.provisioner,
+            limits,
+            &self.rate,
+            &self.records,
+            &self.metrics,
+        )
+        .await;
         tracing::debug!(%peer, ?ending, "connection ended");
     }
 }

@@ -1,6 +1,11 @@
 //! TLS for the device port: a rustls `ClientCertVerifier` that runs attestation (authentication and
 //! group selection) during the handshake, so a refused device fails the handshake with a
 //! certificate alert, and hands the verdict to the connection without verifying anything twice.
+//!
+//! A chain that does not authenticate against the enrollment groups may still be an identity
+//! certificate this DPS issued: it is verified against the identity CA and admitted as its
+//! provisioned device (group from its record) if it is the certificate issued last for its device
+//! id. A superseded or foreign identity certificate is refused as `no_path`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,9 +16,12 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, TrustAnchor, UnixTime};
+use uuid::Uuid;
+use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::enrollment::{Accepted, Arena, RejectReason, Verdict};
+use crate::enrollment::{Accepted, Arena, CertId, RejectReason, Snapshot, Verdict};
+use crate::provision::Identities;
 
 /// Verdicts older than this are dropped from the hand-off (their handshake failed after the
 /// certificate check, e.g. on CertificateVerify).
@@ -34,8 +42,10 @@ fn chain_key(certs: &[CertificateDer<'_>]) -> [u8; 32] {
 /// Counters of attestation outcomes at the TLS layer (exported by the metrics endpoint later).
 #[derive(Debug, Default)]
 pub struct AttestationStats {
-    /// Chains accepted.
+    /// Chains accepted (manufacturer chains and identity certificates).
     pub accepted: AtomicU64,
+    /// Of those, identity certificates this DPS issued.
+    pub identity_accepted: AtomicU64,
     rejected: [AtomicU64; RejectReason::ALL.len()],
 }
 
@@ -56,14 +66,32 @@ impl AttestationStats {
     }
 }
 
+/// A device recognised by the identity certificate this DPS issued it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentitySession {
+    /// Its device id (CN `uuid:<id>` of the certificate).
+    pub device_id: Uuid,
+    /// Its provisioning record: fingerprint of its manufacturer certificate.
+    pub record: CertId,
+}
+
+/// An admitted device: the attestation verdict, and for identity certificates who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// Group, CN and verified chain.
+    pub accepted: Accepted,
+    /// Set when the device presented the identity certificate this DPS issued it.
+    pub identity: Option<IdentitySession>,
+}
+
 /// Verdicts waiting for their connection, keyed by the presented chain.
 #[derive(Debug, Default)]
 struct Handoff {
-    pending: Mutex<HashMap<[u8; 32], (Accepted, Instant)>>,
+    pending: Mutex<HashMap<[u8; 32], (Admission, Instant)>>,
 }
 
 impl Handoff {
-    fn put(&self, key: [u8; 32], accepted: Accepted) {
+    fn put(&self, key: [u8; 32], accepted: Admission) {
         let Ok(mut map) = self.pending.lock() else {
             return;
         };
@@ -74,42 +102,174 @@ impl Handoff {
         map.insert(key, (accepted, Instant::now()));
     }
 
-    fn take(&self, key: &[u8; 32]) -> Option<Accepted> {
+    fn take(&self, key: &[u8; 32]) -> Option<Admission> {
         let (accepted, at) = self.pending.lock().ok()?.remove(key)?;
         (at.elapsed() < HANDOFF_TTL).then_some(accepted)
     }
 }
 
+/// What recognises identity certificates: the identity CA as trust anchors and the issued
+/// identities.
+#[derive(Debug)]
+struct IdentityTrust {
+    anchors: Vec<TrustAnchor<'static>>,
+    identities: Arc<Identities>,
+}
+
+impl IdentityTrust {
+    /// Admit `chain` (leaf first) as the identity certificate issued last to its device id.
+    fn admit(
+        &self,
+        snapshot: &Snapshot,
+        chain: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<Admission, RejectReason> {
+        let (leaf, rest) = chain.split_first().ok_or(RejectReason::Malformed)?;
+        let ee = webpki::EndEntityCert::try_from(leaf).map_err(|_| RejectReason::Malformed)?;
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &self.anchors,
+            rest,
+            now,
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| match e {
+            webpki::Error::CertExpired { .. } => RejectReason::Expired,
+            webpki::Error::CertNotValidYet { .. } => RejectReason::NotYetValid,
+            _ => RejectReason::NoPath,
+        })?;
+        let (_, cert) = X509Certificate::from_der(leaf).map_err(|_| RejectReason::Malformed)?;
+        let cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .ok_or(RejectReason::NoPath)?;
+        let device_id = cn
+            .strip_prefix("uuid:")
+            .and_then(|id| Uuid::try_parse(id).ok())
+            .ok_or(RejectReason::NoPath)?;
+        let Some(holder) = self.identities.find(&device_id, &CertId::of(leaf)) else {
+            tracing::info!(device = %device_id, "identity certificate is not the one on record");
+            return Err(RejectReason::NoPath);
+        };
+        let record = holder.record.ok_or(RejectReason::NoPath)?;
+        if snapshot.group(&holder.group).is_none() {
+            return Err(RejectReason::NoGroup);
+        }
+        Ok(Admission {
+            accepted: Accepted {
+                group: holder.group,
+                common_name: cn.to_owned(),
+                chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+                expired_leaf_allowed: false,
+            },
+            identity: Some(IdentitySession { device_id, record }),
+        })
+    }
+}
+
+/// Why the identity CA could not be used to recognise identity certificates.
+#[derive(Debug, thiserror::Error)]
+#[error("identity CA certificate is not a usable trust anchor: {0}")]
+pub struct IdentityAnchorError(String);
+
 /// The device-port client certificate verifier.
 #[derive(Debug)]
 pub struct AttestationVerifier {
     arena: Arc<Arena>,
+    identity: Option<IdentityTrust>,
     provider: Arc<CryptoProvider>,
     handoff: Handoff,
     /// Outcome counters.
     pub stats: AttestationStats,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl AttestationVerifier {
-    /// A verifier over `arena`.
+    /// A verifier over `arena` (manufacturer chains only).
     pub fn new(arena: Arc<Arena>) -> Self {
         Self {
             arena,
+            identity: None,
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             handoff: Handoff::default(),
             stats: AttestationStats::default(),
+            metrics: None,
         }
     }
 
-    /// The verdict for a connection whose handshake completed with `peer_certificates`. Resumed
-    /// sessions (which skip the certificate check) are judged here instead.
-    pub fn verdict_for(&self, peer_certificates: &[CertificateDer<'_>]) -> Verdict {
-        if let Some(a) = self.handoff.take(&chain_key(peer_certificates)) {
-            return Verdict::Accepted(a);
+    /// Also record matching latency and rejections by reason in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Also recognise identity certificates signed by `identity_ca` (the identity CA chain,
+    /// signing CA first; each of its certificates is a trust anchor) that are the certificate
+    /// issued last to their device id in `identities`.
+    pub fn with_identities(
+        mut self,
+        identity_ca: &[CertificateDer<'static>],
+        identities: Arc<Identities>,
+    ) -> Result<Self, IdentityAnchorError> {
+        let anchors = identity_ca
+            .iter()
+            .map(|c| {
+                webpki::anchor_from_trusted_cert(c)
+                    .map(|a| a.to_owned())
+                    .map_err(|e| IdentityAnchorError(format!("{e:?}")))
+            })
+            .collect::<Result<_, _>>()?;
+        self.identity = Some(IdentityTrust {
+            anchors,
+            identities,
+        });
+        Ok(self)
+    }
+
+    /// Judge a presented chain: the enrollment groups first, then (for a chain without a path to
+    /// any group) the identity CA.
+    pub fn judge(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<Admission, RejectReason> {
+        let snapshot = self.arena.load();
+        match snapshot.authenticate(chain, now) {
+            Verdict::Accepted(accepted) => Ok(Admission {
+                accepted,
+                identity: None,
+            }),
+            Verdict::Rejected(RejectReason::NoPath) => match &self.identity {
+                Some(trust) => trust.admit(&snapshot, chain, now),
+                None => Err(RejectReason::NoPath),
+            },
+            Verdict::Rejected(reason) => Err(reason),
         }
-        self.arena
-            .load()
-            .authenticate(peer_certificates, UnixTime::now())
+    }
+
+    /// The admission of a connection whose handshake completed with `peer_certificates`.
+    /// Resumed sessions (which skip the certificate check) are judged here instead.
+    pub fn admission_for(
+        &self,
+        peer_certificates: &[CertificateDer<'_>],
+    ) -> Result<Admission, RejectReason> {
+        if let Some(a) = self.handoff.take(&chain_key(peer_certificates)) {
+            return Ok(a);
+        }
+        self.judge(peer_certificates, UnixTime::now())
+    }
+
+    /// The verdict for a connection whose handshake completed with `peer_certificates` (see
+    /// [`AttestationVerifier::admission_for`]).
+    pub fn verdict_for(&self, peer_certificates: &[CertificateDer<'_>]) -> Verdict {
+        match self.admission_for(peer_certificates) {
+            Ok(a) => Verdict::Accepted(a.accepted),
+            Err(reason) => Verdict::Rejected(reason),
+        }
     }
 }
 
@@ -167,14 +327,25 @@ impl ClientCertVerifier for AttestationVerifier {
         let mut chain = Vec::with_capacity(1 + intermediates.len());
         chain.push(end_entity.clone());
         chain.extend(intermediates.iter().cloned());
-        match self.arena.load().authenticate(&chain, now) {
-            Verdict::Accepted(accepted) => {
+        let started = std::time::Instant::now();
+        let judged = self.judge(&chain, now);
+        if let Some(m) = &self.metrics {
+            m.record_matching(started.elapsed());
+            if let Err(reason) = &judged {
+                m.record_rejection(*reason);
+            }
+        }
+        match judged {
+            Ok(admission) => {
                 self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(group = %accepted.group, cn = %accepted.common_name, "device chain accepted");
-                self.handoff.put(chain_key(&chain), accepted);
+                if admission.identity.is_some() {
+                    self.stats.identity_accepted.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(group = %admission.accepted.group, cn = %admission.accepted.common_name, identity = admission.identity.is_some(), "device chain accepted");
+                self.handoff.put(chain_key(&chain), admission);
                 Ok(ClientCertVerified::assertion())
             }
-            Verdict::Rejected(reason) => {
+            Err(reason) => {
                 self.stats.count_rejection(reason);
                 tracing::info!(%reason, "device chain rejected");
                 Err(rustls::Error::InvalidCertificate(certificate_error(reason)))

@@ -36,8 +36,7 @@ enum Command {
         /// Device port address, overriding `[server] listen`.
         #[arg(long)]
         listen: Option<String>,
-        /// Admin API address (the admin API is not part of this build yet; the flag is accepted
-        /// so scripts written for it keep working, and a warning is logged).
+        /// Admin API address, overriding `[admin] listen` (and enabling the admin API).
         #[arg(long)]
         admin_listen: Option<String>,
     },
@@ -83,16 +82,56 @@ async fn run(
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
+    let store = match server.store().path() {
+        Some(path) => path.display().to_string(),
+        None => dps_server::config::IN_MEMORY_STORE.to_owned(),
+    };
+    tracing::info!(store = %store, "store opened");
     tracing::info!(
         groups = server.arena().load().len(),
+        hubs = server.provisioner().hubs().len(),
         "loaded enrollment groups"
     );
     tracing::info!(address = %bound, "device port listening (coaps+tcp)");
     println!("dps-server listening on {bound}");
-    if let Some(admin) = admin_listen {
-        tracing::warn!(%admin, "the admin API is not available in this build; ignoring --admin-listen");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin_addr = admin_listen.or_else(|| config.file.admin.as_ref().map(|a| a.listen.clone()));
+    let admin_task = match admin_addr {
+        None => None,
+        Some(addr) => {
+            let token = config.admin_token()?.context(
+                "the admin API needs a token: [admin] token_file or token, or DPS_ADMIN_TOKEN",
+            )?;
+            let admin_listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (admin API)"))?;
+            let admin_bound = admin_listener.local_addr()?;
+            if !admin_bound.ip().is_loopback() {
+                tracing::warn!(address = %admin_bound, "the admin API listens beyond loopback");
+            }
+            tracing::info!(address = %admin_bound, "admin API listening (http)");
+            println!("dps-server admin listening on {admin_bound}");
+            let state = server.admin_state(&config, token);
+            Some(tokio::spawn(dps_server::admin::serve(
+                admin_listener,
+                state,
+                stopped(stop_rx.clone()),
+            )))
+        }
+    };
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    server.run(listener, stopped(stop_rx)).await;
+    if let Some(task) = admin_task {
+        if let Ok(Err(e)) = task.await {
+            tracing::warn!(error = %e, "admin API stopped with an error");
+        }
     }
-    server.run(listener, shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -134,6 +173,7 @@ fn main() -> ExitCode {
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,

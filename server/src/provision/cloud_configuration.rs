@@ -1,5 +1,7 @@
 //! `POST /api/v1/provisioning/cloud-configuration`: which hub the device connects to.
 
+use std::collections::HashMap;
+
 use uuid::Uuid;
 
 use super::{Hub, ProvisionError, Provisioner};
@@ -13,12 +15,12 @@ impl Provisioner {
     /// The hub for `group`: the one the request's `selectedGateway.id` names if it is one of the
     /// group's usable hubs, else the group's first usable hub. A hub is usable when it is
     /// configured and has at least one gateway.
-    fn select_hub(
-        &self,
+    fn select_hub<'h>(
+        hubs: &'h HashMap<Uuid, Hub>,
         group: &EnrollmentGroup,
         req: &CloudConfigurationRequest,
-    ) -> Result<&Hub, ProvisionError> {
-        let usable = |id: &Uuid| self.hubs.get(id).filter(|hub| !hub.gateways.is_empty());
+    ) -> Result<&'h Hub, ProvisionError> {
+        let usable = |id: &Uuid| hubs.get(id).filter(|hub| !hub.gateways.is_empty());
         let selected = req
             .selected_gateway
             .as_ref()
@@ -43,7 +45,8 @@ impl Provisioner {
         group: &EnrollmentGroup,
         req: &CloudConfigurationRequest,
     ) -> Result<CloudConfigurationResponse, ProvisionError> {
-        let hub = self.select_hub(group, req)?;
+        let hubs = self.hubs.load();
+        let hub = Self::select_hub(&hubs, group, req)?;
         let requested = req
             .selected_gateway
             .as_ref()

@@ -10,8 +10,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::csr::DeviceCsr;
-use super::{owner_uuid, ProvisionError, Provisioner};
-use crate::enrollment::EnrollmentGroup;
+use super::registry::IdentityHolder;
+use super::{owner_uuid, ProvisionError, Provisioner, Requester};
+use crate::enrollment::{CertId, EnrollmentGroup};
 use crate::proto::body::{
     Credential, CredentialsRequest, CredentialsResponse, CREDUSAGE_CERT, CREDUSAGE_TRUSTCA,
     ENCODING_PEM,
@@ -30,6 +31,8 @@ pub struct IssuedCredentials {
     pub device_id: Uuid,
     /// The issued identity certificate.
     pub certificate: CertificateDer<'static>,
+    /// Its expiry.
+    pub not_after: OffsetDateTime,
     /// The response body.
     pub response: CredentialsResponse,
 }
@@ -81,10 +84,32 @@ impl Provisioner {
         group: &EnrollmentGroup,
         req: &CredentialsRequest,
     ) -> Result<IssuedCredentials, ProvisionError> {
+        self.credentials_for(group, req, &Requester::default())
+    }
+
+    /// As [`Provisioner::credentials`], for a known requester: the issued certificate is
+    /// remembered with the requester's provisioning record, and a session authenticated with an
+    /// identity certificate may only ask for its own device id (else
+    /// [`ProvisionError::Forbidden`]) but may then move it to a new key.
+    pub fn credentials_for(
+        &self,
+        group: &EnrollmentGroup,
+        req: &CredentialsRequest,
+        requester: &Requester,
+    ) -> Result<IssuedCredentials, ProvisionError> {
         if req.csr.encoding != ENCODING_PEM {
             return Err(bad(format!("csr encoding must be {ENCODING_PEM}")));
         }
         let csr = DeviceCsr::parse(&req.csr.data)?;
+        if let Some(own) = requester.identity {
+            if csr.device_id != own {
+                return Err(ProvisionError::Forbidden(format!(
+                    "this session is device uuid:{own}; it cannot get a certificate for uuid:{}",
+                    csr.device_id
+                )));
+            }
+        }
+        let renewing = requester.identity == Some(csr.device_id);
         // Verifies the CSR's self-signature.
         let request = CertificateSigningRequestParams::from_der(&csr.der.as_slice().into())
             .map_err(|e| match e {
@@ -123,22 +148,31 @@ impl Provisioner {
         ];
         params.use_authority_key_identifier_extension = true;
 
-        let claim = self
-            .issued
-            .claim(owner, csr.device_id, csr.spki_hash(), not_after, now)
-            .map_err(|held| {
-                bad(format!(
-                    "device uuid:{} already has an identity certificate for another key, valid until {}",
-                    csr.device_id, held.until
-                ))
-            })?;
-        let certificate = match self.sign_checked(&params, &request.public_key, &csr.spki) {
-            Ok(certificate) => certificate,
-            Err(e) => {
-                self.issued.release(claim);
-                return Err(e);
-            }
+        let spki = csr.spki_hash();
+        let held = |held: super::HeldByAnotherKey| {
+            bad(format!(
+                "device uuid:{} already has an identity certificate for another key, valid until {}",
+                csr.device_id, held.until
+            ))
         };
+        // Checked before signing (cheap refusal) and again when granting (a concurrent request
+        // for the same device id may have been granted meanwhile).
+        self.issued
+            .check(owner, &csr.device_id, &spki, now, renewing)
+            .map_err(held)?;
+        let certificate = self.sign_checked(&params, &request.public_key, &csr.spki)?;
+        let holder = IdentityHolder {
+            owner,
+            record: requester.record,
+            certificate: CertId::of(&certificate),
+            spki,
+            group: group.id,
+            issued_at: now,
+            not_after,
+        };
+        self.issued
+            .grant(csr.device_id, holder, now, renewing)
+            .map_err(held)?;
 
         let owner = owner.to_string();
         let mut creds = Vec::with_capacity(3);
@@ -158,6 +192,7 @@ impl Provisioner {
         Ok(IssuedCredentials {
             device_id: csr.device_id,
             certificate,
+            not_after,
             response: CredentialsResponse { creds },
         })
     }
@@ -441,6 +476,70 @@ mod tests {
             "same CN under another owner"
         );
         assert_eq!(p.issued.len(), 2);
+    }
+
+    #[test]
+    fn an_identity_session_renews_only_its_own_device_id() {
+        let p = Provisioner::new(identity_ca().1, Vec::new(), DEFAULT_IDENTITY_VALIDITY);
+        let (first, second) = (
+            KeyPair::generate().expect("key"),
+            KeyPair::generate().expect("key"),
+        );
+        let id = Uuid::new_v4();
+        let cn = format!("uuid:{id}");
+        let record = Some(CertId([7; 32]));
+        let manufacturer = Requester {
+            record,
+            identity: None,
+        };
+        let itself = Requester {
+            record,
+            identity: Some(id),
+        };
+        let issued = p
+            .credentials_for(
+                &group("acme"),
+                &request(csr_pem(Some(&cn), &first)),
+                &manufacturer,
+            )
+            .expect("issued");
+        let holder = p
+            .identities()
+            .find(&id, &CertId::of(&issued.certificate))
+            .expect("remembered");
+        assert_eq!(holder.record, record);
+        assert_eq!(holder.not_after, issued.not_after);
+        // The device itself may move to a new key; the old certificate is superseded.
+        let renewed = p
+            .credentials_for(
+                &group("acme"),
+                &request(csr_pem(Some(&cn), &second)),
+                &itself,
+            )
+            .expect("renewed with a new key");
+        assert!(p
+            .identities()
+            .find(&id, &CertId::of(&issued.certificate))
+            .is_none());
+        assert!(p
+            .identities()
+            .find(&id, &CertId::of(&renewed.certificate))
+            .is_some());
+        // But not ask for another device id.
+        let other = format!("uuid:{}", Uuid::new_v4());
+        let err = p.credentials_for(
+            &group("acme"),
+            &request(csr_pem(Some(&other), &second)),
+            &itself,
+        );
+        assert!(matches!(err, Err(ProvisionError::Forbidden(_))), "{err:?}");
+        // A manufacturer session with the first key is refused now (the second key holds it).
+        let err = p.credentials_for(
+            &group("acme"),
+            &request(csr_pem(Some(&cn), &first)),
+            &manufacturer,
+        );
+        assert!(matches!(err, Err(ProvisionError::BadRequest(_))), "{err:?}");
     }
 
     #[test]

@@ -25,17 +25,22 @@ mod registry;
 mod test_support;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use uuid::Uuid;
 
+use crate::config::HubConfig;
+use crate::enrollment::CertId;
 #[cfg(doc)]
 use crate::enrollment::EnrollmentGroup;
 
 pub use credentials::{IssuedCredentials, OCF_IDENTITY_EKU};
 pub use identity::IdentityCa;
-
-use registry::IssuedRegistry;
+pub use registry::{
+    holders_from_json, holders_to_json, HeldByAnotherKey, Identities, IdentityHolder, SpkiHash,
+};
 
 /// Validity of device identity certificates callers use unless configured otherwise: 365 days.
 pub const DEFAULT_IDENTITY_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
@@ -51,6 +56,31 @@ pub struct Hub {
     pub gateways: Vec<String>,
 }
 
+impl TryFrom<&HubConfig> for Hub {
+    type Error = String;
+
+    /// A `[[hub]]` table (or a stored hub) as a hub; the error names the bad id.
+    fn try_from(h: &HubConfig) -> Result<Self, Self::Error> {
+        let id = Uuid::parse_str(&h.id).map_err(|_| format!("{:?}: id is not a UUID", h.id))?;
+        Ok(Hub {
+            id,
+            name: h.name.clone().unwrap_or_default(),
+            gateways: h.gateways.clone(),
+        })
+    }
+}
+
+/// Who asks for credentials, besides the group its session is in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requester {
+    /// The device's provisioning record (fingerprint of its manufacturer certificate), if known.
+    pub record: Option<CertId>,
+    /// Set when the session authenticated with the identity certificate this DPS issued: the
+    /// device id it holds. Such a session may renew credentials (with the same or a new key) for
+    /// this device id only.
+    pub identity: Option<Uuid>,
+}
+
 /// Why a provisioning request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
@@ -60,6 +90,10 @@ pub enum ProvisionError {
     /// The enrollment group has no usable hub: answer 4.00 with this diagnostic.
     #[error("{0}")]
     NoHub(String),
+    /// The session may not do this (e.g. ask for another device's certificate): answer 4.03
+    /// with this diagnostic.
+    #[error("{0}")]
+    Forbidden(String),
     /// A server-side failure: answer 5.00 with this diagnostic.
     #[error("{0}")]
     Internal(String),
@@ -71,11 +105,12 @@ impl ProvisionError {
         match self {
             ProvisionError::BadRequest(m)
             | ProvisionError::NoHub(m)
+            | ProvisionError::Forbidden(m)
             | ProvisionError::Internal(m) => m,
         }
     }
 
-    /// Whether the device is at fault (4.00) rather than the server (5.00).
+    /// Whether the device is at fault (4.00 or 4.03) rather than the server (5.00).
     pub fn is_client_error(&self) -> bool {
         !matches!(self, ProvisionError::Internal(_))
     }
@@ -90,16 +125,17 @@ pub fn owner_uuid(owner: &str) -> Uuid {
 /// Answers the provisioning resources; one instance is shared by all connections (`Arc`).
 pub struct Provisioner {
     identity_ca: IdentityCa,
-    hubs: HashMap<Uuid, Hub>,
+    /// Hubs by id; replaced as a whole on every admin update, read without locking.
+    hubs: ArcSwap<HashMap<Uuid, Hub>>,
     identity_validity: Duration,
-    issued: IssuedRegistry,
+    issued: Arc<Identities>,
 }
 
 impl std::fmt::Debug for Provisioner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Provisioner")
             .field("identity_ca", &self.identity_ca)
-            .field("hubs", &self.hubs.len())
+            .field("hubs", &self.hubs.load().len())
             .field("identity_validity", &self.identity_validity)
             .finish_non_exhaustive()
     }
@@ -110,15 +146,31 @@ impl Provisioner {
     /// `identity_validity` (devices refuse certificates valid for an hour or less; see
     /// [`DEFAULT_IDENTITY_VALIDITY`]). When two hubs share an id, the first one wins.
     pub fn new(identity_ca: IdentityCa, hubs: Vec<Hub>, identity_validity: Duration) -> Self {
+        Self::with_identities(
+            identity_ca,
+            hubs,
+            identity_validity,
+            Arc::new(Identities::new()),
+        )
+    }
+
+    /// As [`Provisioner::new`], over issued identities loaded from the store (and shared with
+    /// the TLS verifier and the record writer).
+    pub fn with_identities(
+        identity_ca: IdentityCa,
+        hubs: Vec<Hub>,
+        identity_validity: Duration,
+        identities: Arc<Identities>,
+    ) -> Self {
         let mut by_id = HashMap::with_capacity(hubs.len());
         for hub in hubs {
             by_id.entry(hub.id).or_insert(hub);
         }
         Self {
             identity_ca,
-            hubs: by_id,
+            hubs: ArcSwap::from_pointee(by_id),
             identity_validity,
-            issued: IssuedRegistry::default(),
+            issued: identities,
         }
     }
 
@@ -127,9 +179,43 @@ impl Provisioner {
         &self.identity_ca
     }
 
+    /// The issued identities.
+    pub fn identities(&self) -> &Arc<Identities> {
+        &self.issued
+    }
+
     /// The configured hub with this id.
-    pub fn hub(&self, id: &Uuid) -> Option<&Hub> {
-        self.hubs.get(id)
+    pub fn hub(&self, id: &Uuid) -> Option<Hub> {
+        self.hubs.load().get(id).cloned()
+    }
+
+    /// Every hub, ordered by id.
+    pub fn hubs(&self) -> Vec<Hub> {
+        let mut hubs: Vec<Hub> = self.hubs.load().values().cloned().collect();
+        hubs.sort_by_key(|h| h.id);
+        hubs
+    }
+
+    /// Add a hub, or replace the hub with the same id. Sessions already answering keep the hubs
+    /// they loaded; later requests see the new set.
+    pub fn upsert_hub(&self, hub: Hub) {
+        self.hubs.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            next.insert(hub.id, hub.clone());
+            next
+        });
+    }
+
+    /// Remove a hub; `false` if there was none with this id. Groups naming it simply no longer
+    /// get it (a group left without a usable hub answers cloud-configuration with 4.00).
+    pub fn remove_hub(&self, id: &Uuid) -> bool {
+        let mut removed = false;
+        self.hubs.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            removed = next.remove(id).is_some();
+            next
+        });
+        removed
     }
 }
 
@@ -179,6 +265,30 @@ mod tests {
             gateways: vec!["coaps+tcp://a:5684".into()],
         };
         let p = test_support::provisioner(vec![hub("first"), hub("second")]);
-        assert_eq!(p.hub(&id).map(|h| h.name.as_str()), Some("first"));
+        assert_eq!(p.hub(&id).map(|h| h.name), Some("first".to_owned()));
+    }
+
+    #[test]
+    fn hubs_are_added_replaced_and_removed_at_run_time() {
+        let p = test_support::provisioner(Vec::new());
+        let id = Uuid::new_v4();
+        let hub = |name: &str| Hub {
+            id,
+            name: name.into(),
+            gateways: vec!["coaps+tcp://a:5684".into()],
+        };
+        assert!(p.hubs().is_empty());
+        p.upsert_hub(hub("one"));
+        p.upsert_hub(hub("two"));
+        assert_eq!(p.hubs(), vec![hub("two")]);
+        assert!(p.remove_hub(&id));
+        assert!(!p.remove_hub(&id));
+        assert!(p.hub(&id).is_none());
+        let bad = HubConfig {
+            id: "nope".into(),
+            gateways: vec![],
+            name: None,
+        };
+        assert!(Hub::try_from(&bad).is_err_and(|e| e.contains("nope")));
     }
 }

@@ -129,3 +129,135 @@ impl Running {
         self.task.await.expect("server task");
     }
 }
+
+/// A device that went through the whole provisioning flow.
+pub struct Provisioned {
+    /// The device id of its CSR.
+    pub device_id: uuid::Uuid,
+    /// The key of its CSR (and of its identity certificate).
+    pub key: rcgen::KeyPair,
+    /// The identity certificate the server issued.
+    pub identity: CertificateDer<'static>,
+}
+
+impl Provisioned {
+    /// TLS client credentials made of the identity certificate and its key.
+    pub fn identity_auth(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        (vec![self.identity.clone()], key_der(&self.key))
+    }
+}
+
+/// A private key in the form rustls takes.
+pub fn key_der(key: &rcgen::KeyPair) -> PrivateKeyDer<'static> {
+    PrivateKeyDer::Pkcs8(key.serialize_der().into())
+}
+
+/// A PEM CSR with subject `CN=uuid:<device_id>` signed by `key`.
+pub fn csr_pem(device_id: &uuid::Uuid, key: &rcgen::KeyPair) -> String {
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("uuid:{device_id}"));
+    params
+        .serialize_request(key)
+        .expect("csr")
+        .pem()
+        .expect("pem")
+}
+
+/// The credentials request for `device_id` with a CSR signed by `key`.
+pub fn credentials_request(
+    device_id: &uuid::Uuid,
+    key: &rcgen::KeyPair,
+) -> dps_server::proto::body::CredentialsRequest {
+    dps_server::proto::body::CredentialsRequest {
+        di: device_id.to_string(),
+        csr: dps_server::proto::body::Csr {
+            data: csr_pem(device_id, key),
+            encoding: "oic.sec.encoding.pem".into(),
+        },
+    }
+}
+
+/// The identity certificate in a credentials response.
+pub fn identity_of(frame: &Frame) -> CertificateDer<'static> {
+    let creds: dps_server::proto::body::CredentialsResponse = decoded(frame, Code::CHANGED);
+    let cert = creds
+        .creds
+        .iter()
+        .find(|c| c.credusage == "oic.sec.cred.cert")
+        .and_then(|c| c.publicdata.as_ref())
+        .expect("identity credential");
+    CertificateDer::from_pem_slice(cert.data.as_bytes()).expect("identity pem")
+}
+
+/// Run time, ownership, cloud-configuration, credentials and ACLs on one session with
+/// `client_auth`, for a fresh device id and key; every step must succeed.
+pub async fn provision(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    client_auth: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+) -> Provisioned {
+    use dps_server::proto::body::CloudConfigurationRequest;
+    let tls = connect(dir, addr, Some(client_auth))
+        .await
+        .expect("handshake");
+    let mut dev = dps_server::proto::stream::FramedIo::new(tls, 64 * 1024);
+    let device_id = uuid::Uuid::new_v4();
+    let key = rcgen::KeyPair::generate().expect("key");
+    for (token, path) in [
+        (1, "/x.plgd.dev/time"),
+        (2, "/api/v1/provisioning/ownership"),
+    ] {
+        let resp = dev
+            .exchange(&request(Code::GET, token, path))
+            .await
+            .expect(path);
+        assert_eq!(resp.code, Code::CONTENT, "{path}");
+    }
+    let cloud = CloudConfigurationRequest {
+        di: device_id.to_string(),
+        selected_gateway: None,
+    };
+    let resp = dev
+        .exchange(&post(3, "/api/v1/provisioning/cloud-configuration", &cloud))
+        .await
+        .expect("cloud");
+    assert_eq!(resp.code, Code::CHANGED);
+    let resp = dev
+        .exchange(&post(
+            4,
+            "/api/v1/provisioning/credentials",
+            &credentials_request(&device_id, &key),
+        ))
+        .await
+        .expect("credentials");
+    let identity = identity_of(&resp);
+    let resp = dev
+        .exchange(&request(Code::GET, 5, "/api/v1/provisioning/acls"))
+        .await
+        .expect("acls");
+    assert_eq!(resp.code, Code::CONTENT);
+    Provisioned {
+        device_id,
+        key,
+        identity,
+    }
+}
+
+/// Whether the server refuses a handshake with `client_auth` (TLS 1.3 clients may finish before
+/// the server's alert; then the first read fails instead of yielding the server's CSM).
+pub async fn handshake_refused(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    client_auth: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+) -> bool {
+    match connect(dir, addr, Some(client_auth)).await {
+        Err(_) => true,
+        Ok(tls) => {
+            let mut dev = dps_server::proto::stream::FramedIo::new(tls, 4096);
+            dev.read_frame().await.is_err()
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Batched provisioning-record writes, off the handshake path.
+//!
+//! Connections hand each provisioning step to [`RecordWriter::record_step`], which never blocks:
+//! the event goes into a bounded queue, or is dropped (and counted) when the queue is full. One
+//! background thread merges the events into their records (read-modify-write) and commits them
+//! in batches, one transaction per batch of up to [`BATCH_MAX`] events or [`BATCH_WINDOW`].
+//! Identities issued since the last batch are written in the same transaction.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::Store;
+use crate::enrollment::CertId;
+use crate::proto::coap::Code;
+use crate::provision::{Identities, IdentityHolder};
+use crate::records::{ProvisioningRecord, Step, StepResult, StoreError};
+
+/// Most events committed in one transaction.
+pub const BATCH_MAX: usize = 256;
+/// Longest an event waits for its batch to fill before the batch is committed.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
+/// Events queued at most; beyond, events are dropped (and counted) rather than blocking a device.
+pub const QUEUE_CAPACITY: usize = 65_536;
+
+/// The identity certificate a credentials step issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IssuedIdentity {
+    /// The device id (CN of the CSR).
+    pub device_id: Uuid,
+    /// Fingerprint of the identity certificate.
+    pub certificate: CertId,
+    /// Its expiry.
+    pub not_after: OffsetDateTime,
+}
+
+/// One answered provisioning request, as the connection reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepEvent {
+    /// The device's record: fingerprint of its manufacturer (leaf) certificate.
+    pub record: CertId,
+    /// The manufacturer certificate's CN; `None` keeps the record's (identity-certificate
+    /// sessions do not know it).
+    pub common_name: Option<String>,
+    /// The enrollment group of the session.
+    pub group: Uuid,
+    /// Which step.
+    pub step: Step,
+    /// The response code.
+    pub code: Code,
+    /// The diagnostic of an error response.
+    pub diagnostic: String,
+    /// For a successful credentials step: what was issued.
+    pub issued: Option<IssuedIdentity>,
+    /// When the request was answered.
+    pub at: OffsetDateTime,
+}
+
+/// Counters of the writer.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Events accepted into the queue.
+    pub queued: AtomicU64,
+    /// Events dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Events committed.
+    pub written: AtomicU64,
+    /// Events lost because their batch failed to commit.
+    pub failed: AtomicU64,
+    /// Transactions committed.
+    pub batches: AtomicU64,
+}
+
+type FlushReply = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+enum Msg {
+    Step(Box<StepEvent>),
+    Flush(FlushReply),
+}
+
+struct Shared {
+    tx: Option<SyncSender<Msg>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<WriterStats>,
+}
+
+impl Drop for Shared {
+    /// The last handle is gone: close the queue, let the thread commit what is left, and wait
+    /// for it, so the database is closed when this returns.
+    fn drop(&mut self) {
+        self.tx.take();
+        let handle = self
+            .thread
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// A handle to the background record writer; cheap to clone. When the last handle is dropped
+/// the writer commits what is queued and stops.
+#[derive(Clone)]
+pub struct RecordWriter {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RecordWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordWriter")
+            .field("stats", &self.shared.stats)
+            .finish()
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Database("the record writer has stopped".into())
+}
+
+impl RecordWriter {
+    /// Start the writer thread over `store`; it also persists the identities marked dirty in
+    /// `identities`.
+    pub fn start(store: Arc<Store>, identities: Arc<Identities>) -> Result<Self, StoreError> {
+        Self::start_with_capacity(store, identities, QUEUE_CAPACITY)
+    }
+
+    /// As [`RecordWriter::start`] with a queue of `capacity` events.
+    pub(crate) fn start_with_capacity(
+        store: Arc<Store>,
+        identities: Arc<Identities>,
+        capacity: usize,
+    ) -> Result<Self, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(capacity);
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
+        let handle = std::thread::Builder::new()
+            .name("dps-record-writer".into())
+            .spawn(move || run(&rx, &store, &identities, &thread_stats))
+            .map_err(|e| StoreError::Database(format!("cannot start the record writer: {e}")))?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                tx: Some(tx),
+                thread: Mutex::new(Some(handle)),
+                stats,
+            }),
+        })
+    }
+
+    /// Queue one step for its record. Never blocks: `false` when the event was dropped because
+    /// the queue is full (counted in [`WriterStats::dropped`]) or the writer has stopped.
+    pub fn record_step(&self, event: StepEvent) -> bool {
+        let stats = &self.shared.stats;
+        let Some(tx) = &self.shared.tx else {
+            return false;
+        };
+        match tx.try_send(Msg::Step(Box::new(event))) {
+            Ok(()) => {
+                stats.queued.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(TrySendError::Full(_)) => {
+                if stats.dropped.fetch_add(1, Ordering::Relaxed) % 10_000 == 0 {
+                    tracing::warn!("record writer queue full; dropping provisioning events");
+                }
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Wait until every event queued before this call (and every identity issued before it) is
+    /// committed. The error is the failure of the batch that held them.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let tx = self.shared.tx.clone().ok_or_else(stopped)?;
+        let (reply, done) = tokio::sync::oneshot::channel();
+        match tx.try_send(Msg::Flush(reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(msg)) => {
+                // Only the flushing task waits for room, never a device.
+                tokio::task::spawn_blocking(move || tx.send(msg))
+                    .await
+                    .map_err(|_| stopped())?
+                    .map_err(|_| stopped())?;
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(stopped()),
+        }
+        done.await
+            .map_err(|_| stopped())?
+            .map_err(StoreError::Database)
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &WriterStats {
+        &self.shared.stats
+    }
+}
+
+/// What one batch collected.
+#[derive(Default)]
+struct Batch {
+    events: Vec<StepEvent>,
+    flushes: Vec<FlushReply>,
+}
+
+impl Batch {
+    /// Add a message; `true` when the batch must be committed now (full, or a flush waits).
+    fn push(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Step(e) => self.events.push(*e),
+            Msg::Flush(reply) => self.flushes.push(reply),
+        }
+        !self.flushes.is_empty() || self.events.len() >= BATCH_MAX
+    }
+}
+
+fn run(rx: &Receiver<Msg>, store: &Store, identities: &Identities, stats: &WriterStats) {
+    loop {
+        let Ok(first) = rx.recv() else {
+            let _ = commit(store, identities, stats, &[]);
+            return;
+        };
+        let mut batch = Batch::default();
+        let mut open = true;
+        if !batch.push(first) {
+            let deadline = Instant::now() + BATCH_WINDOW;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match rx.recv_timeout(left) {
+                    Ok(msg) => {
+                        if batch.push(msg) {
+                            break;
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+        }
+        let result = commit(store, identities, stats, &batch.events);
+        for reply in batch.flushes {
+            let _ = reply.send(result.clone());
+        }
+        if !open {
+            let _ = commit(store, identities, stats, &[]);
+            return;
+        }
+    }
+}
+
+/// Commit `events` and the dirty identities in one transaction.
+fn commit(
+    store: &Store,
+    identities: &Identities,
+    stats: &WriterStats,
+    events: &[StepEvent],
+) -> Result<(), String> {
+    let dirty = identities.take_dirty();
+    if events.is_empty() && dirty.is_empty() {
+        return Ok(());
+    }
+    let n = events.len() as u64;
+    match store.commit_batch(events, &dirty) {
+        Ok(()) => {
+            stats.written.fetch_add(n, Ordering::Relaxed);
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            identities.mark_dirty(dirty.into_iter().map(|(device, _)| device));
+            stats.failed.fetch_add(n, Ordering::Relaxed);
+            tracing::error!(error = %e, events = n, "cannot commit provisioning records");
+            Err(e.to_string())
+        }
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339).ok()
+}
+
+/// Move `last_seen` forward to `at` (never back).
+fn seen(record: &mut ProvisioningRecord, at: OffsetDateTime) {
+    if parse_rfc3339(&record.last_seen).is_none_or(|last| at > last) {
+        record.last_seen = rfc3339(at);
+    }
+}
+
+fn empty_record(
+    key: String,
+    common_name: String,
+    group: Uuid,
+    at: OffsetDateTime,
+) -> ProvisioningRecord {
+    ProvisioningRecord {
+        key,
+        common_name,
+        group,
+        device_id: None,
+        identity_certificate: None,
+        identity_not_after: None,
+        steps: BTreeMap::new(),
+        first_seen: rfc3339(at),
+        last_seen: rfc3339(at),
+    }
+}
+
+/// Apply one event to its record (a new record when there is none yet).
+pub(super) fn merge(current: Option<ProvisioningRecord>, event: &StepEvent) -> ProvisioningRecord {
+    let mut record = current.unwrap_or_else(|| {
+        empty_record(
+            event.record.to_string(),
+            event.common_name.clone().unwrap_or_default(),
+            event.group,
+            event.at,
+        )
+    });
+    if let Some(cn) = &event.common_name {
+        record.common_name.clone_from(cn);
+    }
+    record.group = event.group;
+    if let Some(issued) = &event.issued {
+        record.device_id = Some(issued.device_id);
+        record.identity_certificate = Some(issued.certificate.to_string());
+        record.identity_not_after = Some(rfc3339(issued.not_after));
+    }
+    record.steps.insert(
+        event.step,
+        StepResult {
+            at: rfc3339(event.at),
+            code: event.code.to_string(),
+            diagnostic: event.diagnostic.clone(),
+        },
+    );
+    seen(&mut record, event.at);
+    record
+}
+
+/// Bring a record in line with an identity issued for it whose credentials event never made it
+/// (dropped from a full queue); `None` when the record already reflects it or something later.
+pub(super) fn reconcile(
+    current: Option<&ProvisioningRecord>,
+    device: Uuid,
+    holder: &IdentityHolder,
+) -> Option<ProvisioningRecord> {
+    let up_to_date = current
+        .and_then(|r| r.steps.get(&Step::Credentials))
+        .and_then(|s| parse_rfc3339(&s.at))
+        .is_some_and(|at| at >= holder.issued_at);
+    if up_to_date {
+        return None;
+    }
+    let key = holder.record?.to_string();
+    let mut record = match current {
+        Some(r) => r.clone(),
+        None => empty_record(key, String::new(), holder.group, holder.issued_at),
+    };
+    record.group = holder.group;
+    record.device_id = Some(device);
+    record.identity_certificate = Some(holder.certificate.to_string());
+    record.identity_not_after = Some(rfc3339(holder.not_after));
+    record.steps.insert(
+        Step::Credentials,
+        StepResult {
+            at: rfc3339(holder.issued_at),
+            code: Code::CHANGED.to_string(),
+            diagnostic: String::new(),
+        },
+    );
+    seen(&mut record, holder.issued_at);
+    Some(record)
+}
