@@ -381,13 +381,5 @@ async fn provision(
 
 fn make_csr(device_id: uuid::Uuid) -> Result<String, String> {
     let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("uuid:{device_id}"));
-    params
-        .serialize_request(&key)
-        .and_then(|csr| csr.pem())
-        .map_err(|e| e.to_string())
+    dps_server::pki::device_csr(&device_id, &key).map_err(|e| e.to_string())
 }

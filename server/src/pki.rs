@@ -217,6 +217,17 @@ impl Issued {
     }
 }
 
+/// The CSR a device sends to the credentials resource: subject `CN=uuid:<device id>`, signed
+/// with `key`, PEM.
+pub fn device_csr(device_id: &uuid::Uuid, key: &KeyPair) -> Result<String, PkiError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("uuid:{device_id}"));
+    Ok(params.serialize_request(key)?.pem()?)
+}
+
 /// PEM-encode one DER object under `label`.
 pub fn pem_encode(label: &str, der: &[u8]) -> String {
     use base64::Engine as _;

@@ -243,6 +243,40 @@ async fn refused_devices_and_bad_input() {
             request(Code::GET, 1, "/x.plgd.dev/time").with_option(option::PROXY_URI, b"x".to_vec()),
             Code::BAD_OPTION,
         ),
+        (
+            post(
+                1,
+                "/api/v1/provisioning/credentials",
+                &CredentialsRequest {
+                    di: "x".into(),
+                    csr: Csr {
+                        data: "-----BEGIN CERTIFICATE REQUEST-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE REQUEST-----\n".into(),
+                        encoding: "oic.sec.encoding.pem".into(),
+                    },
+                },
+            ),
+            Code::BAD_REQUEST,
+        ),
+        (
+            post(
+                1,
+                "/api/v1/provisioning/credentials",
+                &CredentialsRequest {
+                    di: "x".into(),
+                    csr: Csr {
+                        data: {
+                            let key = rcgen::KeyPair::generate().expect("key");
+                            let mut params = rcgen::CertificateParams::default();
+                            params.distinguished_name = rcgen::DistinguishedName::new();
+                            params.distinguished_name.push(rcgen::DnType::CommonName, "not-a-uuid");
+                            params.serialize_request(&key).expect("csr").pem().expect("pem")
+                        },
+                        encoding: "oic.sec.encoding.pem".into(),
+                    },
+                },
+            ),
+            Code::BAD_REQUEST,
+        ),
     ] {
         let tls = connect(dir.path(), running.addr, Some(demo_device(dir.path())))
             .await
@@ -263,6 +297,24 @@ async fn refused_devices_and_bad_input() {
             dev.read_frame().await.map_or(true, |f| f.is_none()),
             "closed after an error"
         );
+    }
+
+    // Half a frame, then the device goes away: the server closes cleanly and keeps serving.
+    {
+        use tokio::io::AsyncWriteExt;
+        let tls = connect(dir.path(), running.addr, Some(demo_device(dir.path())))
+            .await
+            .expect("handshake");
+        let mut dev = FramedIo::new(tls, 4096);
+        let _csm = dev.read_frame().await.expect("csm");
+        let frame = request(Code::GET, 3, "/x.plgd.dev/time")
+            .to_bytes()
+            .expect("encode");
+        let raw = dev.get_mut();
+        raw.write_all(&frame[..frame.len() / 2])
+            .await
+            .expect("write");
+        raw.shutdown().await.expect("shutdown");
     }
 
     // Oversized length field: Abort and close, and the server keeps serving others.

@@ -154,16 +154,7 @@ pub fn key_der(key: &rcgen::KeyPair) -> PrivateKeyDer<'static> {
 
 /// A PEM CSR with subject `CN=uuid:<device_id>` signed by `key`.
 pub fn csr_pem(device_id: &uuid::Uuid, key: &rcgen::KeyPair) -> String {
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("uuid:{device_id}"));
-    params
-        .serialize_request(key)
-        .expect("csr")
-        .pem()
-        .expect("pem")
+    dps_server::pki::device_csr(device_id, key).expect("csr")
 }
 
 /// The credentials request for `device_id` with a CSR signed by `key`.
