@@ -94,6 +94,27 @@ pub fn markdown(s: &Summary) -> String {
             observed.join(", ")
         );
     }
+    if s.timeline.len() > 1 {
+        let _ = writeln!(
+            out,
+            "\nPeak provisioned/s over 3 s: {:.1}. Per second (completed / provisioned / p99 total ms):\n",
+            s.peak_provisioned_per_s
+        );
+        let cells: Vec<String> = s
+            .timeline
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}s {}/{}/{}",
+                    t.t_s,
+                    t.completed,
+                    t.provisioned,
+                    ms(t.p99_total_us)
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "{}", cells.join(" · "));
+    }
     if !s.thresholds.is_empty() {
         let _ = writeln!(out, "\n| threshold | actual | |");
         let _ = writeln!(out, "|---|---:|---|");

@@ -92,10 +92,85 @@ pub struct Summary {
     pub expected_rejections: BTreeMap<String, u64>,
     /// A few mismatching devices, for diagnosis.
     pub mismatch_examples: Vec<String>,
+    /// Per second of the run (by completion time): to read a ramp's knee.
+    pub timeline: Vec<Second>,
+    /// Highest provisioned/s over any 3 consecutive seconds (the final, draining second left out):
+    /// the throughput at saturation when the executor ramps past it.
+    pub peak_provisioned_per_s: f64,
     /// Thresholds and their verdicts.
     pub thresholds: Vec<ThresholdResult>,
     /// All thresholds held.
     pub passed: bool,
+}
+
+/// One second of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Second {
+    /// Seconds since the start of the device phase.
+    pub t_s: u64,
+    /// Runs finished in this second.
+    pub completed: u64,
+    /// Of which provisioned as expected.
+    pub provisioned: u64,
+    /// p99 of the total latency (from the scheduled start) of those runs, µs.
+    pub p99_total_us: u64,
+}
+
+/// Per-second buckets while the run is collected.
+#[derive(Default)]
+struct Timeline {
+    buckets: Vec<(u64, u64, hdrhistogram::Histogram<u64>)>,
+}
+
+impl Timeline {
+    fn record(&mut self, at: Duration, provisioned: bool, total: Option<Duration>) {
+        let i = at.as_secs() as usize;
+        while self.buckets.len() <= i {
+            self.buckets.push((0, 0, crate::metrics::new_histogram()));
+        }
+        if let Some(b) = self.buckets.get_mut(i) {
+            b.0 += 1;
+            b.1 += u64::from(provisioned);
+            if let Some(t) = total {
+                crate::metrics::record(&mut b.2, t);
+            }
+        }
+    }
+
+    fn seconds(&self) -> Vec<Second> {
+        self.buckets
+            .iter()
+            .enumerate()
+            .map(|(t, (completed, provisioned, h))| Second {
+                t_s: t as u64,
+                completed: *completed,
+                provisioned: *provisioned,
+                p99_total_us: if h.is_empty() {
+                    0
+                } else {
+                    h.value_at_quantile(0.99)
+                },
+            })
+            .collect()
+    }
+
+    /// The best `window`-second average of provisioned/s. The last second is left out: it holds
+    /// the drain of queued runs, not sustained throughput.
+    fn peak(&self, window: usize) -> f64 {
+        let full = self
+            .buckets
+            .len()
+            .saturating_sub(1)
+            .max(1)
+            .min(self.buckets.len());
+        let p: Vec<u64> = self.buckets[..full].iter().map(|b| b.1).collect();
+        if p.len() < window {
+            return p.iter().sum::<u64>() as f64 / window.max(1) as f64;
+        }
+        p.windows(window)
+            .map(|w| w.iter().sum::<u64>() as f64 / window as f64)
+            .fold(0.0, f64::max)
+    }
 }
 
 /// A finished run: the summary and the raw histograms.
@@ -314,6 +389,7 @@ pub async fn run(
     let mut examples = Vec::new();
     let mut last_progress = Instant::now();
     let mut expected_rejections: BTreeMap<String, u64> = BTreeMap::new();
+    let mut timeline = Timeline::default();
     while let Some((i, run)) = rx.recv().await {
         let Some(dev) = fleet.devices.get(i) else {
             continue;
@@ -327,6 +403,16 @@ pub async fn run(
             &run.observed,
             &fleet,
             scenario.device.handshake_only,
+        );
+        let total_latency = run
+            .phases
+            .iter()
+            .find(|(p, _)| *p == Phase::Total)
+            .map(|(_, d)| *d);
+        timeline.record(
+            started.elapsed(),
+            ok && matches!(run.observed, Observed::Provisioned { .. }),
+            total_latency,
         );
         let c = classes.entry(dev.class).or_default();
         c.devices += 1;
@@ -401,6 +487,8 @@ pub async fn run(
         server_rejections,
         expected_rejections,
         mismatch_examples: examples,
+        timeline: timeline.seconds(),
+        peak_provisioned_per_s: timeline.peak(3),
         thresholds: Vec::new(),
         passed: true,
     };
@@ -448,6 +536,26 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::scenario::Stage;
+
+    #[test]
+    fn timeline_buckets_by_second_and_finds_the_peak() {
+        let mut t = Timeline::default();
+        for (sec, n) in [(0u64, 2u64), (1, 10), (2, 12), (3, 11), (4, 1)] {
+            for _ in 0..n {
+                t.record(
+                    Duration::from_millis(sec * 1000 + 500),
+                    true,
+                    Some(Duration::from_millis(5)),
+                );
+            }
+        }
+        t.record(Duration::from_millis(4500), false, None);
+        let secs = t.seconds();
+        assert_eq!(secs.len(), 5);
+        assert_eq!((secs[4].completed, secs[4].provisioned), (2, 1));
+        assert!((4_990..=5_010).contains(&secs[1].p99_total_us));
+        assert!((t.peak(3) - 11.0).abs() < 1e-9, "{}", t.peak(3));
+    }
 
     #[test]
     fn ramp_schedule_follows_the_stages() {
