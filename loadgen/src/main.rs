@@ -31,15 +31,43 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Print the deltas between two runs (B relative to A): a summary.json or a result directory each.
+    Compare {
+        /// The baseline run.
+        a: PathBuf,
+        /// The run to compare with it.
+        b: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Run {
-        scenario,
-        results,
-        quiet,
-    } = cli.command;
+    let (scenario, results, quiet) = match cli.command {
+        Command::Run {
+            scenario,
+            results,
+            quiet,
+        } => (scenario, results, quiet),
+        Command::Compare { a, b } => {
+            return match (
+                dps_loadgen::compare::load(&a),
+                dps_loadgen::compare::load(&b),
+            ) {
+                (Ok(a), Ok(b)) => {
+                    let _ = write!(
+                        std::io::stdout().lock(),
+                        "{}",
+                        dps_loadgen::compare::compare(&a, &b)
+                    );
+                    ExitCode::SUCCESS
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(dps_loadgen::exit::BAD_SCENARIO)
+                }
+            };
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use dps_server::config::Config;
 use dps_server::server::Server;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -32,7 +32,7 @@ pub enum RunError {
 }
 
 /// Per-class outcome counts.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ClassCounts {
     /// Devices of the class.
     pub devices: u64,
@@ -45,7 +45,7 @@ pub struct ClassCounts {
 }
 
 /// One threshold's verdict.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ThresholdResult {
     /// As written.
     pub threshold: String,
@@ -56,7 +56,7 @@ pub struct ThresholdResult {
 }
 
 /// What a run produced; serialized as `summary.json` (schema: `loadgen/summary.schema.json`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     /// Schema version of this document.
     pub schema_version: u32,
@@ -104,7 +104,7 @@ pub struct Summary {
 }
 
 /// One second of a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Second {
     /// Seconds since the start of the device phase.
     pub t_s: u64,

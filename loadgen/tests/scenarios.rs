@@ -83,6 +83,12 @@ async fn every_class_gets_its_outcome_and_the_summary_matches_the_schema() {
         .expect("raw")
         .contains("handshake "));
 
+    // `compare` reads what `run` wrote.
+    let again = dps_loadgen::compare::load(&dir).expect("summary reads back");
+    assert_eq!(again.devices, 90);
+    let table = dps_loadgen::compare::compare(&again, &again);
+    assert!(table.contains("| mismatches | 0.0 | 0.0 | ±0 |"), "{table}");
+
     // The schema is not a rubber stamp: a summary missing a field or with a wrong type fails.
     let mut broken = json.clone();
     broken.as_object_mut().expect("object").remove("mismatches");
