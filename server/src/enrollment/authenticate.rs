@@ -226,9 +226,10 @@ impl Snapshot {
         (used, anchor): (Vec<&Presented<'_>>, CertId),
     ) -> Result<Accepted, RejectReason> {
         let mut chain: Vec<CertificateDer<'static>> = Vec::with_capacity(used.len() + 4);
+        // Identities of the CA part of the verified chain (the leaf is never a lead candidate, so
+        // its hash is not computed here).
         let mut ids: Vec<CertId> = Vec::with_capacity(used.len() + 4);
         chain.push(leaf_der.clone().into_owned());
-        ids.push(CertId::of(leaf_der));
         for p in used {
             if p.lacks_cert_sign {
                 return Err(RejectReason::NotCa);
@@ -264,7 +265,7 @@ impl Snapshot {
         }
 
         // Selection: leaf-most intermediate first, up to the root.
-        let group_id = ids[1..]
+        let group_id = ids
             .iter()
             .find_map(|id| self.leads.get(id))
             .ok_or(RejectReason::NoGroup)?;
