@@ -2,13 +2,17 @@
 //! its class expects, latency recorded in HdrHistograms from the scheduled start. `main.rs` is a
 //! thin CLI over [`run_scenario`]; tests call the same function in-process.
 
+pub mod collect;
 pub mod compare;
 pub mod device;
+pub mod executor;
 pub mod fleet;
 pub mod metrics;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod system;
+pub mod target;
 pub mod threshold;
 
 use std::path::Path;
@@ -64,7 +68,7 @@ impl Error {
 pub async fn run_scenario(
     scenario: &Path,
     results_dir: Option<&Path>,
-    progress: &(dyn Fn(u64, u64, u64) + Sync),
+    progress: &(dyn Fn(&run::Progress) + Sync),
 ) -> Result<Finished, Error> {
     let loaded = scenario::Scenario::load(scenario)?;
     let outcome = run::run(&loaded, progress).await?;

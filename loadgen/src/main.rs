@@ -40,6 +40,20 @@ enum Command {
     },
 }
 
+/// The live display on a terminal: devices done of scheduled, with rate, p99, errors, mismatches.
+fn live_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(0),
+        indicatif::ProgressDrawTarget::stderr_with_hz(4),
+    );
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (scenario, results, quiet) = match cli.command {
@@ -76,9 +90,24 @@ fn main() -> ExitCode {
         }
     };
     let live = !quiet && std::io::stderr().is_terminal();
-    let progress = move |done: u64, total: u64, mismatches: u64| {
-        if live {
-            eprint!("\r{done}/{total} devices, {mismatches} mismatches   ");
+    let bar = live.then(live_bar);
+    let progress = |p: &dps_loadgen::run::Progress| {
+        if let Some(bar) = &bar {
+            bar.set_length(p.total);
+            bar.set_position(p.done);
+            let secs = p.elapsed.as_secs_f64().max(1e-3);
+            let held = if p.held > 0 {
+                format!(", {} held", p.held)
+            } else {
+                String::new()
+            };
+            bar.set_message(format!(
+                "{:.0} provisioned/s, p99 handshake {:.1} ms, {} errors, {} mismatches{held}",
+                p.provisioned as f64 / secs,
+                p.p99_handshake_us as f64 / 1000.0,
+                p.errors,
+                p.mismatches,
+            ));
         }
     };
     match runtime.block_on(dps_loadgen::run_scenario(
@@ -87,8 +116,8 @@ fn main() -> ExitCode {
         &progress,
     )) {
         Ok(finished) => {
-            if live {
-                eprintln!();
+            if let Some(bar) = &bar {
+                bar.finish();
             }
             // A closed stdout (e.g. piped into `head`) must not turn a finished run into a crash.
             let mut out = std::io::stdout().lock();

@@ -29,13 +29,19 @@ pub enum Phase {
     Credentials,
     /// GET ACLs.
     Acls,
-    /// From the scheduled start to the end of the device's run.
+    /// `identity` devices: the handshake of the second session, authenticated by the identity
+    /// certificate the first one was issued (TCP connect and the CoAP steps count in their phases).
+    IdentityHandshake,
+    /// Hold executor: round trip of a held device's CoAP Ping.
+    Ping,
+    /// From the scheduled start to the end of the device's run (for held devices: until they
+    /// were holding).
     Total,
 }
 
 impl Phase {
     /// Every phase, in flow order.
-    pub const ALL: [Phase; 8] = [
+    pub const ALL: [Phase; 10] = [
         Phase::Tcp,
         Phase::Handshake,
         Phase::Time,
@@ -43,6 +49,8 @@ impl Phase {
         Phase::CloudConfiguration,
         Phase::Credentials,
         Phase::Acls,
+        Phase::IdentityHandshake,
+        Phase::Ping,
         Phase::Total,
     ];
 
@@ -56,6 +64,8 @@ impl Phase {
             Phase::CloudConfiguration => "cloud_configuration",
             Phase::Credentials => "credentials",
             Phase::Acls => "acls",
+            Phase::IdentityHandshake => "identity_handshake",
+            Phase::Ping => "ping",
             Phase::Total => "total",
         }
     }

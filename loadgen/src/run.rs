@@ -1,21 +1,21 @@
-//! A whole run: build the fleet, start the embedded server, drive the devices with the scenario's
-//! executor, check every device against its expectation, summarise, judge the thresholds.
+//! A whole run: the fleet (from the cache or generated), the target (embedded or remote), the
+//! scenario's executor, every device checked against its expectation, the server's own view beside
+//! the client's, the thresholds judged.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dps_server::config::Config;
-use dps_server::server::Server;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
 
-use crate::device::{self, DeviceContext, DeviceRun, Observed};
-use crate::fleet::{self, DeviceClass, Expected, Fleet};
+use crate::collect::{ClassCounts, Collector, Second};
+use crate::device::{self, DeviceContext};
+use crate::fleet::{self, DeviceClass};
 use crate::metrics::{Phase, Quantiles, Recorder};
 use crate::scenario::{ExecutorSpec, Loaded};
+use crate::target::{self, ServerView};
 use crate::threshold::{Metric, RateOf};
+use crate::{executor, system};
 
 /// Why a run could not be carried out (as opposed to a run whose thresholds failed).
 #[derive(Debug, thiserror::Error)]
@@ -23,25 +23,12 @@ pub enum RunError {
     /// The fleet could not be generated.
     #[error("fleet: {0}")]
     Fleet(#[from] fleet::FleetError),
-    /// The embedded server could not start.
-    #[error("embedded server: {0}")]
+    /// The server could not be started or prepared.
+    #[error("server: {0}")]
     Server(String),
     /// Local I/O (temp dir, sockets).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Per-class outcome counts.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ClassCounts {
-    /// Devices of the class.
-    pub devices: u64,
-    /// Got exactly what the class expects.
-    pub as_expected: u64,
-    /// Got something else.
-    pub mismatches: u64,
-    /// Observed outcomes (`provisioned:<group>`, `rejected:<alert>`, `failed`, ...) and counts.
-    pub observed: BTreeMap<String, u64>,
 }
 
 /// One threshold's verdict.
@@ -55,6 +42,36 @@ pub struct ThresholdResult {
     pub passed: bool,
 }
 
+/// The server's side of the run, in the summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerSummary {
+    /// `embedded` or `remote`.
+    pub kind: String,
+    /// The server's own latency (µs) by histogram: `handshake` (TLS with attestation),
+    /// `matching` (authenticate + select), `resource.<step>`. A remote server's cover its life.
+    pub latency: BTreeMap<String, Quantiles>,
+    /// The server's peak resident memory, bytes (embedded: the whole process).
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// The hold executor's measurements, taken while every device was holding.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HoldSummary {
+    /// Most devices holding at once (client view).
+    pub held_peak: u64,
+    /// Device connections the server counted open then.
+    pub server_open_connections: Option<u64>,
+    /// Seconds from the first connect until every device was through its flow.
+    pub connect_s: f64,
+    /// This process's resident memory before the first connect, bytes.
+    pub rss_before_bytes: Option<u64>,
+    /// This process's resident memory with every device holding, bytes (embedded: server and
+    /// generator together).
+    pub rss_held_bytes: Option<u64>,
+    /// (held − before) / held devices: what one held connection costs this process.
+    pub bytes_per_connection: Option<u64>,
+}
+
 /// What a run produced; serialized as `summary.json` (schema: `loadgen/summary.schema.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
@@ -66,6 +83,8 @@ pub struct Summary {
     pub started_at: String,
     /// Wall time of the device phase, seconds.
     pub duration_s: f64,
+    /// The fleet came from the on-disk cache.
+    pub fleet_reused: bool,
     /// Device runs scheduled (the fleet size, or the ramp's starts, which cycle through the fleet).
     pub devices: u64,
     /// Devices that ran to completion as expected with the full flow.
@@ -84,9 +103,11 @@ pub struct Summary {
     pub handshakes_per_s: f64,
     /// Client-side latency per phase.
     pub latency: BTreeMap<Phase, Quantiles>,
+    /// The server's view.
+    pub server: ServerSummary,
     /// Per class.
     pub classes: BTreeMap<DeviceClass, ClassCounts>,
-    /// Server-side rejection counters by reason (embedded server), for cross-checking.
+    /// Server-side rejection counters by reason, for cross-checking.
     pub server_rejections: BTreeMap<String, u64>,
     /// Rejections the fleet expects by reason.
     pub expected_rejections: BTreeMap<String, u64>,
@@ -97,80 +118,16 @@ pub struct Summary {
     /// Highest provisioned/s over any 3 consecutive seconds (the final, draining second left out):
     /// the throughput at saturation when the executor ramps past it.
     pub peak_provisioned_per_s: f64,
+    /// Hold executor only.
+    pub hold: Option<HoldSummary>,
+    /// The open-file limit the run had.
+    pub open_files_limit: u64,
+    /// This process's peak resident memory, bytes (with an embedded server: both together).
+    pub peak_rss_bytes: Option<u64>,
     /// Thresholds and their verdicts.
     pub thresholds: Vec<ThresholdResult>,
     /// All thresholds held.
     pub passed: bool,
-}
-
-/// One second of a run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Second {
-    /// Seconds since the start of the device phase.
-    pub t_s: u64,
-    /// Runs finished in this second.
-    pub completed: u64,
-    /// Of which provisioned as expected.
-    pub provisioned: u64,
-    /// p99 of the total latency (from the scheduled start) of those runs, µs.
-    pub p99_total_us: u64,
-}
-
-/// Per-second buckets while the run is collected.
-#[derive(Default)]
-struct Timeline {
-    buckets: Vec<(u64, u64, hdrhistogram::Histogram<u64>)>,
-}
-
-impl Timeline {
-    fn record(&mut self, at: Duration, provisioned: bool, total: Option<Duration>) {
-        let i = at.as_secs() as usize;
-        while self.buckets.len() <= i {
-            self.buckets.push((0, 0, crate::metrics::new_histogram()));
-        }
-        if let Some(b) = self.buckets.get_mut(i) {
-            b.0 += 1;
-            b.1 += u64::from(provisioned);
-            if let Some(t) = total {
-                crate::metrics::record(&mut b.2, t);
-            }
-        }
-    }
-
-    fn seconds(&self) -> Vec<Second> {
-        self.buckets
-            .iter()
-            .enumerate()
-            .map(|(t, (completed, provisioned, h))| Second {
-                t_s: t as u64,
-                completed: *completed,
-                provisioned: *provisioned,
-                p99_total_us: if h.is_empty() {
-                    0
-                } else {
-                    h.value_at_quantile(0.99)
-                },
-            })
-            .collect()
-    }
-
-    /// The best `window`-second average of provisioned/s. The last second is left out: it holds
-    /// the drain of queued runs, not sustained throughput.
-    fn peak(&self, window: usize) -> f64 {
-        let full = self
-            .buckets
-            .len()
-            .saturating_sub(1)
-            .max(1)
-            .min(self.buckets.len());
-        let p: Vec<u64> = self.buckets[..full].iter().map(|b| b.1).collect();
-        if p.len() < window {
-            return p.iter().sum::<u64>() as f64 / window.max(1) as f64;
-        }
-        p.windows(window)
-            .map(|w| w.iter().sum::<u64>() as f64 / window as f64)
-            .fold(0.0, f64::max)
-    }
 }
 
 /// A finished run: the summary and the raw histograms.
@@ -180,315 +137,184 @@ pub struct Outcome {
     pub summary: Summary,
     /// Client-side histograms.
     pub recorder: Recorder,
+    /// The server's histograms (mergeable serializations).
+    pub server: ServerView,
 }
 
-fn matches(expected: &Expected, observed: &Observed, fleet: &Fleet, handshake_only: bool) -> bool {
-    match (expected, observed) {
-        (Expected::Accepted { group }, Observed::Provisioned { owner }) => fleet
-            .groups
-            .get(group)
-            .is_some_and(|g| &g.owner_uuid == owner),
-        (Expected::Accepted { .. }, Observed::Attested) => handshake_only,
-        (Expected::Rejected { reason }, Observed::Rejected { alert }) => {
-            device::expected_alert(*reason) == alert
-        }
-        _ => false,
-    }
+/// What the live display shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// Runs finished.
+    pub done: u64,
+    /// Runs scheduled.
+    pub total: u64,
+    /// Provisioned as expected.
+    pub provisioned: u64,
+    /// Outcome other than expected.
+    pub mismatches: u64,
+    /// Of which failures.
+    pub errors: u64,
+    /// Devices holding now (hold executor).
+    pub held: u64,
+    /// Client-side p99 of the handshake so far, µs.
+    pub p99_handshake_us: u64,
+    /// Since the first start.
+    pub elapsed: Duration,
 }
 
-fn observed_label(o: &Observed, fleet: &Fleet) -> String {
-    match o {
-        Observed::Provisioned { owner } => fleet
-            .groups
-            .values()
-            .find(|g| &g.owner_uuid == owner)
-            .map_or_else(
-                || format!("provisioned:owner {owner}"),
-                |g| format!("provisioned:{}", g.name),
-            ),
-        Observed::Attested => "attested".into(),
-        Observed::Rejected { alert } => format!("rejected:{alert}"),
-        Observed::Failed { .. } => "failed".into(),
-    }
-}
-
-/// Start devices per the executor; results arrive on the returned channel, which closes when the
-/// last run has reported.
-fn execute(
-    fleet: Arc<Fleet>,
-    ctx: Arc<DeviceContext>,
-    executor: &ExecutorSpec,
-) -> (
-    mpsc::UnboundedReceiver<(usize, DeviceRun)>,
-    Arc<std::sync::atomic::AtomicU64>,
-) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    match executor.clone() {
-        ExecutorSpec::ClosedLoop { concurrency } => {
-            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            for _ in 0..concurrency.min(fleet.devices.len()).max(1) {
-                let (fleet, ctx, tx, next) = (fleet.clone(), ctx.clone(), tx.clone(), next.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(dev) = fleet.devices.get(i) else {
-                            break;
-                        };
-                        let run = device::run(dev, &ctx, Instant::now()).await;
-                        if tx.send((i, run)).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        }
-        ExecutorSpec::ConstantArrivalRate {
-            rate,
-            max_in_flight,
-            max_lateness,
-        } => {
-            let period = 1.0 / rate;
-            let schedule = (0..fleet.devices.len())
-                .map(|i| i as f64 * period)
-                .collect();
-            let limits = (max_in_flight, max_lateness);
-            open_model(fleet, ctx, tx, dropped.clone(), schedule, limits);
-        }
-        ExecutorSpec::RampingArrivalRate {
-            start_rate,
-            stages,
-            max_in_flight,
-            max_lateness,
-        } => {
-            let schedule = ramp_schedule(start_rate, &stages);
-            let limits = (max_in_flight, max_lateness);
-            open_model(fleet, ctx, tx, dropped.clone(), schedule, limits);
-        }
-    }
-    (rx, dropped)
-}
-
-/// Start offsets (seconds) of a ramp: the rate moves linearly from one stage's target to the
-/// next, and start k happens when the integral of the rate reaches k (so low starting rates do not
-/// skip ahead).
-pub fn ramp_schedule(start_rate: f64, stages: &[crate::scenario::Stage]) -> Vec<f64> {
-    let mut out = Vec::new();
-    let mut from = start_rate.max(0.0);
-    let mut stage_start = 0.0;
-    let mut done = 0.0_f64; // starts scheduled before this stage (fractional area carried over)
-    let mut next = 0.0_f64; // index of the next start
-    for stage in stages {
-        let len = stage.duration.as_secs_f64();
-        let to = stage.target.max(0.0);
-        let slope = (to - from) / len.max(1e-9);
-        let area = (from + to) / 2.0 * len;
-        while next < done + area {
-            let x = next - done; // area needed inside this stage
-            let tau = if slope.abs() < 1e-12 {
-                x / from.max(1e-12)
-            } else {
-                // from*τ + slope*τ²/2 = x
-                let disc = (from * from + 2.0 * slope * x).max(0.0);
-                (-from + disc.sqrt()) / slope
-            };
-            out.push(stage_start + tau.clamp(0.0, len));
-            next += 1.0;
-        }
-        done += area;
-        from = to;
-        stage_start += len;
-    }
-    out
-}
-
-/// The open model: start device runs at the given offsets (cycling through the fleet), latency
-/// counted from the scheduled time; a start later than `max_lateness`, or beyond `max_in_flight`
-/// (0 = unlimited), is dropped and counted.
-fn open_model(
-    fleet: Arc<Fleet>,
-    ctx: Arc<DeviceContext>,
-    tx: mpsc::UnboundedSender<(usize, DeviceRun)>,
-    dropped: Arc<std::sync::atomic::AtomicU64>,
-    schedule: Vec<f64>,
-    (max_in_flight, max_lateness): (usize, Duration),
-) {
-    tokio::spawn(async move {
-        let in_flight = if max_in_flight == 0 {
-            Semaphore::MAX_PERMITS
-        } else {
-            max_in_flight
-        };
-        let limit = Arc::new(Semaphore::new(in_flight));
-        let start = tokio::time::Instant::now();
-        let n = fleet.devices.len().max(1);
-        for (k, offset) in schedule.into_iter().enumerate() {
-            let i = k % n;
-            let scheduled = start + Duration::from_secs_f64(offset);
-            tokio::time::sleep_until(scheduled).await;
-            let late = tokio::time::Instant::now().saturating_duration_since(scheduled);
-            let permit = match limit.clone().try_acquire_owned() {
-                Ok(p) if late <= max_lateness => p,
-                _ => {
-                    dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    continue;
-                }
-            };
-            let (fleet, ctx, tx) = (fleet.clone(), ctx.clone(), tx.clone());
-            tokio::spawn(async move {
-                if let Some(dev) = fleet.devices.get(i) {
-                    // Latency counts from the scheduled start, not from when we got to it.
-                    let run = device::run(dev, &ctx, scheduled.into_std()).await;
-                    let _ = tx.send((i, run));
-                }
-                drop(permit);
-            });
-        }
-    });
-}
-
-/// Run a loaded scenario against an embedded server; `progress` is called with (done, total).
+/// Run a loaded scenario; `progress` is called a few times a second and at the end.
 pub async fn run(
     loaded: &Loaded,
-    progress: &(dyn Fn(u64, u64, u64) + Sync),
+    progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Outcome, RunError> {
     let scenario = &loaded.scenario;
-    let workdir = tempfile::tempdir()?;
-    let fleet = Arc::new(fleet::build(&scenario.fleet, workdir.path())?);
-    let config = Config::load(&workdir.path().join("config.toml"))
-        .map_err(|e| RunError::Server(e.to_string()))?;
-    let server =
-        Arc::new(Server::from_config(&config).map_err(|e| RunError::Server(e.to_string()))?);
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server_task = tokio::spawn(server.clone().run(listener, async {
-        let _ = stop_rx.await;
-    }));
-
-    let ctx = Arc::new(DeviceContext {
-        addr,
-        server_ca: fleet.server_ca.clone(),
-        skip_server_verification: scenario.device.skip_server_verification,
+    let ready = fleet::cache::load_or_build(&scenario.fleet, &fleet::cache::cache_root())?;
+    let fleet = Arc::new(ready.fleet);
+    let embedded = scenario.target.address.is_none();
+    let limit = system::raise_open_files(system::descriptors_for(fleet.devices.len(), embedded))?;
+    let started_target = target::start(scenario, &fleet, ready.dir.path()).await?;
+    let ctx = DeviceContext {
+        addr: started_target.addr,
+        server_ca: started_target.server_ca,
         handshake_only: scenario.device.handshake_only,
         timeout: scenario.device.timeout,
-    });
+        sources: device::source_addresses(
+            &started_target.addr,
+            scenario.device.source_addresses,
+            fleet.devices.len(),
+        ),
+        hold: None,
+    };
+    let server_target = started_target.target;
+    let rss_before = dps_server::metrics::resident_memory();
     let started_at = time::OffsetDateTime::now_utc();
     let started = Instant::now();
-    let (mut rx, dropped) = execute(fleet.clone(), ctx, &scenario.executor);
-    let total = match &scenario.executor {
-        ExecutorSpec::RampingArrivalRate {
-            start_rate, stages, ..
-        } => ramp_schedule(*start_rate, stages).len() as u64,
-        _ => fleet.devices.len() as u64,
-    };
-    let mut recorder = Recorder::default();
-    let mut classes: BTreeMap<DeviceClass, ClassCounts> = BTreeMap::new();
-    let (mut done, mut provisioned, mut handshakes, mut mismatches, mut errors) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut examples = Vec::new();
+    let mut exec = executor::start(fleet.clone(), ctx, &scenario.executor);
+    let mut c = Collector::default();
     let mut last_progress = Instant::now();
-    let mut expected_rejections: BTreeMap<String, u64> = BTreeMap::new();
-    let mut timeline = Timeline::default();
-    while let Some((i, run)) = rx.recv().await {
-        let Some(dev) = fleet.devices.get(i) else {
-            continue;
-        };
-        done += 1;
-        for (phase, d) in &run.phases {
-            recorder.record(dev.class, *phase, *d);
-        }
-        let ok = matches(
-            &dev.expected,
-            &run.observed,
-            &fleet,
-            scenario.device.handshake_only,
-        );
-        let total_latency = run
-            .phases
-            .iter()
-            .find(|(p, _)| *p == Phase::Total)
-            .map(|(_, d)| *d);
-        timeline.record(
-            started.elapsed(),
-            ok && matches!(run.observed, Observed::Provisioned { .. }),
-            total_latency,
-        );
-        let c = classes.entry(dev.class).or_default();
-        c.devices += 1;
-        *c.observed
-            .entry(observed_label(&run.observed, &fleet))
-            .or_default() += 1;
-        if ok {
-            c.as_expected += 1;
-            handshakes += 1;
-            if matches!(run.observed, Observed::Provisioned { .. }) {
-                provisioned += 1;
+    let mut hold_summary = None;
+    let mut all_held = exec.all_held.take();
+    let snapshot = |c: &Collector, held: u64| Progress {
+        done: c.done,
+        total: exec.total,
+        provisioned: c.provisioned,
+        mismatches: c.mismatches,
+        errors: c.errors,
+        held,
+        p99_handshake_us: c.recorder.quantile(Phase::Handshake, 0.99),
+        elapsed: started.elapsed(),
+    };
+    let held_now = |e: &executor::Started| e.hold.as_ref().map_or(0, |h| h.held());
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            next = exec.results.recv() => {
+                let Some((i, run)) = next else { break };
+                if let Some(dev) = fleet.devices.get(i) {
+                    c.record(dev, &run, &fleet, scenario.device.handshake_only, started.elapsed());
+                }
             }
-        } else {
-            c.mismatches += 1;
-            mismatches += 1;
-            if matches!(run.observed, Observed::Failed { .. }) {
-                errors += 1;
+            Ok(()) = async { all_held.as_mut().expect("guarded").await }, if all_held.is_some() => {
+                all_held = None;
+                let held = exec.hold.as_ref().map_or(0, |h| h.held());
+                let rss = dps_server::metrics::resident_memory();
+                let server_open = server_target.open_connections().await;
+                hold_summary = Some(HoldSummary {
+                    held_peak: exec.hold.as_ref().map_or(0, |h| h.peak()),
+                    server_open_connections: server_open,
+                    connect_s: started.elapsed().as_secs_f64(),
+                    rss_before_bytes: rss_before.map(|m| m.current),
+                    rss_held_bytes: rss.map(|m| m.current),
+                    bytes_per_connection: match (rss_before, rss) {
+                        (Some(b), Some(a)) if held > 0 => Some(a.current.saturating_sub(b.current) / held),
+                        _ => None,
+                    },
+                });
             }
-            if examples.len() < 10 {
-                examples.push(format!(
-                    "{} ({}): expected {:?}, observed {:?}",
-                    dev.common_name,
-                    dev.class.as_str(),
-                    dev.expected,
-                    run.observed
-                ));
-            }
+            _ = ticker.tick() => {}
         }
-        if let Expected::Rejected { reason } = dev.expected {
-            *expected_rejections
-                .entry(reason.as_str().into())
-                .or_default() += 1;
-        }
-        if last_progress.elapsed() > Duration::from_millis(250) {
-            progress(done, total, mismatches);
+        if last_progress.elapsed() >= Duration::from_millis(250) {
+            progress(&snapshot(&c, held_now(&exec)));
             last_progress = Instant::now();
         }
     }
-    progress(done, total, mismatches);
+    progress(&snapshot(&c, 0));
     let duration = started.elapsed();
-    let _ = stop_tx.send(());
-    let _ = server_task.await;
+    let server = server_target.finish().await;
+    Ok(summarize(
+        loaded,
+        c,
+        server,
+        Facts {
+            started_at,
+            duration,
+            total: exec.total,
+            dropped: exec.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            fleet_reused: ready.reused,
+            hold: hold_summary,
+            open_files_limit: limit.soft,
+        },
+    ))
+}
 
-    let stats = &server.verifier().stats;
-    let server_rejections = dps_server::enrollment::RejectReason::ALL
+/// What the run knows besides the collected devices.
+struct Facts {
+    started_at: time::OffsetDateTime,
+    duration: Duration,
+    total: u64,
+    dropped: u64,
+    fleet_reused: bool,
+    hold: Option<HoldSummary>,
+    open_files_limit: u64,
+}
+
+fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) -> Outcome {
+    let secs = f.duration.as_secs_f64().max(1e-9);
+    let server_latency = server
+        .histograms
         .iter()
-        .map(|r| (r.as_str().to_owned(), stats.rejected(*r)))
-        .filter(|(_, n)| *n > 0)
+        .filter_map(|(name, h)| {
+            let hist = dps_server::metrics::decode_histogram(&h.hdr).ok()?;
+            Some((name.clone(), Quantiles::of(&hist)))
+        })
         .collect();
-    let secs = duration.as_secs_f64().max(1e-9);
     let mut summary = Summary {
-        schema_version: 1,
-        scenario: scenario.name.clone(),
-        started_at: started_at
+        schema_version: 2,
+        scenario: loaded.scenario.name.clone(),
+        started_at: f
+            .started_at
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
         duration_s: secs,
-        devices: total,
-        provisioned,
-        handshakes,
-        mismatches,
-        errors,
-        dropped: dropped.load(std::sync::atomic::Ordering::Relaxed),
-        provisioned_per_s: provisioned as f64 / secs,
-        handshakes_per_s: handshakes as f64 / secs,
-        latency: recorder
+        fleet_reused: f.fleet_reused,
+        devices: f.total,
+        provisioned: c.provisioned,
+        handshakes: c.handshakes,
+        mismatches: c.mismatches,
+        errors: c.errors,
+        dropped: f.dropped,
+        provisioned_per_s: c.provisioned as f64 / secs,
+        handshakes_per_s: c.handshakes as f64 / secs,
+        latency: c
+            .recorder
             .phases
             .iter()
             .map(|(p, h)| (*p, Quantiles::of(h)))
             .collect(),
-        classes,
-        server_rejections,
-        expected_rejections,
-        mismatch_examples: examples,
-        timeline: timeline.seconds(),
-        peak_provisioned_per_s: timeline.peak(3),
+        server: ServerSummary {
+            kind: server.kind.clone(),
+            latency: server_latency,
+            peak_rss_bytes: server.peak_rss_bytes,
+        },
+        classes: c.classes,
+        server_rejections: server.rejections.clone(),
+        expected_rejections: c.expected_rejections,
+        mismatch_examples: c.examples,
+        timeline: c.timeline.seconds(),
+        peak_provisioned_per_s: c.timeline.peak(3),
+        hold: f.hold,
+        open_files_limit: f.open_files_limit,
+        peak_rss_bytes: dps_server::metrics::resident_memory().map(|m| m.peak),
         thresholds: Vec::new(),
         passed: true,
     };
@@ -502,6 +328,7 @@ pub async fn run(
             summary.server_rejections, summary.expected_rejections
         ));
     }
+    let recorder = c.recorder;
     summary.thresholds = loaded
         .thresholds
         .iter()
@@ -519,7 +346,7 @@ pub async fn run(
                 } => summary.handshakes_per_s,
                 Metric::Rate {
                     what: RateOf::Devices,
-                } => done as f64 / secs,
+                } => c.done as f64 / secs,
             };
             ThresholdResult {
                 threshold: t.text.clone(),
@@ -529,54 +356,19 @@ pub async fn run(
         })
         .collect();
     summary.passed = summary.thresholds.iter().all(|t| t.passed);
-    Ok(Outcome { summary, recorder })
+    Outcome {
+        summary,
+        recorder,
+        server,
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::scenario::Stage;
-
-    #[test]
-    fn timeline_buckets_by_second_and_finds_the_peak() {
-        let mut t = Timeline::default();
-        for (sec, n) in [(0u64, 2u64), (1, 10), (2, 12), (3, 11), (4, 1)] {
-            for _ in 0..n {
-                t.record(
-                    Duration::from_millis(sec * 1000 + 500),
-                    true,
-                    Some(Duration::from_millis(5)),
-                );
-            }
-        }
-        t.record(Duration::from_millis(4500), false, None);
-        let secs = t.seconds();
-        assert_eq!(secs.len(), 5);
-        assert_eq!((secs[4].completed, secs[4].provisioned), (2, 1));
-        assert!((4_990..=5_010).contains(&secs[1].p99_total_us));
-        assert!((t.peak(3) - 11.0).abs() < 1e-9, "{}", t.peak(3));
-    }
-
-    #[test]
-    fn ramp_schedule_follows_the_stages() {
-        let stages = [
-            Stage {
-                target: 100.0,
-                duration: Duration::from_secs(2),
-            },
-            Stage {
-                target: 100.0,
-                duration: Duration::from_secs(1),
-            },
-        ];
-        let s = ramp_schedule(0.0, &stages);
-        // 0→100/s over 2 s is ~100 starts, then 100 more at 100/s.
-        assert!((180..=220).contains(&s.len()), "{}", s.len());
-        assert!(s.windows(2).all(|w| w[1] > w[0]));
-        assert!(*s.last().unwrap_or(&0.0) < 3.0);
-        // Denser at the end of the ramp than at its start.
-        let early = s.iter().filter(|t| **t < 1.0).count();
-        let late = s.iter().filter(|t| (1.0..2.0).contains(*t)).count();
-        assert!(late > 2 * early, "early {early}, late {late}");
+/// The executor kind's name, for reports.
+pub fn executor_name(e: &ExecutorSpec) -> &'static str {
+    match e {
+        ExecutorSpec::ClosedLoop { .. } => "closed-loop",
+        ExecutorSpec::ConstantArrivalRate { .. } => "constant-arrival-rate",
+        ExecutorSpec::RampingArrivalRate { .. } => "ramping-arrival-rate",
+        ExecutorSpec::Hold { .. } => "hold",
     }
 }

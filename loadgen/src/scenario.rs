@@ -68,6 +68,10 @@ pub struct FleetSpec {
     pub key: KeyType,
     /// Class weights (`valid = 70`, `truncated = 5`, ...); absent classes get weight 0.
     pub mix: BTreeMap<DeviceClass, u32>,
+    /// Keep the generated fleet on disk and reuse it on the next run with the same `[fleet]`
+    /// (generation dominates the start-up of large fleets).
+    #[serde(default = "yes")]
+    pub cache: bool,
 }
 
 fn default_seed() -> u64 {
@@ -110,6 +114,32 @@ pub enum ExecutorSpec {
         #[serde(default = "default_lateness", with = "humantime_serde")]
         max_lateness: Duration,
     },
+    /// Every device of the fleet connects (and provisions, unless `handshake_only`), then stays
+    /// connected and idle, pinging, until all have connected and `hold` has passed: concurrency
+    /// and memory per connection, not throughput.
+    Hold {
+        /// Connects per second; 0 = as fast as `connect_concurrency` allows.
+        #[serde(default)]
+        rate: f64,
+        /// Devices connecting at once.
+        #[serde(default = "default_connect_concurrency")]
+        connect_concurrency: usize,
+        /// How long all devices stay connected together, e.g. "10s".
+        #[serde(with = "humantime_serde")]
+        hold: Duration,
+        /// Each held device sends a CoAP Ping this often (keeps it under the server's inactivity
+        /// timeout and measures its responsiveness), e.g. "5s".
+        #[serde(default = "default_ping_interval", with = "humantime_serde")]
+        ping_interval: Duration,
+    },
+}
+
+fn default_connect_concurrency() -> usize {
+    256
+}
+
+fn default_ping_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_lateness() -> Duration {
@@ -127,23 +157,30 @@ pub struct Stage {
     pub duration: Duration,
 }
 
-/// `[target]`: where the server is. Absent: an embedded server on loopback.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[target]`: where the server is. Absent (or without `address`): an embedded server on
+/// loopback, set up for the fleet.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
-    /// Run the server in-process (the default).
-    #[serde(default = "yes")]
-    pub embedded: bool,
+    /// Device port of a running server (`host:port`); absent = embedded server.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Its admin API (`http://host:port`): the fleet's hub and groups are created there before
+    /// the run and deleted after it, and the server's histograms and rejection counters are read
+    /// from it. Required with `address`.
+    #[serde(default)]
+    pub admin: Option<String>,
+    /// File holding the admin bearer token (as `dps-server init` writes it).
+    #[serde(default)]
+    pub admin_token_file: Option<String>,
+    /// PEM of the CA the server certificate chains to (devices verify the server with it);
+    /// required unless `device.skip_server_verification`.
+    #[serde(default)]
+    pub server_ca: Option<String>,
 }
 
 fn yes() -> bool {
     true
-}
-
-impl Default for TargetSpec {
-    fn default() -> Self {
-        Self { embedded: true }
-    }
 }
 
 /// `[device]`: what each simulated device does.
@@ -156,9 +193,15 @@ pub struct DeviceSpec {
     /// Do not verify the server certificate (devices can be configured so).
     #[serde(default)]
     pub skip_server_verification: bool,
-    /// Give up on a device after this long, e.g. "10s".
+    /// Give up on a device after this long, e.g. "10s" (the hold executor's idle time is not
+    /// counted).
     #[serde(default = "default_device_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Spread connections over this many source addresses `127.0.0.1, 127.0.0.2, ...` when the
+    /// target is on loopback, so tens of thousands of connections do not run out of ephemeral
+    /// ports (about 28,000 per source address). 0 = one per 20,000 devices, at least 1.
+    #[serde(default)]
+    pub source_addresses: u8,
 }
 
 fn default_device_timeout() -> Duration {
@@ -171,6 +214,7 @@ impl Default for DeviceSpec {
             handshake_only: false,
             skip_server_verification: false,
             timeout: default_device_timeout(),
+            source_addresses: 0,
         }
     }
 }
@@ -237,10 +281,25 @@ impl Scenario {
             key: key.to_owned(),
             message,
         };
-        if !scenario.target.embedded {
+        let target = &scenario.target;
+        if target.address.is_some() {
+            if target.admin.is_none() {
+                return Err(invalid(
+                    "target.admin",
+                    "a remote target needs its admin API URL (the fleet's groups are created there)"
+                        .into(),
+                ));
+            }
+            if target.server_ca.is_none() && !scenario.device.skip_server_verification {
+                return Err(invalid(
+                    "target.server_ca",
+                    "needed to verify the server (or set device.skip_server_verification)".into(),
+                ));
+            }
+        } else if target.admin.is_some() || target.server_ca.is_some() {
             return Err(invalid(
-                "target.embedded",
-                "only the embedded server is supported by this version".into(),
+                "target.address",
+                "admin and server_ca only apply to a remote target; give its address".into(),
             ));
         }
         if scenario.fleet.devices == 0 {
@@ -257,6 +316,32 @@ impl Scenario {
                 if !(*rate > 0.0 && rate.is_finite()) =>
             {
                 return Err(invalid("executor.rate", "must be a positive number".into()))
+            }
+            ExecutorSpec::Hold { rate, .. } if !(*rate >= 0.0 && rate.is_finite()) => {
+                return Err(invalid(
+                    "executor.rate",
+                    "must be 0 or a positive number".into(),
+                ))
+            }
+            ExecutorSpec::Hold {
+                connect_concurrency: 0,
+                ..
+            } => {
+                return Err(invalid(
+                    "executor.connect_concurrency",
+                    "must be at least 1".into(),
+                ))
+            }
+            ExecutorSpec::Hold { ping_interval, .. } if ping_interval.is_zero() => {
+                return Err(invalid("executor.ping_interval", "must be above 0".into()))
+            }
+            ExecutorSpec::RampingArrivalRate { stages, .. }
+                if stages.is_empty() || stages.iter().any(|s| s.duration.is_zero()) =>
+            {
+                return Err(invalid(
+                    "executor.stages",
+                    "needs at least one stage, each with a duration above 0".into(),
+                ))
             }
             _ => {}
         }
@@ -293,7 +378,8 @@ concurrency = 4
     fn minimal_scenario_loads_with_defaults() {
         let l = Scenario::parse(GOOD, "x.toml", "x").expect("valid");
         assert_eq!(l.scenario.name, "x");
-        assert!(l.scenario.target.embedded);
+        assert!(l.scenario.target.address.is_none());
+        assert!(l.scenario.fleet.cache);
         assert!(!l.scenario.device.handshake_only);
     }
 

@@ -22,8 +22,8 @@ thresholds = ["mismatches == 0", "errors == 0"{extra_thresholds}]
 
 [fleet]
 seed = 3
-devices = 90
-mix = {{ valid = 10, truncated = 10, unmatched = 10, no_group = 10, blacklisted = 10, not_allowed = 10, expired = 10, forged = 10, bad_eku = 10 }}
+devices = 100
+mix = {{ valid = 10, truncated = 10, unmatched = 10, no_group = 10, blacklisted = 10, not_allowed = 10, expired = 10, forged = 10, bad_eku = 10, identity = 10 }}
 
 [executor]
 {executor}
@@ -51,12 +51,12 @@ async fn every_class_gets_its_outcome_and_the_summary_matches_the_schema() {
         "kind = \"closed-loop\"\nconcurrency = 8",
     );
     let results = dir.path().join("results");
-    let finished = run_scenario(&scenario, Some(&results), &|_, _, _| {})
+    let finished = run_scenario(&scenario, Some(&results), &|_| {})
         .await
         .expect("run");
     let s = &finished.outcome.summary;
     assert_eq!(finished.exit_code, exit::PASS, "{:#?}", s.mismatch_examples);
-    assert_eq!(s.devices, 90);
+    assert_eq!(s.devices, 100);
     assert_eq!(s.mismatches, 0);
     for class in DeviceClass::ALL {
         let c = s
@@ -67,6 +67,20 @@ async fn every_class_gets_its_outcome_and_the_summary_matches_the_schema() {
     }
     assert_eq!(s.server_rejections, s.expected_rejections);
     assert!(s.provisioned > 0 && s.provisioned < s.devices);
+    // Identity devices reconnected with the certificate they were issued.
+    let identity = &s.classes[&DeviceClass::Identity];
+    assert_eq!(
+        identity.observed.get("reconnected:factory-b"),
+        Some(&identity.devices)
+    );
+    let reconnects = s.latency[&dps_loadgen::metrics::Phase::IdentityHandshake].count;
+    assert_eq!(reconnects, identity.devices);
+    // The server's own view sits beside the client's: one handshake histogram sample per
+    // accepted or refused manufacturer handshake at least.
+    assert_eq!(s.server.kind, "embedded");
+    let server_handshakes = s.server.latency["handshake"].count;
+    assert!(server_handshakes >= s.provisioned, "{server_handshakes}");
+    assert!(s.server.latency["matching"].count >= s.provisioned);
 
     let dir = finished.results_dir.expect("results dir");
     let json: serde_json::Value =
@@ -78,14 +92,20 @@ async fn every_class_gets_its_outcome_and_the_summary_matches_the_schema() {
         .map(|e| format!("{e} at {}", e.instance_path()))
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
-    assert!(dir.join("summary.md").is_file());
-    assert!(std::fs::read_to_string(dir.join("histograms.txt"))
-        .expect("raw")
-        .contains("handshake "));
+    let md = std::fs::read_to_string(dir.join("summary.md")).expect("md");
+    assert!(md.contains("| server histogram |"), "{md}");
+    let raw = std::fs::read_to_string(dir.join("histograms.txt")).expect("raw");
+    assert!(raw.contains("\nhandshake ") || raw.starts_with("handshake "));
+    assert!(
+        raw.contains("\nserver.handshake "),
+        "server histograms kept raw"
+    );
+    let svg = std::fs::read_to_string(dir.join("latency.svg")).expect("svg");
+    assert!(svg.starts_with("<svg") && svg.contains("server matching"));
 
     // `compare` reads what `run` wrote.
     let again = dps_loadgen::compare::load(&dir).expect("summary reads back");
-    assert_eq!(again.devices, 90);
+    assert_eq!(again.devices, 100);
     let table = dps_loadgen::compare::compare(&again, &again);
     assert!(table.contains("| mismatches | 0.0 | 0.0 | ±0 |"), "{table}");
 
@@ -107,9 +127,7 @@ async fn a_failing_threshold_exits_99() {
         ", \"p50(handshake) < 1us\"",
         "kind = \"constant-arrival-rate\"\nrate = 200.0",
     );
-    let finished = run_scenario(&scenario, None, &|_, _, _| {})
-        .await
-        .expect("run");
+    let finished = run_scenario(&scenario, None, &|_| {}).await.expect("run");
     assert_eq!(finished.exit_code, exit::THRESHOLD_FAILED);
     let t = finished
         .outcome
@@ -130,7 +148,7 @@ async fn a_bad_scenario_is_refused_before_running() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[fleet]\ndevices = 0\nmix = { valid = 1 }\n[executor]\nkind = \"closed-loop\"\nconcurrency = 1\n").expect("write");
-    let err = run_scenario(&path, None, &|_, _, _| {})
+    let err = run_scenario(&path, None, &|_| {})
         .await
         .expect_err("refused");
     assert_eq!(err.exit_code(), exit::BAD_SCENARIO);

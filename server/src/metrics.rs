@@ -336,6 +336,22 @@ impl Metrics {
             "gauge",
         );
         let _ = writeln!(out, "dps_open_connections {}", self.open_connections());
+        if let Some(mem) = resident_memory() {
+            header(
+                &mut out,
+                "process_resident_memory_bytes",
+                "Resident memory of the server process.",
+                "gauge",
+            );
+            let _ = writeln!(out, "process_resident_memory_bytes {}", mem.current);
+            header(
+                &mut out,
+                "dps_process_peak_resident_memory_bytes",
+                "Highest resident memory of the server process since it started.",
+                "gauge",
+            );
+            let _ = writeln!(out, "dps_process_peak_resident_memory_bytes {}", mem.peak);
+        }
         header(
             &mut out,
             "dps_requests_total",
@@ -408,6 +424,34 @@ impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.connection_closed();
     }
+}
+
+/// Resident memory of this process, from `/proc/self/status` (Linux): what one connection costs is
+/// read off it under load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResidentMemory {
+    /// Bytes resident now (`VmRSS`).
+    pub current: u64,
+    /// Highest resident bytes so far (`VmHWM`).
+    pub peak: u64,
+}
+
+/// This process's [`ResidentMemory`]; `None` where `/proc` does not tell.
+pub fn resident_memory() -> Option<ResidentMemory> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()
+    };
+    Some(ResidentMemory {
+        current: kib("VmRSS:")?.saturating_mul(1024),
+        peak: kib("VmHWM:")?.saturating_mul(1024),
+    })
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
@@ -568,6 +612,17 @@ mod tests {
         assert!(text.contains("dps_requests_total{resource=\"other\",code=\"4.04\"} 1\n"));
         assert!(text.contains("dps_resource_duration_seconds_count{resource=\"time\"} 1\n"));
         assert!(text.contains("dps_handshake_duration_seconds_count 2\n"));
+    }
+
+    #[test]
+    fn resident_memory_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            let m = resident_memory().expect("/proc/self/status");
+            assert!(m.current > 0 && m.peak >= m.current, "{m:?}");
+            assert!(Metrics::new()
+                .prometheus()
+                .contains("\nprocess_resident_memory_bytes "));
+        }
     }
 
     #[test]

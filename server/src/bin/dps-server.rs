@@ -78,7 +78,12 @@ async fn run(
         .as_ref()
         .context("the config has no [server] section")?;
     let addr = listen.unwrap_or_else(|| section.listen.clone());
-    let listener = tokio::net::TcpListener::bind(&addr)
+    // Every device connection is a file descriptor: take the soft limit up to the hard one.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+    let listener = listen_deep(&addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
@@ -134,6 +139,25 @@ async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Listen with a backlog of 4096 instead of tokio's 1024: bursts of thousands of device connects
+/// queue instead of being dropped (the kernel caps it at `net.core.somaxconn`).
+async fn listen_deep(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(4096)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("the address resolves to nothing")))
 }
 
 async fn shutdown_signal() {

@@ -1,6 +1,9 @@
-//! Reports of a run: `summary.json` (see `loadgen/summary.schema.json`), `summary.md`, and the raw
-//! histograms (HdrHistogram V2 + deflate, base64, one line per phase) under
-//! `results/<scenario>-<timestamp>/`.
+//! Reports of a run: `summary.json` (see `loadgen/summary.schema.json`), `summary.md`,
+//! `latency.svg` (latency by percentile, client phases beside the server's histograms) and the raw
+//! histograms (HdrHistogram V2 + deflate, base64, one line per phase; the server's prefixed
+//! `server.`) under `results/<scenario>-<timestamp>/`.
+
+pub mod plot;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -34,8 +37,62 @@ pub fn write(results_dir: &Path, outcome: &Outcome) -> std::io::Result<PathBuf> 
             );
         }
     }
+    for (name, h) in &outcome.server.histograms {
+        if !h.hdr.is_empty() {
+            let _ = writeln!(raw, "server.{name} {}", h.hdr);
+        }
+    }
     std::fs::write(dir.join("histograms.txt"), raw)?;
+    let svg = latency_svg(outcome).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("latency.svg"), svg)?;
     Ok(dir)
+}
+
+/// The client's network-facing phases and the server's handshake and matching, by percentile.
+fn latency_svg(outcome: &Outcome) -> Result<String, String> {
+    use crate::metrics::Phase;
+    let server: Vec<(String, hdrhistogram::Histogram<u64>)> = ["handshake", "matching"]
+        .iter()
+        .filter_map(|name| {
+            let h = outcome.server.histograms.get(*name)?;
+            Some((
+                format!("server {name}"),
+                dps_server::metrics::decode_histogram(&h.hdr).ok()?,
+            ))
+        })
+        .collect();
+    let mut series: Vec<plot::Series<'_>> = [
+        Phase::Tcp,
+        Phase::Handshake,
+        Phase::Credentials,
+        Phase::Ping,
+        Phase::Total,
+    ]
+    .iter()
+    .filter_map(|p| {
+        Some(plot::Series {
+            name: format!("client {p}"),
+            histogram: outcome.recorder.phases.get(p)?,
+            server: false,
+        })
+    })
+    .collect();
+    series.extend(server.iter().map(|(name, h)| plot::Series {
+        name: name.clone(),
+        histogram: h,
+        server: true,
+    }));
+    plot::svg(
+        &format!(
+            "{}: latency by percentile ({} devices)",
+            outcome.summary.scenario, outcome.summary.devices
+        ),
+        &series,
+    )
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 fn ms(us: u64) -> String {
@@ -94,6 +151,56 @@ pub fn markdown(s: &Summary) -> String {
             observed.join(", ")
         );
     }
+    if !s.server.latency.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nServer's view ({}):\n\n| server histogram | count | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |",
+            s.server.kind
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+        for (name, q) in &s.server.latency {
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {} | {} | {} |",
+                q.count,
+                ms(q.p50_us),
+                ms(q.p90_us),
+                ms(q.p99_us),
+                ms(q.p999_us),
+                ms(q.max_us)
+            );
+        }
+    }
+    if let Some(h) = &s.hold {
+        let _ = writeln!(
+            out,
+            "\nHold: {} devices held at once (server counted {}), all through in {:.1} s; resident memory {} before, {} held{}.",
+            h.held_peak,
+            h.server_open_connections.map_or_else(|| "?".into(), |n| n.to_string()),
+            h.connect_s,
+            h.rss_before_bytes.map_or_else(|| "?".into(), mib),
+            h.rss_held_bytes.map_or_else(|| "?".into(), mib),
+            h.bytes_per_connection
+                .map_or_else(String::new, |b| format!(" ({:.1} KiB per held connection)", b as f64 / 1024.0)),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nPeak resident memory: {} ({}); server: {}. Open-file limit {}. Fleet {}.",
+        s.peak_rss_bytes.map_or_else(|| "?".into(), mib),
+        if s.server.kind == "embedded" {
+            "generator and embedded server together"
+        } else {
+            "generator"
+        },
+        s.server.peak_rss_bytes.map_or_else(|| "?".into(), mib),
+        s.open_files_limit,
+        if s.fleet_reused {
+            "reused from the cache"
+        } else {
+            "generated"
+        }
+    );
     if s.timeline.len() > 1 {
         let _ = writeln!(
             out,

@@ -8,6 +8,11 @@
 //! - `legacy` = [IntL, R], lead IntL, expired manufacturer certificates allowed.
 //! - `premium` = [IntP, R], lead IntP, allow list = the CNs of the valid premium devices.
 //! - IntS ← R is configured nowhere: its devices authenticate through R but meet no lead.
+//!
+//! Class assignment and names follow the seed; keys are fresh randomness, so a fleet is reproduced
+//! exactly by the on-disk cache ([`cache`]), which a rerun with the same `[fleet]` reuses.
+
+pub mod cache;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -45,11 +50,14 @@ pub enum DeviceClass {
     Forged,
     /// Leaf without clientAuth EKU: `bad_eku`.
     BadEku,
+    /// Valid in `factory-b`; after provisioning it reconnects with the identity certificate it was
+    /// issued and provisions again (renewal) in the same group.
+    Identity,
 }
 
 impl DeviceClass {
     /// Every class.
-    pub const ALL: [DeviceClass; 9] = [
+    pub const ALL: [DeviceClass; 10] = [
         DeviceClass::Valid,
         DeviceClass::Truncated,
         DeviceClass::Unmatched,
@@ -59,6 +67,7 @@ impl DeviceClass {
         DeviceClass::Expired,
         DeviceClass::Forged,
         DeviceClass::BadEku,
+        DeviceClass::Identity,
     ];
 
     /// The snake_case name.
@@ -73,6 +82,7 @@ impl DeviceClass {
             DeviceClass::Expired => "expired",
             DeviceClass::Forged => "forged",
             DeviceClass::BadEku => "bad_eku",
+            DeviceClass::Identity => "identity",
         }
     }
 }
@@ -83,6 +93,12 @@ impl DeviceClass {
 pub enum Expected {
     /// Provisioned into this group (by name).
     Accepted {
+        /// Group name.
+        group: String,
+    },
+    /// Provisioned into this group, then provisioned again in it over a new session
+    /// authenticated by the identity certificate of the first.
+    Reconnected {
         /// Group name.
         group: String,
     },
@@ -110,8 +126,8 @@ pub struct Device {
     pub expected: Expected,
 }
 
-/// A group of the embedded server, as the devices can recognise it.
-#[derive(Debug, Clone)]
+/// A group of the server, as the devices can recognise it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupInfo {
     /// Name.
     pub name: String,
@@ -126,8 +142,13 @@ pub struct Fleet {
     pub devices: Vec<Device>,
     /// Groups by name.
     pub groups: BTreeMap<String, GroupInfo>,
-    /// The CA devices trust for the server certificate.
+    /// The CA devices trust for the server certificate of the embedded server.
     pub server_ca: CertificateDer<'static>,
+    /// The enrollment groups the fleet needs, chains as inline PEM (created over the admin API of
+    /// a remote target; written into the embedded server's config).
+    pub server_groups: Vec<GroupConfig>,
+    /// The hub those groups link.
+    pub hub: HubConfig,
 }
 
 /// Why the fleet could not be built.
@@ -195,7 +216,8 @@ fn write(dir: &Path, name: &str, contents: &str) -> Result<(), FleetError> {
     })
 }
 
-const HUB: &str = "5f0c1d8e-9a51-4c7b-8d2e-6a1f3b9c0d11";
+/// The fleet's hub id (fixed, so a remote target sees one hub however often it is run against).
+pub const HUB: &str = "5f0c1d8e-9a51-4c7b-8d2e-6a1f3b9c0d11";
 
 /// Build the fleet for `spec` and write the matching server set-up (config, PKI) into `dir`.
 // The config is filled field by field so that sections this crate does not set keep defaults.
@@ -305,6 +327,13 @@ pub fn build(spec: &FleetSpec, dir: &Path) -> Result<Fleet, FleetError> {
                 spec.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
                 (int_b.issue(&spec)?, vec![], rejected(RejectReason::BadEku))
             }
+            DeviceClass::Identity => (
+                int_b.issue(&device)?,
+                vec![],
+                Expected::Reconnected {
+                    group: "factory-b".into(),
+                },
+            ),
         };
         let mut chain = vec![leaf.der().clone()];
         chain.extend(presented.into_iter().cloned());
@@ -339,27 +368,25 @@ pub fn build(spec: &FleetSpec, dir: &Path) -> Result<Fleet, FleetError> {
 
     let mut groups = BTreeMap::new();
     let mut tables = Vec::new();
-    for (i, (name, int, expired_ok, deny, allow)) in [
+    let fleet_key = cache::key(spec);
+    for (name, int, expired_ok, deny, allow) in [
         ("factory-a", &int_a, false, deny, vec![]),
         ("factory-b", &int_b, false, vec![], vec![]),
         ("legacy", &int_l, true, vec![], vec![]),
         ("premium", &int_p, false, vec![], allow),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    ] {
         let owner = format!("{name}-owner");
-        write(
-            dir,
-            &format!("groups/{name}.pem"),
-            &chain_pem([int.der(), root.der()]),
-        )?;
         tables.push(GroupConfig {
-            id: uuid::Uuid::from_u128(0x6c1e_0000_0000_4000_8000_0000_0000_0000 + i as u128)
-                .to_string(),
+            // Stable per fleet: a rerun against a remote server replaces its own groups, and
+            // fleets of other seeds get other ids.
+            id: uuid::Uuid::new_v5(
+                &uuid::Uuid::NAMESPACE_OID,
+                format!("dpsbench/fleet/{fleet_key}/{name}").as_bytes(),
+            )
+            .to_string(),
             name: name.into(),
             owner: owner.clone(),
-            certificate_chain: format!("groups/{name}.pem"),
+            certificate_chain: chain_pem([int.der(), root.der()]),
             lead_certificate: LeadSelector::Index(0),
             expired_certificates_allowed: expired_ok,
             allow_common_names: allow,
@@ -389,12 +416,13 @@ pub fn build(spec: &FleetSpec, dir: &Path) -> Result<Fleet, FleetError> {
         max_connections: 100_000,
         ..LimitsSection::default()
     };
-    config.hub = vec![HubConfig {
+    let hub = HubConfig {
         id: HUB.into(),
         gateways: vec!["coaps+tcp://127.0.0.1:5684".into()],
-        name: Some("loadgen hub".into()),
-    }];
-    config.enrollment_group = tables;
+        name: Some("dps-loadgen hub".into()),
+    };
+    config.hub = vec![hub.clone()];
+    config.enrollment_group = tables.clone();
     // Nothing of a load run needs to outlive it.
     config.store.path = dps_server::config::IN_MEMORY_STORE.into();
     write(dir, "config.toml", &toml::to_string_pretty(&config)?)?;
@@ -402,5 +430,7 @@ pub fn build(spec: &FleetSpec, dir: &Path) -> Result<Fleet, FleetError> {
         devices,
         groups,
         server_ca: server_ca.der().clone(),
+        server_groups: tables,
+        hub,
     })
 }

@@ -1,0 +1,237 @@
+//! Executors, as in k6: how device runs are started. Closed-loop (N at a time, back to back),
+//! constant- and ramping-arrival-rate (open model: latency from the scheduled start, late starts
+//! dropped and counted) and hold (every device connects, then all stay connected together).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::device::hold::HoldControl;
+use crate::device::{self, DeviceContext, DeviceRun};
+use crate::fleet::Fleet;
+use crate::scenario::{ExecutorSpec, Stage};
+
+/// A started executor.
+pub struct Started {
+    /// Finished runs (fleet index, run); closes after the last one.
+    pub results: mpsc::UnboundedReceiver<(usize, DeviceRun)>,
+    /// Scheduled starts dropped (open model).
+    pub dropped: Arc<AtomicU64>,
+    /// Runs scheduled in all.
+    pub total: u64,
+    /// Hold executor: fires once every device is holding or has failed, while they still hold.
+    pub all_held: Option<oneshot::Receiver<()>>,
+    /// Hold executor: the devices' shared state.
+    pub hold: Option<Arc<HoldControl>>,
+}
+
+/// Start the runs of `executor` over `fleet`.
+pub fn start(fleet: Arc<Fleet>, mut ctx: DeviceContext, executor: &ExecutorSpec) -> Started {
+    let (tx, results) = mpsc::unbounded_channel();
+    let dropped = Arc::new(AtomicU64::new(0));
+    let mut total = fleet.devices.len() as u64;
+    let mut all_held = None;
+    let mut hold = None;
+    match executor.clone() {
+        ExecutorSpec::ClosedLoop { concurrency } => {
+            closed_loop(fleet, Arc::new(ctx), tx, concurrency, None);
+        }
+        ExecutorSpec::ConstantArrivalRate {
+            rate,
+            max_in_flight,
+            max_lateness,
+        } => {
+            let period = 1.0 / rate;
+            let schedule = (0..fleet.devices.len())
+                .map(|i| i as f64 * period)
+                .collect();
+            let limits = (max_in_flight, max_lateness);
+            open_model(fleet, Arc::new(ctx), tx, dropped.clone(), schedule, limits);
+        }
+        ExecutorSpec::RampingArrivalRate {
+            start_rate,
+            stages,
+            max_in_flight,
+            max_lateness,
+        } => {
+            let schedule = ramp_schedule(start_rate, &stages);
+            total = schedule.len() as u64;
+            let limits = (max_in_flight, max_lateness);
+            open_model(fleet, Arc::new(ctx), tx, dropped.clone(), schedule, limits);
+        }
+        ExecutorSpec::Hold {
+            rate,
+            connect_concurrency,
+            hold: hold_for,
+            ping_interval,
+        } => {
+            let (control, release) = HoldControl::new(fleet.devices.len(), ping_interval);
+            ctx.hold = Some(control.clone());
+            let (held_tx, held_rx) = oneshot::channel();
+            all_held = Some(held_rx);
+            hold = Some(control.clone());
+            let pace = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
+            closed_loop(fleet, Arc::new(ctx), tx, connect_concurrency, pace);
+            tokio::spawn(async move {
+                control.all_settled().await;
+                let _ = held_tx.send(());
+                tokio::time::sleep(hold_for).await;
+                release.release();
+            });
+        }
+    }
+    Started {
+        results,
+        dropped,
+        total,
+        all_held,
+        hold,
+    }
+}
+
+/// `concurrency` workers take devices in order until the fleet is done; with `pace`, starts are
+/// also spaced at least that far apart. Under the hold executor a worker's slot frees as soon as
+/// its device is holding (the run itself reports at release).
+fn closed_loop(
+    fleet: Arc<Fleet>,
+    ctx: Arc<DeviceContext>,
+    tx: mpsc::UnboundedSender<(usize, DeviceRun)>,
+    concurrency: usize,
+    pace: Option<Duration>,
+) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    let started = Instant::now();
+    tokio::spawn(async move {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= fleet.devices.len() {
+                break;
+            }
+            if let Some(pace) = pace {
+                let at = started + pace.saturating_mul(u32::try_from(i).unwrap_or(u32::MAX));
+                tokio::time::sleep_until(at.into()).await;
+            }
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let (fleet, ctx, tx) = (fleet.clone(), ctx.clone(), tx.clone());
+            tokio::spawn(async move {
+                let Some(dev) = fleet.devices.get(i) else {
+                    return;
+                };
+                // The slot frees once the device is through its flow (holding or not).
+                let run = device::run_then(dev, &ctx, Instant::now(), move || drop(permit)).await;
+                let _ = tx.send((i, run));
+            });
+        }
+    });
+}
+
+/// Start offsets (seconds) of a ramp: the rate moves linearly from one stage's target to the
+/// next, and start k happens when the integral of the rate reaches k (so low starting rates do not
+/// skip ahead).
+pub fn ramp_schedule(start_rate: f64, stages: &[Stage]) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut from = start_rate.max(0.0);
+    let mut stage_start = 0.0;
+    let mut done = 0.0_f64; // starts scheduled before this stage (fractional area carried over)
+    let mut next = 0.0_f64; // index of the next start
+    for stage in stages {
+        let len = stage.duration.as_secs_f64();
+        let to = stage.target.max(0.0);
+        let slope = (to - from) / len.max(1e-9);
+        let area = (from + to) / 2.0 * len;
+        while next < done + area {
+            let x = next - done; // area needed inside this stage
+            let tau = if slope.abs() < 1e-12 {
+                x / from.max(1e-12)
+            } else {
+                // from*τ + slope*τ²/2 = x
+                let disc = (from * from + 2.0 * slope * x).max(0.0);
+                (-from + disc.sqrt()) / slope
+            };
+            out.push(stage_start + tau.clamp(0.0, len));
+            next += 1.0;
+        }
+        done += area;
+        from = to;
+        stage_start += len;
+    }
+    out
+}
+
+/// The open model: start device runs at the given offsets (cycling through the fleet), latency
+/// counted from the scheduled time; a start later than `max_lateness`, or beyond `max_in_flight`
+/// (0 = unlimited), is dropped and counted.
+fn open_model(
+    fleet: Arc<Fleet>,
+    ctx: Arc<DeviceContext>,
+    tx: mpsc::UnboundedSender<(usize, DeviceRun)>,
+    dropped: Arc<AtomicU64>,
+    schedule: Vec<f64>,
+    (max_in_flight, max_lateness): (usize, Duration),
+) {
+    tokio::spawn(async move {
+        let in_flight = if max_in_flight == 0 {
+            Semaphore::MAX_PERMITS
+        } else {
+            max_in_flight
+        };
+        let limit = Arc::new(Semaphore::new(in_flight));
+        let start = tokio::time::Instant::now();
+        let n = fleet.devices.len().max(1);
+        for (k, offset) in schedule.into_iter().enumerate() {
+            let i = k % n;
+            let scheduled = start + Duration::from_secs_f64(offset);
+            tokio::time::sleep_until(scheduled).await;
+            let late = tokio::time::Instant::now().saturating_duration_since(scheduled);
+            let permit = match limit.clone().try_acquire_owned() {
+                Ok(p) if late <= max_lateness => p,
+                _ => {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let (fleet, ctx, tx) = (fleet.clone(), ctx.clone(), tx.clone());
+            tokio::spawn(async move {
+                if let Some(dev) = fleet.devices.get(i) {
+                    // Latency counts from the scheduled start, not from when we got to it.
+                    let run = device::run(dev, &ctx, scheduled.into_std()).await;
+                    let _ = tx.send((i, run));
+                }
+                drop(permit);
+            });
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ramp_schedule_follows_the_stages() {
+        let stages = [
+            Stage {
+                target: 100.0,
+                duration: Duration::from_secs(2),
+            },
+            Stage {
+                target: 100.0,
+                duration: Duration::from_secs(1),
+            },
+        ];
+        let s = ramp_schedule(0.0, &stages);
+        // 0→100/s over 2 s is ~100 starts, then 100 more at 100/s.
+        assert!((180..=220).contains(&s.len()), "{}", s.len());
+        assert!(s.windows(2).all(|w| w[1] > w[0]));
+        assert!(*s.last().unwrap_or(&0.0) < 3.0);
+        // Denser at the end of the ramp than at its start.
+        let early = s.iter().filter(|t| **t < 1.0).count();
+        let late = s.iter().filter(|t| (1.0..2.0).contains(*t)).count();
+        assert!(late > 2 * early, "early {early}, late {late}");
+    }
+}

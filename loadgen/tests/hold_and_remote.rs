@@ -1,0 +1,146 @@
+//! The hold executor keeps every accepted device connected at once (and the server counts them),
+//! and a remote target gets the fleet's groups over its admin API, judges the devices, and loses
+//! the groups again afterwards.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use dps_loadgen::fleet::DeviceClass;
+use dps_loadgen::metrics::Phase;
+use dps_loadgen::{exit, run_scenario};
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write scenario");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_keeps_every_accepted_device_connected_together() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let scenario = write(
+        dir.path(),
+        "hold.toml",
+        r#"name = "hold-small"
+thresholds = ["mismatches == 0", "errors == 0"]
+[fleet]
+seed = 21
+devices = 40
+mix = { valid = 6, truncated = 1, identity = 1 }
+[executor]
+kind = "hold"
+connect_concurrency = 8
+hold = "1500ms"
+ping_interval = "400ms"
+[device]
+source_addresses = 3
+"#,
+    );
+    let finished = run_scenario(&scenario, Some(&dir.path().join("results")), &|_| {})
+        .await
+        .expect("run");
+    let s = &finished.outcome.summary;
+    assert_eq!(finished.exit_code, exit::PASS, "{:#?}", s.mismatch_examples);
+    let refused = s
+        .classes
+        .get(&DeviceClass::Truncated)
+        .map_or(0, |c| c.devices);
+    let accepted = s.devices - refused;
+    let hold = s.hold.as_ref().expect("hold summary");
+    assert_eq!(
+        hold.held_peak, accepted,
+        "every accepted device held at once"
+    );
+    assert_eq!(
+        hold.server_open_connections,
+        Some(accepted),
+        "the server counts the same connections"
+    );
+    // Pings while holding (about 3 each), and the last one at release.
+    let pings = s.latency[&Phase::Ping].count;
+    assert!(
+        pings >= 2 * accepted,
+        "{pings} pings for {accepted} devices"
+    );
+    assert_eq!(s.provisioned, accepted);
+}
+
+/// A DPS as an operator runs it: `init`'s demo set-up, with the admin API.
+async fn remote_server(dir: &Path) -> (std::net::SocketAddr, std::net::SocketAddr) {
+    dps_server::init::init(dir, false).expect("init");
+    let config = dps_server::config::Config::load(&dir.join("config.toml")).expect("config");
+    let server = Arc::new(dps_server::server::Server::from_config(&config).expect("server"));
+    let devices = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addrs = (
+        devices.local_addr().expect("addr"),
+        admin.local_addr().expect("addr"),
+    );
+    let token = config
+        .admin_token()
+        .expect("token")
+        .expect("init writes one");
+    let state = server.admin_state(&config, token);
+    tokio::spawn(dps_server::admin::serve(
+        admin,
+        state,
+        std::future::pending(),
+    ));
+    tokio::spawn(server.run(devices, std::future::pending()));
+    addrs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_target_gets_the_fleet_groups_and_loses_them_after() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let server_dir = dir.path().join("dps");
+    let (devices, admin) = remote_server(&server_dir).await;
+    let scenario = write(
+        dir.path(),
+        "remote.toml",
+        &format!(
+            r#"name = "remote-small"
+thresholds = ["mismatches == 0", "errors == 0"]
+[target]
+address = "{devices}"
+admin = "http://{admin}"
+admin_token_file = "{token}"
+server_ca = "{ca}"
+[fleet]
+seed = 22
+devices = 30
+mix = {{ valid = 3, unmatched = 1, blacklisted = 1, identity = 1 }}
+[executor]
+kind = "closed-loop"
+concurrency = 4
+"#,
+            token = server_dir.join("admin-token").display(),
+            ca = server_dir.join("server-ca.pem").display(),
+        ),
+    );
+    let finished = run_scenario(&scenario, None, &|_| {}).await.expect("run");
+    let s = &finished.outcome.summary;
+    assert_eq!(finished.exit_code, exit::PASS, "{:#?}", s.mismatch_examples);
+    assert_eq!(s.server.kind, "remote");
+    assert_eq!(s.server_rejections, s.expected_rejections);
+    assert!(s.server.latency["handshake"].count >= s.provisioned);
+    assert!(s.server.peak_rss_bytes.is_some_and(|b| b > 0));
+
+    // Only init's own groups are left.
+    let token = std::fs::read_to_string(server_dir.join("admin-token")).expect("token");
+    let client = dps_loadgen::target::AdminClient::new(
+        &format!("http://{admin}"),
+        Some(token.trim().to_owned()),
+    )
+    .expect("client");
+    let groups: serde_json::Value = client
+        .get_json("/api/v1/enrollment-groups")
+        .await
+        .expect("list");
+    let listed = groups.as_array().map_or(0, Vec::len);
+    assert_eq!(listed, 2, "{groups}");
+}
