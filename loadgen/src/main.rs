@@ -31,6 +31,20 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Run the DPS as `dps-server run` does (used for `[target] spawn`: the fleet's server in its
+    /// own process).
+    #[command(hide = true)]
+    ServerRun {
+        /// The server config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Device port address.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Admin API address.
+        #[arg(long)]
+        admin_listen: Option<String>,
+    },
     /// Print the deltas between two runs (B relative to A): a summary.json or a result directory each.
     Compare {
         /// The baseline run.
@@ -54,6 +68,45 @@ fn live_bar() -> indicatif::ProgressBar {
     bar
 }
 
+/// The spawned server: logs (warnings) on stderr, its ports on stdout, until killed.
+fn server_run(
+    config: &std::path::Path,
+    listen: Option<String>,
+    admin_listen: Option<String>,
+) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let result = tokio::runtime::Runtime::new()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            let config = dps_server::config::Config::load(config).map_err(|e| e.to_string())?;
+            rt.block_on(dps_server::daemon::run(
+                &config,
+                listen,
+                admin_listen,
+                |bound| {
+                    for line in dps_server::daemon::bound_lines(bound) {
+                        println!("{line}");
+                    }
+                },
+                std::future::pending(),
+            ))
+            .map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(dps_loadgen::exit::ABORTED)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (scenario, results, quiet) = match cli.command {
@@ -62,6 +115,11 @@ fn main() -> ExitCode {
             results,
             quiet,
         } => (scenario, results, quiet),
+        Command::ServerRun {
+            config,
+            listen,
+            admin_listen,
+        } => return server_run(&config, listen, admin_listen),
         Command::Compare { a, b } => {
             return match (
                 dps_loadgen::compare::load(&a),

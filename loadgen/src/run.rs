@@ -45,12 +45,13 @@ pub struct ThresholdResult {
 /// The server's side of the run, in the summary.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerSummary {
-    /// `embedded` or `remote`.
+    /// `embedded`, `spawned` or `remote`.
     pub kind: String,
     /// The server's own latency (µs) by histogram: `handshake` (TLS with attestation),
     /// `matching` (authenticate + select), `resource.<step>`. A remote server's cover its life.
     pub latency: BTreeMap<String, Quantiles>,
-    /// The server's peak resident memory, bytes (embedded: the whole process).
+    /// The server's peak resident memory, bytes (remote only; an embedded server shares the
+    /// generator's process, see [`Summary::peak_rss_bytes`]).
     pub peak_rss_bytes: Option<u64>,
 }
 
@@ -211,7 +212,8 @@ pub async fn run(
             next = exec.results.recv() => {
                 let Some((i, run)) = next else { break };
                 if let Some(dev) = fleet.devices.get(i) {
-                    c.record(dev, &run, &fleet, scenario.device.handshake_only, started.elapsed());
+                    let at = run.through.saturating_duration_since(started);
+                    c.record(dev, &run, &fleet, scenario.device.handshake_only, at);
                 }
             }
             Ok(()) = async { all_held.as_mut().expect("guarded").await }, if all_held.is_some() => {

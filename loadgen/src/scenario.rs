@@ -162,6 +162,11 @@ pub struct Stage {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
+    /// Run the fleet's server in a child process instead of in-process: the same server, with its
+    /// own file-descriptor limit (tens of thousands of connections need one per end) and its own
+    /// memory, measured apart from the generator's. Read over its admin API like a remote one.
+    #[serde(default)]
+    pub spawn: bool,
     /// Device port of a running server (`host:port`); absent = embedded server.
     #[serde(default)]
     pub address: Option<String>,
@@ -282,6 +287,12 @@ impl Scenario {
             message,
         };
         let target = &scenario.target;
+        if target.spawn && target.address.is_some() {
+            return Err(invalid(
+                "target.spawn",
+                "a spawned server is the fleet's own; it cannot also have an address".into(),
+            ));
+        }
         if target.address.is_some() {
             if target.admin.is_none() {
                 return Err(invalid(

@@ -25,7 +25,7 @@ pub use admin_client::AdminClient;
 /// What the server says about the run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServerView {
-    /// `embedded` or `remote`.
+    /// `embedded`, `spawned` or `remote`.
     pub kind: String,
     /// The server's histograms (µs): `handshake`, `matching`, `resource.<step>`. For a remote
     /// server they cover its whole life, not only this run.
@@ -34,8 +34,8 @@ pub struct ServerView {
     pub rejections: BTreeMap<String, u64>,
     /// Device connections the server counted open at the hold executor's peak.
     pub open_connections_at_peak: Option<u64>,
-    /// The server's peak resident memory, bytes: for an embedded server this is the whole
-    /// process, generator included.
+    /// The server's peak resident memory, bytes (remote only: an embedded server shares the
+    /// generator's process, whose peak the summary reports).
     pub peak_rss_bytes: Option<u64>,
 }
 
@@ -50,7 +50,7 @@ pub enum Target {
         /// Ends the accept loop.
         stop: tokio::sync::oneshot::Sender<()>,
     },
-    /// Elsewhere.
+    /// Elsewhere: a running server, or one spawned for the run.
     Remote {
         /// Its admin API.
         admin: AdminClient,
@@ -58,7 +58,63 @@ pub enum Target {
         baseline: BTreeMap<String, u64>,
         /// Groups created for this run, deleted at the end.
         groups: Vec<String>,
+        /// The server process, when this run spawned it (killed at the end).
+        child: Option<tokio::process::Child>,
     },
+}
+
+/// The executable a spawned server runs: `$DPS_LOADGEN_SERVER_EXE` (a `dps-loadgen` binary; tests
+/// set it), else this executable.
+fn server_exe() -> Result<std::path::PathBuf, RunError> {
+    match std::env::var_os("DPS_LOADGEN_SERVER_EXE") {
+        Some(p) if !p.is_empty() => Ok(p.into()),
+        _ => Ok(std::env::current_exe()?),
+    }
+}
+
+/// Longest wait for a spawned server to report its ports.
+const SPAWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Start the fleet's server as a child process (`dps-loadgen server-run`) and wait for its ports.
+async fn spawn_server(
+    fleet_dir: &std::path::Path,
+) -> Result<(tokio::process::Child, dps_server::daemon::Bound), RunError> {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(server_exe()?)
+        .arg("server-run")
+        .arg("--config")
+        .arg(fleet_dir.join("config.toml"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| server_err(format!("cannot spawn the server: {e}")))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| server_err("spawned server without stdout"))?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
+    let bound = tokio::time::timeout(SPAWN_TIMEOUT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen.push(line);
+            if let Some(b) = dps_server::daemon::parse_bound(seen.iter().map(String::as_str)) {
+                if b.admin.is_some() {
+                    return Some(b);
+                }
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .ok_or_else(|| server_err("the spawned server exited or did not report its ports"))?;
+    // Keep draining its stdout so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, bound))
 }
 
 /// A started target: where devices connect and what they trust.
@@ -83,6 +139,26 @@ pub async fn start(
     fleet_dir: &std::path::Path,
 ) -> Result<Started, RunError> {
     let verify = !scenario.device.skip_server_verification;
+    if scenario.target.spawn {
+        let (child, bound) = spawn_server(fleet_dir).await?;
+        let token = std::fs::read_to_string(fleet_dir.join("admin-token"))?;
+        let admin_addr = bound
+            .admin
+            .ok_or_else(|| server_err("spawned server without admin API"))?;
+        let admin = AdminClient::new(&format!("http://{admin_addr}"), Some(token.trim().into()))
+            .map_err(server_err)?;
+        let baseline = admin.rejections().await.map_err(server_err)?;
+        return Ok(Started {
+            target: Target::Remote {
+                admin,
+                baseline,
+                groups: Vec::new(),
+                child: Some(child),
+            },
+            addr: bound.devices,
+            server_ca: verify.then(|| fleet.server_ca.clone()),
+        });
+    }
     let Some(address) = &scenario.target.address else {
         let config = Config::load(&fleet_dir.join("config.toml")).map_err(server_err)?;
         let server = Arc::new(Server::from_config(&config).map_err(server_err)?);
@@ -142,6 +218,7 @@ pub async fn start(
             admin,
             baseline,
             groups,
+            child: None,
         },
         addr,
         server_ca,
@@ -173,13 +250,15 @@ impl Target {
                         .filter(|(_, n)| *n > 0)
                         .collect(),
                     open_connections_at_peak: None,
-                    peak_rss_bytes: dps_server::metrics::resident_memory().map(|m| m.peak),
+                    // One process: the summary's own peak covers both.
+                    peak_rss_bytes: None,
                 }
             }
             Target::Remote {
                 admin,
                 baseline,
                 groups,
+                child,
             } => {
                 let histograms = admin
                     .get_json::<HistogramSnapshot>("/api/v1/histograms")
@@ -206,8 +285,13 @@ impl Target {
                         .delete(&format!("/api/v1/enrollment-groups/{id}"))
                         .await;
                 }
+                let kind = if child.is_some() { "spawned" } else { "remote" };
+                if let Some(mut child) = child {
+                    // Its store is in memory: nothing to flush.
+                    let _ = child.kill().await;
+                }
                 ServerView {
-                    kind: "remote".into(),
+                    kind: kind.into(),
                     histograms,
                     rejections,
                     open_connections_at_peak: None,

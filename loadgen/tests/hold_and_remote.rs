@@ -16,13 +16,17 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hold_keeps_every_accepted_device_connected_together() {
+async fn hold_keeps_every_accepted_device_connected_together_on_a_spawned_server() {
+    // The test binary is not dps-loadgen: point the spawn at the real one.
+    std::env::set_var("DPS_LOADGEN_SERVER_EXE", env!("CARGO_BIN_EXE_dps-loadgen"));
     let dir = tempfile::tempdir().expect("tmp");
     let scenario = write(
         dir.path(),
         "hold.toml",
         r#"name = "hold-small"
 thresholds = ["mismatches == 0", "errors == 0"]
+[target]
+spawn = true
 [fleet]
 seed = 21
 devices = 40
@@ -63,6 +67,12 @@ source_addresses = 3
         "{pings} pings for {accepted} devices"
     );
     assert_eq!(s.provisioned, accepted);
+    assert_eq!(s.server.kind, "spawned");
+    assert_eq!(s.server_rejections, s.expected_rejections);
+    assert!(
+        s.server.peak_rss_bytes.is_some_and(|b| b > 0),
+        "the spawned server's own memory"
+    );
 }
 
 /// A DPS as an operator runs it: `init`'s demo set-up, with the admin API.

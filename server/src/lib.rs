@@ -5,6 +5,7 @@ pub mod admin;
 pub mod check_chain;
 pub mod config;
 pub mod connection;
+pub mod daemon;
 pub mod enrollment;
 pub mod init;
 pub mod metrics;

@@ -76,6 +76,8 @@ pub struct DeviceRun {
     pub observed: Observed,
     /// Measured phases.
     pub phases: Vec<(Phase, Duration)>,
+    /// When the device was through its flow (before any hold): its place on the run's timeline.
+    pub through: Instant,
 }
 
 /// What all devices of a run share.
@@ -140,6 +142,7 @@ pub async fn run_then(
         ),
     };
     phases.push((Phase::Total, scheduled.elapsed()));
+    let through_at = Instant::now();
     through();
     let observed = match (&ctx.hold, session) {
         (Some(control), Some(session)) => hold::hold(session, control, observed, &mut phases).await,
@@ -149,7 +152,11 @@ pub async fn run_then(
         }
         (None, _) => observed,
     };
-    DeviceRun { observed, phases }
+    DeviceRun {
+        observed,
+        phases,
+        through: through_at,
+    }
 }
 
 fn stream_failure(step: &str, e: &StreamError) -> Observed {

@@ -19,7 +19,7 @@ use crate::scenario::FleetSpec;
 
 /// Version of the on-disk format and of the generator: bump it when either changes, so that old
 /// entries are regenerated instead of misread.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// Entries older than this are regenerated (device certificates are valid for five years, but a
 /// fleet should not silently age across releases).

@@ -425,6 +425,18 @@ pub fn build(spec: &FleetSpec, dir: &Path) -> Result<Fleet, FleetError> {
     config.enrollment_group = tables.clone();
     // Nothing of a load run needs to outlive it.
     config.store.path = dps_server::config::IN_MEMORY_STORE.into();
+    // A spawned server (`[target] spawn`) serves its admin API on an ephemeral loopback port.
+    config.admin = Some(dps_server::config::AdminSection {
+        listen: "127.0.0.1:0".into(),
+        token_file: Some("admin-token".into()),
+        token: None,
+    });
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    write(dir, "admin-token", &token)?;
     write(dir, "config.toml", &toml::to_string_pretty(&config)?)?;
     Ok(Fleet {
         devices,

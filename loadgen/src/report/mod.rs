@@ -193,7 +193,9 @@ pub fn markdown(s: &Summary) -> String {
         } else {
             "generator"
         },
-        s.server.peak_rss_bytes.map_or_else(|| "?".into(), mib),
+        s.server
+            .peak_rss_bytes
+            .map_or_else(|| "in the same process".into(), mib),
         s.open_files_limit,
         if s.fleet_reused {
             "reused from the cache"

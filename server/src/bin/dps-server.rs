@@ -69,95 +69,20 @@ async fn run(
     listen: Option<String>,
     admin_listen: Option<String>,
 ) -> anyhow::Result<()> {
-    use anyhow::Context as _;
     let config = dps_server::config::Config::load(&config)?;
-    let server = std::sync::Arc::new(dps_server::server::Server::from_config(&config)?);
-    let section = config
-        .file
-        .server
-        .as_ref()
-        .context("the config has no [server] section")?;
-    let addr = listen.unwrap_or_else(|| section.listen.clone());
-    // Every device connection is a file descriptor: take the soft limit up to the hard one.
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::info!(limit, "open-file limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
-    }
-    let listener = listen_deep(&addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let bound = listener.local_addr()?;
-    let store = match server.store().path() {
-        Some(path) => path.display().to_string(),
-        None => dps_server::config::IN_MEMORY_STORE.to_owned(),
-    };
-    tracing::info!(store = %store, "store opened");
-    tracing::info!(
-        groups = server.arena().load().len(),
-        hubs = server.provisioner().hubs().len(),
-        "loaded enrollment groups"
-    );
-    tracing::info!(address = %bound, "device port listening (coaps+tcp)");
-    println!("dps-server listening on {bound}");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let admin_addr = admin_listen.or_else(|| config.file.admin.as_ref().map(|a| a.listen.clone()));
-    let admin_task = match admin_addr {
-        None => None,
-        Some(addr) => {
-            let token = config.admin_token()?.context(
-                "the admin API needs a token: [admin] token_file or token, or DPS_ADMIN_TOKEN",
-            )?;
-            let admin_listener = tokio::net::TcpListener::bind(&addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (admin API)"))?;
-            let admin_bound = admin_listener.local_addr()?;
-            if !admin_bound.ip().is_loopback() {
-                tracing::warn!(address = %admin_bound, "the admin API listens beyond loopback");
+    dps_server::daemon::run(
+        &config,
+        listen,
+        admin_listen,
+        |bound| {
+            for line in dps_server::daemon::bound_lines(bound) {
+                println!("{line}");
             }
-            tracing::info!(address = %admin_bound, "admin API listening (http)");
-            println!("dps-server admin listening on {admin_bound}");
-            let state = server.admin_state(&config, token);
-            Some(tokio::spawn(dps_server::admin::serve(
-                admin_listener,
-                state,
-                stopped(stop_rx.clone()),
-            )))
-        }
-    };
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    server.run(listener, stopped(stop_rx)).await;
-    if let Some(task) = admin_task {
-        if let Ok(Err(e)) = task.await {
-            tracing::warn!(error = %e, "admin API stopped with an error");
-        }
-    }
-    tracing::info!("stopped");
+        },
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
-}
-
-/// Listen with a backlog of 4096 instead of tokio's 1024: bursts of thousands of device connects
-/// queue instead of being dropped (the kernel caps it at `net.core.somaxconn`).
-async fn listen_deep(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
-    let mut last = None;
-    for a in tokio::net::lookup_host(addr).await? {
-        let socket = if a.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        match socket.bind(a).and_then(|()| socket.listen(4096)) {
-            Ok(l) => return Ok(l),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| std::io::Error::other("the address resolves to nothing")))
 }
 
 async fn shutdown_signal() {
