@@ -59,7 +59,7 @@ pub enum Target {
         /// Groups created for this run, deleted at the end.
         groups: Vec<String>,
         /// The server process, when this run spawned it (killed at the end).
-        child: Option<tokio::process::Child>,
+        child: Option<Box<tokio::process::Child>>,
     },
 }
 
@@ -153,7 +153,7 @@ pub async fn start(
                 admin,
                 baseline,
                 groups: Vec::new(),
-                child: Some(child),
+                child: Some(Box::new(child)),
             },
             addr: bound.devices,
             server_ca: verify.then(|| fleet.server_ca.clone()),
