@@ -44,6 +44,9 @@ enum Command {
         /// Admin API address.
         #[arg(long)]
         admin_listen: Option<String>,
+        /// Store file, overriding `[store] path`.
+        #[arg(long)]
+        store: Option<String>,
     },
     /// Print the deltas between two runs (B relative to A): a summary.json or a result directory each.
     Compare {
@@ -73,6 +76,7 @@ fn server_run(
     config: &std::path::Path,
     listen: Option<String>,
     admin_listen: Option<String>,
+    store: Option<String>,
 ) -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -84,7 +88,10 @@ fn server_run(
     let result = tokio::runtime::Runtime::new()
         .map_err(|e| e.to_string())
         .and_then(|rt| {
-            let config = dps_server::config::Config::load(config).map_err(|e| e.to_string())?;
+            let mut config = dps_server::config::Config::load(config).map_err(|e| e.to_string())?;
+            if let Some(store) = store {
+                config.file.store.path = store;
+            }
             rt.block_on(dps_server::daemon::run(
                 &config,
                 listen,
@@ -119,7 +126,8 @@ fn main() -> ExitCode {
             config,
             listen,
             admin_listen,
-        } => return server_run(&config, listen, admin_listen),
+            store,
+        } => return server_run(&config, listen, admin_listen, store),
         Command::Compare { a, b } => {
             return match (
                 dps_loadgen::compare::load(&a),

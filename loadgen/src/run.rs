@@ -173,7 +173,9 @@ pub async fn run(
     let fleet = Arc::new(ready.fleet);
     let embedded = scenario.target.address.is_none();
     let limit = system::raise_open_files(system::descriptors_for(fleet.devices.len(), embedded))?;
-    let started_target = target::start(scenario, &fleet, ready.dir.path()).await?;
+    let store_dir = tempfile::tempdir()?;
+    let started_target =
+        target::start(scenario, &fleet, ready.dir.path(), store_dir.path()).await?;
     let ctx = DeviceContext {
         addr: started_target.addr,
         server_ca: started_target.server_ca,

@@ -78,6 +78,7 @@ const SPAWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Start the fleet's server as a child process (`dps-loadgen server-run`) and wait for its ports.
 async fn spawn_server(
     fleet_dir: &std::path::Path,
+    store: &str,
 ) -> Result<(tokio::process::Child, dps_server::daemon::Bound), RunError> {
     use tokio::io::AsyncBufReadExt as _;
     let mut child = tokio::process::Command::new(server_exe()?)
@@ -85,6 +86,7 @@ async fn spawn_server(
         .arg("--config")
         .arg(fleet_dir.join("config.toml"))
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--store", store])
         .env("RUST_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -127,6 +129,15 @@ pub struct Started {
     pub server_ca: Option<CertificateDer<'static>>,
 }
 
+/// The run's own store file: on disk as a real DPS keeps it (an in-memory store would count every
+/// provisioning record against the process's memory), fresh for every run.
+fn store_path(store_dir: &std::path::Path) -> Result<String, RunError> {
+    let path = store_dir.join("dps.redb");
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| server_err(format!("store path {} is not UTF-8", path.display())))
+}
+
 fn server_err(e: impl std::fmt::Display) -> RunError {
     RunError::Server(e.to_string())
 }
@@ -137,10 +148,11 @@ pub async fn start(
     scenario: &Scenario,
     fleet: &Fleet,
     fleet_dir: &std::path::Path,
+    store_dir: &std::path::Path,
 ) -> Result<Started, RunError> {
     let verify = !scenario.device.skip_server_verification;
     if scenario.target.spawn {
-        let (child, bound) = spawn_server(fleet_dir).await?;
+        let (child, bound) = spawn_server(fleet_dir, &store_path(store_dir)?).await?;
         let token = std::fs::read_to_string(fleet_dir.join("admin-token"))?;
         let admin_addr = bound
             .admin
@@ -160,7 +172,8 @@ pub async fn start(
         });
     }
     let Some(address) = &scenario.target.address else {
-        let config = Config::load(&fleet_dir.join("config.toml")).map_err(server_err)?;
+        let mut config = Config::load(&fleet_dir.join("config.toml")).map_err(server_err)?;
+        config.file.store.path = store_path(store_dir)?;
         let server = Arc::new(Server::from_config(&config).map_err(server_err)?);
         // A deep accept backlog: bursts of thousands of connects must queue, not be dropped.
         let socket = TcpSocket::new_v4()?;

@@ -412,7 +412,10 @@ impl Server {
         let _open = self.metrics.connection_guard();
         let handshake = Duration::from_millis(self.limits.handshake_timeout_ms);
         let started = std::time::Instant::now();
-        let tls = match tokio::time::timeout(handshake, self.acceptor.accept(stream)).await {
+        // Boxed: the handshake's state is large and needed once; the connection task should not
+        // carry room for it while it serves (or idles) afterwards.
+        let accept = Box::pin(self.acceptor.accept(stream));
+        let tls = match tokio::time::timeout(handshake, accept).await {
             Err(_) => {
                 self.metrics.record_handshake_failure();
                 tracing::debug!(%peer, "TLS handshake timed out");

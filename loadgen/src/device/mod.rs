@@ -131,7 +131,10 @@ pub async fn run_then(
     through: impl FnOnce() + Send,
 ) -> DeviceRun {
     let mut phases = Vec::with_capacity(14);
-    let result = tokio::time::timeout(ctx.timeout, flow::flow(dev, ctx, &mut phases)).await;
+    // Boxed: the flow's state is large and only needed until the device is through; a held
+    // device's task then keeps just the session.
+    let flow = Box::pin(flow::flow(dev, ctx, &mut phases));
+    let result = tokio::time::timeout(ctx.timeout, flow).await;
     let (observed, session) = match result {
         Ok(done) => done,
         Err(_) => (

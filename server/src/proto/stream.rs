@@ -19,6 +19,17 @@ pub enum StreamError {
     Truncated(usize),
 }
 
+/// Bytes asked of the transport per read once a frame has started; larger frames take a few reads.
+const READ_CHUNK: usize = 2048;
+
+/// Bytes asked of the transport while waiting for a new frame: an idle connection waits with this
+/// much buffer (a Ping or a typical request fits).
+const IDLE_CHUNK: usize = 256;
+
+/// Buffers above this capacity are released once drained: an idle connection (tens of thousands
+/// of them are held at once) should not keep the largest frame it ever saw.
+const KEEP_CAPACITY: usize = 1024;
+
 /// A framed CoAP-over-TCP stream.
 #[derive(Debug)]
 pub struct FramedIo<S> {
@@ -43,17 +54,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, StreamError> {
         loop {
             if let Some(frame) = self.decoder.decode(&mut self.read_buf)? {
+                if self.read_buf.is_empty() && self.read_buf.capacity() > KEEP_CAPACITY {
+                    self.read_buf = Vec::new();
+                }
                 return Ok(Some(frame));
             }
-            let mut chunk = [0u8; 2048];
-            let n = self.io.read(&mut chunk).await?;
+            // Read straight into the buffer's spare room: no chunk kept in the future's state
+            // while the connection idles.
+            let want = if self.read_buf.is_empty() {
+                IDLE_CHUNK
+            } else {
+                READ_CHUNK
+            };
+            self.read_buf.reserve(want);
+            let n = self.io.read_buf(&mut self.read_buf).await?;
             if n == 0 {
                 return match self.read_buf.len() {
                     0 => Ok(None),
                     pending => Err(StreamError::Truncated(pending)),
                 };
             }
-            self.read_buf.extend_from_slice(&chunk[..n]);
         }
     }
 
@@ -63,6 +83,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
         frame.encode(&mut self.write_buf)?;
         self.io.write_all(&self.write_buf).await?;
         self.io.flush().await?;
+        if self.write_buf.capacity() > KEEP_CAPACITY {
+            self.write_buf = Vec::new();
+        }
         Ok(())
     }
 

@@ -67,6 +67,10 @@ fn uuid_key(kind: &str, id: &str) -> Result<String, StoreError> {
         .map_err(|_| store_err(format!("{kind} id {id:?} is not a UUID")))
 }
 
+/// redb's page cache (its default is 1 GiB): records are written far more than read back, and a
+/// server holding tens of thousands of connections should not spend its memory caching them.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The durable state of one DPS.
 pub struct Store {
     db: Database,
@@ -83,7 +87,9 @@ impl Store {
     /// Open the database file at `path`, creating it (and its tables) if missing. Fails on a file
     /// that is not a redb database, is corrupt, or is open in another process.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
             .map_err(|e| store_err(format!("cannot open the database: {e}")))?;
         Self::init(db, Some(path.to_owned()))
     }
