@@ -16,13 +16,14 @@ use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
 use crate::config::{Config, ConfigError, LimitsSection, StoreLocation};
-use crate::connection::{self, ConnectionLimits, DeviceSession, RequestRate};
+use crate::connection::{self, ConnectionLimits, DeviceSession, Profile, RequestRate};
 use crate::enrollment::{Arena, CertId, EnrollmentGroup, GroupError};
 use crate::metrics::Metrics;
 use crate::provision::{Hub, Identities, IdentityCa, ProvisionError, Provisioner};
 use crate::records::{Persistence, StoreError};
 use crate::store::{RecordWriter, Store};
 use crate::tls::{self, AttestationVerifier, IdentityAnchorError, TlsConfigError};
+use crate::tpm::{Attestor, TpmEnrollmentError, TpmEnrollments, DEFAULT_CHALLENGE_TTL};
 
 /// How long shutdown waits for open connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,6 +73,9 @@ pub enum ServerError {
         /// Why.
         reason: ConfigError,
     },
+    /// An individual TPM enrollment is invalid or conflicts with another.
+    #[error(transparent)]
+    TpmEnrollment(#[from] TpmEnrollmentError),
     /// A stored group or hub has the id of one in the config.
     #[error("{kind} {id}: {stored} in the store has the same id as {configured} in the config")]
     DuplicateId {
@@ -92,6 +96,7 @@ pub struct Server {
     verifier: Arc<AttestationVerifier>,
     acceptor: TlsAcceptor,
     provisioner: Arc<Provisioner>,
+    attestor: Attestor,
     limits: LimitsSection,
     rate: RequestRate,
     store: Arc<Store>,
@@ -250,7 +255,24 @@ impl Server {
             validity,
             identities,
         ));
-        Self::new(arena, chain, key, provisioner, config.file.limits, store)
+        let tpm = TpmEnrollments::with(config.tpm_enrollments.clone())?;
+        let ttl = Duration::from_millis(config.file.tpm.challenge_ttl_ms);
+        Ok(
+            Self::new(arena, chain, key, provisioner, config.file.limits, store)?
+                .with_tpm(Arc::new(tpm), ttl),
+        )
+    }
+
+    /// Serve the TPM nonce challenge with these individual enrollments and challenge lifetime
+    /// (by default: no individual enrollment, TPM enrollment groups only, 30 s).
+    pub fn with_tpm(mut self, enrollments: Arc<TpmEnrollments>, challenge_ttl: Duration) -> Self {
+        self.attestor = Attestor::new(self.arena.clone(), enrollments, challenge_ttl);
+        self
+    }
+
+    /// The TPM attestor: individual TPM enrollments (admin updates go here), challenge lifetime.
+    pub fn attestor(&self) -> &Attestor {
+        &self.attestor
     }
 
     /// A server over an existing arena, provisioner and store. Identity certificates signed by
@@ -279,7 +301,13 @@ impl Server {
                 location: store_location(&store),
                 reason,
             })?;
+        let attestor = Attestor::new(
+            arena.clone(),
+            Arc::new(TpmEnrollments::new()),
+            DEFAULT_CHALLENGE_TTL,
+        );
         Ok(Self {
+            attestor,
             arena,
             verifier,
             acceptor: TlsAcceptor::from(Arc::new(config)),
@@ -446,7 +474,7 @@ impl Server {
                         (None, None) => return,
                     };
                     Some(DeviceSession {
-                        group,
+                        profile: Profile::Group(group),
                         common_name: a.accepted.common_name,
                         leaf,
                         device_id: a.identity.map(|i| i.device_id),
@@ -463,6 +491,7 @@ impl Server {
             tls,
             device,
             &self.provisioner,
+            &self.attestor,
             limits,
             &self.rate,
             &self.records,
