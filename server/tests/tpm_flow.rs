@@ -29,7 +29,12 @@ async fn fixture(ttl_ms: u64) -> Fixture {
     let dir = tempfile::tempdir().expect("tmp");
     let enrolled = soft(EkKind::EccP256, AkKind::EccP256);
     let vendor = TpmVendor::new("Acme");
-    setup(dir.path(), &enrolled, &vendor, ttl_ms);
+    setup(
+        dir.path(),
+        &enrolled.ek().public().to_tpm2b(),
+        &vendor,
+        ttl_ms,
+    );
     let running = start(dir.path()).await;
     Fixture {
         dir,

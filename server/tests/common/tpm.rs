@@ -45,17 +45,17 @@ impl TpmVendor {
     }
 }
 
-/// `init`'s demo set-up plus: `individual` enrolled as [`INDIVIDUAL`] (owner `tpm-owner`), a TPM
-/// enrollment group [`TPM_GROUP`] over `vendor`'s chain (lead: its intermediate), and challenges
-/// that live `ttl_ms`.
-pub fn setup(dir: &Path, individual: &SoftTpm, vendor: &TpmVendor, ttl_ms: u64) {
+/// `init`'s demo set-up plus: the EK `individual_ek` (TPM2B_PUBLIC) enrolled as [`INDIVIDUAL`]
+/// (owner `tpm-owner`), a TPM enrollment group [`TPM_GROUP`] over `vendor`'s chain (lead: its
+/// intermediate), and challenges that live `ttl_ms`.
+pub fn setup(dir: &Path, individual_ek: &[u8], vendor: &TpmVendor, ttl_ms: u64) {
     init(dir, false).expect("init");
     std::fs::write(
         dir.join("tpm-vendor.pem"),
         chain_pem([vendor.int.der(), vendor.root.der()]),
     )
     .expect("write vendor chain");
-    let ek = base64::engine::general_purpose::STANDARD.encode(individual.ek().public().to_tpm2b());
+    let ek = base64::engine::general_purpose::STANDARD.encode(individual_ek);
     let hub = ids::HUB;
     let extra = format!(
         r#"
@@ -77,7 +77,7 @@ owner = "tpm-fleet-owner"
 certificate_chain = "tpm-vendor.pem"
 hub_ids = ["{hub}"]
 "#,
-        reg = individual.registration_id()
+        reg = dps_server::tpm::registration_id(individual_ek)
     );
     let path = dir.join("config.toml");
     let mut text = std::fs::read_to_string(&path).expect("config");
