@@ -23,7 +23,9 @@ use crate::provision::{Hub, Identities, IdentityCa, ProvisionError, Provisioner}
 use crate::records::{Persistence, StoreError};
 use crate::store::{RecordWriter, Store};
 use crate::tls::{self, AttestationVerifier, IdentityAnchorError, TlsConfigError};
-use crate::tpm::{Attestor, TpmEnrollmentError, TpmEnrollments, DEFAULT_CHALLENGE_TTL};
+use crate::tpm::{
+    Attestor, TpmEnrollment, TpmEnrollmentError, TpmEnrollments, DEFAULT_CHALLENGE_TTL,
+};
 
 /// How long shutdown waits for open connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -255,19 +257,22 @@ impl Server {
             validity,
             identities,
         ));
-        let tpm = TpmEnrollments::with(config.tpm_enrollments.clone())?;
         let ttl = Duration::from_millis(config.file.tpm.challenge_ttl_ms);
-        Ok(
-            Self::new(arena, chain, key, provisioner, config.file.limits, store)?
-                .with_tpm(Arc::new(tpm), ttl),
-        )
+        Self::new(arena, chain, key, provisioner, config.file.limits, store)?
+            .with_tpm(config.tpm_enrollments.clone(), ttl)
     }
 
     /// Serve the TPM nonce challenge with these individual enrollments and challenge lifetime
     /// (by default: no individual enrollment, TPM enrollment groups only, 30 s).
-    pub fn with_tpm(mut self, enrollments: Arc<TpmEnrollments>, challenge_ttl: Duration) -> Self {
-        self.attestor = Attestor::new(self.arena.clone(), enrollments, challenge_ttl);
-        self
+    pub fn with_tpm(
+        mut self,
+        enrollments: Vec<TpmEnrollment>,
+        challenge_ttl: Duration,
+    ) -> Result<Self, ServerError> {
+        let published = self.attestor.enrollments().clone();
+        published.replace_all(enrollments)?;
+        self.attestor = Attestor::new(self.arena.clone(), published, challenge_ttl);
+        Ok(self)
     }
 
     /// The TPM attestor: individual TPM enrollments (admin updates go here), challenge lifetime.
@@ -287,9 +292,11 @@ impl Server {
         store: Arc<Store>,
     ) -> Result<Self, ServerError> {
         let metrics = Arc::new(Metrics::new());
+        let tpm = Arc::new(TpmEnrollments::new());
         let verifier = Arc::new(
             AttestationVerifier::new(arena.clone())
                 .with_metrics(metrics.clone())
+                .with_tpm_enrollments(tpm.clone())
                 .with_identities(
                     provisioner.identity_ca().chain(),
                     provisioner.identities().clone(),
@@ -301,11 +308,7 @@ impl Server {
                 location: store_location(&store),
                 reason,
             })?;
-        let attestor = Attestor::new(
-            arena.clone(),
-            Arc::new(TpmEnrollments::new()),
-            DEFAULT_CHALLENGE_TTL,
-        );
+        let attestor = Attestor::new(arena.clone(), tpm, DEFAULT_CHALLENGE_TTL);
         Ok(Self {
             attestor,
             arena,
@@ -465,8 +468,14 @@ impl Server {
             None => None,
             Some(certs) => match self.verifier.admission_for(certs) {
                 Ok(a) => {
-                    let Some(group) = self.arena.load().group(&a.accepted.group).cloned() else {
-                        return; // the group was deleted during the handshake
+                    let id = &a.accepted.group;
+                    let profile = match self.arena.load().group(id).cloned() {
+                        Some(group) => Profile::Group(group),
+                        // A TPM's identity certificate may belong to an individual enrollment.
+                        None => match self.attestor.enrollments().by_id(id) {
+                            Some(e) => Profile::Individual(e),
+                            None => return, // deleted during the handshake
+                        },
                     };
                     let leaf = match (a.identity, certs.first()) {
                         (Some(identity), _) => identity.record,
@@ -474,7 +483,7 @@ impl Server {
                         (None, None) => return,
                     };
                     Some(DeviceSession {
-                        profile: Profile::Group(group),
+                        profile,
                         common_name: a.accepted.common_name,
                         leaf,
                         device_id: a.identity.map(|i| i.device_id),

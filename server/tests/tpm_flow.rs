@@ -104,7 +104,6 @@ async fn individually_enrolled_tpm_attests_then_provisions_like_an_x509_device()
         .await
         .expect("credentials");
     let identity = identity_of(&resp);
-    assert!(!identity.is_empty());
     let acls: AclsResponse = decoded(
         &dev.exchange(&request(Code::GET, 5, "/api/v1/provisioning/acls"))
             .await
@@ -112,6 +111,25 @@ async fn individually_enrolled_tpm_attests_then_provisions_like_an_x509_device()
         Code::CONTENT,
     );
     assert!(!acls.aclist2.is_empty());
+
+    // Later the device comes back with the identity certificate it was issued.
+    let back = Provisioned {
+        device_id,
+        key,
+        identity,
+    };
+    let tls = connect(f.dir.path(), f.running.addr, Some(back.identity_auth()))
+        .await
+        .expect("identity handshake");
+    let mut again = dps_server::proto::stream::FramedIo::new(tls, 64 * 1024);
+    let own: OwnershipResponse = decoded(
+        &again
+            .exchange(&request(Code::GET, 6, "/api/v1/provisioning/ownership"))
+            .await
+            .expect("ownership again"),
+        Code::CONTENT,
+    );
+    assert_eq!(own.devowneruuid, expected_owner.to_string());
 
     // The record is keyed by the EK and names the enrollment.
     f.running.server.records().flush().await.expect("flush");
