@@ -258,8 +258,20 @@ impl Server {
             identities,
         ));
         let ttl = Duration::from_millis(config.file.tpm.challenge_ttl_ms);
-        Self::new(arena, chain, key, provisioner, config.file.limits, store)?
-            .with_tpm(config.tpm_enrollments.clone(), ttl)
+        let mut tpm = config.tpm_enrollments.clone();
+        for stored in store.tpm_enrollments().map_err(store_err)? {
+            let e = stored.resolve(Path::new(""))?;
+            if let Some(c) = tpm.iter().find(|c| c.def.id == e.def.id) {
+                return Err(ServerError::DuplicateId {
+                    kind: "TPM enrollment",
+                    id: e.def.id,
+                    stored: format!("{:?}", e.def.name),
+                    configured: format!("{:?}", c.def.name),
+                });
+            }
+            tpm.push(e);
+        }
+        Self::new(arena, chain, key, provisioner, config.file.limits, store)?.with_tpm(tpm, ttl)
     }
 
     /// Serve the TPM nonce challenge with these individual enrollments and challenge lifetime
@@ -338,6 +350,8 @@ impl Server {
                 .filter_map(|h| Uuid::parse_str(&h.id).ok())
                 .collect(),
             provisioner: Some(self.provisioner.clone()),
+            tpm: Some(self.attestor.enrollments().clone()),
+            static_tpm_ids: config.tpm_enrollments.iter().map(|e| e.def.id).collect(),
         }
     }
 
