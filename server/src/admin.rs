@@ -7,6 +7,8 @@
 //!   replace (PUT) and delete. Groups and hubs from the config file are read-only here (409).
 //!   A change is written to the store first and published to the arena after, so an acknowledged
 //!   change is durable.
+//! - `/api/v1/tpm-enrollments[/{id}]`: individual TPM enrollments (list, create, read, delete),
+//!   the EK as base64 TPM2B_PUBLIC; config-file ones are read-only.
 //! - `/api/v1/provisioning-records[/{key-or-device-id}]` and `/api/v1/histograms`.
 //!
 //! Bodies are JSON, at most 1 MiB (413 beyond). Every error is answered as `{"error": "<reason>"}`.
@@ -36,6 +38,7 @@ mod hubs;
 mod records;
 #[cfg(test)]
 mod tests;
+mod tpm;
 
 /// Largest request body accepted, bytes.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -60,6 +63,11 @@ pub struct AdminState {
     /// The running server's provisioner, which hands hubs to devices: hub changes made over the
     /// API are applied to it once stored. `None` when the API runs without a server (tests).
     pub provisioner: Option<Arc<crate::provision::Provisioner>>,
+    /// The running server's individual TPM enrollments: changes made over the API are published
+    /// here once stored. `None` when the API runs without a server (the TPM routes then answer 503).
+    pub tpm: Option<Arc<crate::tpm::TpmEnrollments>>,
+    /// Individual TPM enrollments defined in the config file: read-only over the API.
+    pub static_tpm_ids: HashSet<Uuid>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -98,6 +106,8 @@ pub fn router(state: AdminState) -> Router {
             "/hubs/{id}",
             get(hubs::get).put(hubs::replace).delete(hubs::delete),
         )
+        .route("/tpm-enrollments", get(tpm::list).post(tpm::create))
+        .route("/tpm-enrollments/{id}", get(tpm::get).delete(tpm::delete))
         .route("/provisioning-records", get(records::list))
         .route("/provisioning-records/{key}", get(records::get))
         .route("/histograms", get(histograms))

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::enrollment::{
-    certs_from_pem, EnrollmentGroup, GroupError, GroupErrorKind, LeadSelector,
+    certs_from_pem, Attestation, EnrollmentGroup, GroupError, GroupErrorKind, LeadSelector,
 };
+use crate::tpm::enrollment::{TpmEnrollment, TpmEnrollmentConfig, TpmEnrollmentError};
 
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,9 @@ pub enum ConfigError {
     /// A group is invalid.
     #[error(transparent)]
     Group(#[from] GroupError),
+    /// An individual TPM enrollment is invalid.
+    #[error(transparent)]
+    TpmEnrollment(#[from] TpmEnrollmentError),
 }
 
 /// One `[[enrollment_group]]` table as written in the file.
@@ -235,6 +239,38 @@ pub struct ConfigFile {
     /// Enrollment groups.
     #[serde(default)]
     pub enrollment_group: Vec<GroupConfig>,
+    /// TPM enrollment groups: the same tables, whose chain is a TPM manufacturer CA chain that
+    /// EK certificates chain to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tpm_enrollment_group: Vec<GroupConfig>,
+    /// Individual TPM enrollments (one EK each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tpm_enrollment: Vec<TpmEnrollmentConfig>,
+    /// TPM attestation settings.
+    #[serde(default, skip_serializing_if = "TpmSection::is_default")]
+    pub tpm: TpmSection,
+}
+
+/// `[tpm]`: the TPM nonce challenge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TpmSection {
+    /// How long a challenge may be answered, milliseconds (default 30 000).
+    pub challenge_ttl_ms: u64,
+}
+
+impl TpmSection {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Default for TpmSection {
+    fn default() -> Self {
+        Self {
+            challenge_ttl_ms: 30_000,
+        }
+    }
 }
 
 /// A loaded config: groups resolved into the model (PEM read, ids parsed), not yet validated
@@ -245,8 +281,10 @@ pub struct Config {
     pub path: PathBuf,
     /// The raw tables.
     pub file: ConfigFile,
-    /// Groups in file order.
+    /// Groups in file order: `[[enrollment_group]]` then `[[tpm_enrollment_group]]`.
     pub groups: Vec<EnrollmentGroup>,
+    /// Individual TPM enrollments in file order.
+    pub tpm_enrollments: Vec<TpmEnrollment>,
 }
 
 impl Config {
@@ -303,16 +341,27 @@ impl Config {
             message: e.to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let groups = file
+        let x509 = file
             .enrollment_group
             .iter()
             .enumerate()
-            .map(|(i, g)| resolve_group(i, g, base))
+            .map(|(i, g)| resolve_group(i, g, base, Attestation::X509));
+        let tpm = file
+            .tpm_enrollment_group
+            .iter()
+            .enumerate()
+            .map(|(i, g)| resolve_group(i, g, base, Attestation::Tpm));
+        let groups = x509.chain(tpm).collect::<Result<_, _>>()?;
+        let tpm_enrollments = file
+            .tpm_enrollment
+            .iter()
+            .map(|e| e.resolve(base))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             path: path.to_owned(),
             file,
             groups,
+            tpm_enrollments,
         })
     }
 }
@@ -321,7 +370,21 @@ impl GroupConfig {
     /// Resolve an admin-managed group (stored with its chain as inline PEM) into the model; a
     /// relative chain path resolves against `base`.
     pub fn resolve(&self, base: &Path) -> Result<EnrollmentGroup, ConfigError> {
-        resolve_group_labelled(format!("{:?} ({})", self.name, self.id), self, base)
+        self.resolve_as(base, Attestation::X509)
+    }
+
+    /// [`GroupConfig::resolve`] for a group of the given kind (TPM groups share the table shape).
+    pub fn resolve_as(
+        &self,
+        base: &Path,
+        attestation: Attestation,
+    ) -> Result<EnrollmentGroup, ConfigError> {
+        resolve_group_labelled(
+            format!("{:?} ({})", self.name, self.id),
+            self,
+            base,
+            attestation,
+        )
     }
 }
 
@@ -329,14 +392,25 @@ fn resolve_group(
     index: usize,
     g: &GroupConfig,
     base: &Path,
+    attestation: Attestation,
 ) -> Result<EnrollmentGroup, ConfigError> {
-    resolve_group_labelled(format!("#{index} {:?} ({})", g.name, g.id), g, base)
+    let table = match attestation {
+        Attestation::X509 => "",
+        Attestation::Tpm => "TPM ",
+    };
+    resolve_group_labelled(
+        format!("{table}#{index} {:?} ({})", g.name, g.id),
+        g,
+        base,
+        attestation,
+    )
 }
 
 fn resolve_group_labelled(
     label: String,
     g: &GroupConfig,
     base: &Path,
+    attestation: Attestation,
 ) -> Result<EnrollmentGroup, ConfigError> {
     let bad = |kind| {
         ConfigError::Group(GroupError {
@@ -380,6 +454,7 @@ fn resolve_group_labelled(
         deny_common_names: g.deny_common_names.clone(),
         hub_ids,
         pre_shared_key: g.pre_shared_key.clone(),
+        attestation,
     })
 }
 

@@ -9,13 +9,14 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use uuid::Uuid;
 
-use crate::enrollment::{CertId, ValidatedGroup};
+use crate::enrollment::{CertId, EnrollmentGroup, ValidatedGroup};
 use crate::proto::body::{self, ContentFormat};
 use crate::proto::coap::{option, Code, Frame};
 use crate::proto::stream::{FramedIo, StreamError};
 use crate::provision::{IssuedCredentials, ProvisionError, Provisioner, Requester};
 use crate::records::Step;
 use crate::store::{IssuedIdentity, RecordWriter, StepEvent};
+use crate::tpm::{Attestor, ChallengeSlot, TpmEnrollment};
 
 /// Resource paths of the spec.
 pub mod paths {
@@ -29,6 +30,30 @@ pub mod paths {
     pub const CREDENTIALS: &str = "/api/v1/provisioning/credentials";
     /// GET: access control lists.
     pub const ACLS: &str = "/api/v1/provisioning/acls";
+    /// POST: TPM nonce challenge (MakeCredential + nonce).
+    pub const TPM_CHALLENGE: &str = "/api/v1/provisioning/tpm/challenge";
+    /// POST: TPM answer (activated secret + quote).
+    pub const TPM_ATTEST: &str = "/api/v1/provisioning/tpm/attest";
+}
+
+/// What a session is provisioned by: the enrollment group its certificate chain (TLS, or a TPM's
+/// EK certificate chain) selected, or an individual TPM enrollment.
+#[derive(Debug, Clone)]
+pub enum Profile {
+    /// An enrollment group from the arena (X.509 or TPM).
+    Group(Arc<ValidatedGroup>),
+    /// An individual TPM enrollment.
+    Individual(Arc<TpmEnrollment>),
+}
+
+impl Profile {
+    /// The provisioning parameters: id, owner, hubs, pre-shared key.
+    pub fn def(&self) -> &EnrollmentGroup {
+        match self {
+            Profile::Group(g) => &g.def,
+            Profile::Individual(e) => &e.def,
+        }
+    }
 }
 
 /// Options a request may carry; any other critical (odd) option is refused with 4.02.
@@ -46,13 +71,14 @@ const UNDERSTOOD_OPTIONS: [u16; 8] = [
 /// Who is on the other end of a connection, as attestation established it.
 #[derive(Debug, Clone)]
 pub struct DeviceSession {
-    /// The selected enrollment group (as it was when the device connected).
-    pub group: Arc<ValidatedGroup>,
+    /// The selected enrollment group or TPM enrollment (as it was when the device attested).
+    pub profile: Profile,
     /// The manufacturer certificate's CN (for an identity-certificate session, the identity
-    /// certificate's CN, `uuid:<device id>`).
+    /// certificate's CN, `uuid:<device id>`; for a TPM, its registration id).
     pub common_name: String,
     /// Fingerprint of the manufacturer (leaf) certificate: the key of the device's provisioning
-    /// record. An identity-certificate session carries its record's key.
+    /// record. An identity-certificate session carries its record's key; a TPM the SHA-256 of
+    /// its EK TPM2B_PUBLIC.
     pub leaf: CertId,
     /// Set when the device authenticated with the identity certificate this DPS issued it: its
     /// device id, the only one it may request credentials for.
@@ -160,15 +186,20 @@ pub enum Ending {
 
 /// Serve one connection until it ends. Every answered provisioning request of an attested
 /// device is handed to `records` (never waiting on it).
+/// A connection without a device session may use the TPM resources of `attestor`; once the TPM
+/// attests, the session is that TPM's.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     io: S,
-    device: Option<DeviceSession>,
+    mut device: Option<DeviceSession>,
     provisioner: &Provisioner,
+    attestor: &Attestor,
     limits: ConnectionLimits,
     rate: &RequestRate,
     records: &RecordWriter,
     metrics: &crate::metrics::Metrics,
 ) -> Ending {
+    let mut slot = ChallengeSlot::new();
     let mut framed = FramedIo::new(io, limits.max_message_size);
     let csm = Frame::csm(u32::try_from(limits.max_message_size).ok());
     if let Err(e) = framed.write_frame(&csm).await {
@@ -191,6 +222,12 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             Code::RELEASE | Code::ABORT => return Ending::Closed,
             code if code.is_signal() => None, // CSM (tolerated, not required), Pong
             code if code.is_request() && !rate.try_take() => Some(service_unavailable(&frame, 1)),
+            code if code.is_request() && is_tpm_path(&frame) => {
+                let started = std::time::Instant::now();
+                let frame = respond_tpm(&frame, &mut device, attestor, &mut slot);
+                metrics.record_request(None, frame.code, started.elapsed());
+                Some(frame)
+            }
             code if code.is_request() => {
                 let started = std::time::Instant::now();
                 let answer = respond(&frame, device.as_ref(), provisioner);
@@ -226,7 +263,7 @@ fn step_event(device: &DeviceSession, step: Step, answer: &Answer) -> StepEvent 
             .device_id
             .is_none()
             .then(|| device.common_name.clone()),
-        group: device.group.def.id,
+        group: device.profile.def().id,
         step,
         code: answer.frame.code,
         diagnostic,
@@ -329,7 +366,7 @@ fn respond(request: &Frame, device: Option<&DeviceSession>, provisioner: &Provis
         Ok(f) => f,
         Err(e) => return answer(error(Code::BAD_REQUEST, request, &e.to_string())),
     };
-    let group = &device.group.def;
+    let group = device.profile.def();
     let frame = match path.as_str() {
         paths::TIME => reply(Code::CONTENT, request, format, &provisioner.time()),
         paths::OWNERSHIP => reply(
@@ -363,4 +400,77 @@ fn respond(request: &Frame, device: Option<&DeviceSession>, provisioner: &Provis
         },
     };
     answer(frame)
+}
+
+fn is_tpm_path(request: &Frame) -> bool {
+    matches!(
+        request.uri_path().as_str(),
+        paths::TPM_CHALLENGE | paths::TPM_ATTEST
+    )
+}
+
+/// Answer a request to a TPM resource; a successful attestation makes `device` the TPM's session.
+fn respond_tpm(
+    request: &Frame,
+    device: &mut Option<DeviceSession>,
+    attestor: &Attestor,
+    slot: &mut ChallengeSlot,
+) -> Frame {
+    if request.code != Code::POST {
+        return error(
+            Code::FORBIDDEN,
+            request,
+            "method not allowed on this resource",
+        );
+    }
+    let is_challenge = request.uri_path() == paths::TPM_CHALLENGE;
+    if is_challenge && device.is_some() {
+        return error(Code::FORBIDDEN, request, "session is already attested");
+    }
+    let format = match ContentFormat::from_accept(request.accept()) {
+        Ok(f) => f,
+        Err(e) => return error(Code::BAD_REQUEST, request, &e.to_string()),
+    };
+    let refused = |e: crate::tpm::AttestError| {
+        tracing::info!(reason = e.label(), error = %e, "TPM attestation refused");
+        error(e.code(), request, &e.to_string())
+    };
+    if is_challenge {
+        let req: crate::proto::body::TpmChallengeRequest = match decode_request(request) {
+            Ok(r) => r,
+            Err(f) => return f,
+        };
+        return match attestor.challenge(&req, slot) {
+            Ok(resp) => reply(Code::CHANGED, request, format, &resp),
+            Err(e) => refused(e),
+        };
+    }
+    let req: crate::proto::body::TpmAttestRequest = match decode_request(request) {
+        Ok(r) => r,
+        Err(f) => {
+            slot.take(std::time::Instant::now()).ok(); // single-use even when unreadable
+            return f;
+        }
+    };
+    match attestor.attest(&req, slot) {
+        Ok(attested) => {
+            let group = match &attested.profile {
+                Profile::Group(g) => g.def.id.to_string(),
+                Profile::Individual(_) => String::new(),
+            };
+            tracing::info!(registration_id = %attested.registration_id, enrollment = %attested.profile.def().id, "TPM attested");
+            let resp = crate::proto::body::TpmAttestResponse {
+                registration_id: attested.registration_id.clone(),
+                group,
+            };
+            *device = Some(DeviceSession {
+                profile: attested.profile,
+                common_name: attested.registration_id,
+                leaf: attested.record,
+                device_id: None,
+            });
+            reply(Code::CHANGED, request, format, &resp)
+        }
+        Err(e) => refused(e),
+    }
 }

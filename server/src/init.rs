@@ -197,6 +197,7 @@ pub fn init(dir: &Path, force: bool) -> Result<InitReport, InitError> {
                 pre_shared_key: None,
             },
         ],
+        ..ConfigFile::default()
     };
     let text = format!(
         "# dpsbench demo config, written by `dps-server init`.\n\

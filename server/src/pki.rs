@@ -13,6 +13,10 @@ use time::{Duration, OffsetDateTime};
 #[error("certificate generation failed: {0}")]
 pub struct PkiError(#[from] rcgen::Error);
 
+/// tcg-kp-EKCertificate (2.23.133.8.1): the extended key usage of TPM endorsement key
+/// certificates (TCG EK Credential Profile).
+pub const TCG_KP_EK_CERTIFICATE: &[u64] = &[2, 23, 133, 8, 1];
+
 /// Key algorithm for a generated certificate; devices in the field use all of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KeyAlg {
@@ -107,6 +111,23 @@ impl CertSpec {
         }
     }
 
+    /// A TPM endorsement key certificate as TPM manufacturers issue them: not a CA, keyEncipherment
+    /// and keyAgreement, EKU tcg-kp-EKCertificate, valid from a day ago for twenty years.
+    pub fn endorsement_key(common_name: impl Into<String>) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            key_usages: vec![
+                KeyUsagePurpose::KeyEncipherment,
+                KeyUsagePurpose::KeyAgreement,
+            ],
+            extended_key_usages: vec![ExtendedKeyUsagePurpose::Other(
+                TCG_KP_EK_CERTIFICATE.to_vec(),
+            )],
+            not_after: now + Duration::days(7300),
+            ..Self::device(common_name)
+        }
+    }
+
     /// Same spec with another validity window.
     pub fn valid_between(mut self, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Self {
         self.not_before = not_before;
@@ -189,6 +210,18 @@ impl Issued {
         let params = spec.params();
         let der = params.signed_by(&key, &issuer)?.der().clone();
         Ok(Self { params, key, der })
+    }
+
+    /// A certificate for `spec` signed by this one, certifying a public key whose private part is
+    /// elsewhere (`spki_der`, an X.509 SubjectPublicKeyInfo): a TPM's EK never leaves the TPM.
+    pub fn issue_for_public_key(
+        &self,
+        spec: &CertSpec,
+        spki_der: &[u8],
+    ) -> Result<CertificateDer<'static>, PkiError> {
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let public = rcgen::SubjectPublicKeyInfo::from_der(spki_der)?;
+        Ok(spec.params().signed_by(&public, &issuer)?.der().clone())
     }
 
     /// The certificate, DER.

@@ -118,4 +118,22 @@ pub trait Persistence: Send + Sync {
     fn record(&self, key_or_device_id: &str) -> Result<Option<ProvisioningRecord>, StoreError>;
     /// Write records (a batch; one transaction).
     fn put_records(&self, records: &[ProvisioningRecord]) -> Result<(), StoreError>;
+    /// Insert or replace an admin-managed individual TPM enrollment (EK inline). Stores that do
+    /// not keep TPM enrollments refuse.
+    fn put_tpm_enrollment(
+        &self,
+        _enrollment: &crate::tpm::TpmEnrollmentConfig,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Database(
+            "this store does not keep TPM enrollments".into(),
+        ))
+    }
+    /// Delete an individual TPM enrollment; `false` if absent.
+    fn delete_tpm_enrollment(&self, _id: &Uuid) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    /// Every admin-managed individual TPM enrollment.
+    fn tpm_enrollments(&self) -> Result<Vec<crate::tpm::TpmEnrollmentConfig>, StoreError> {
+        Ok(Vec::new())
+    }
 }

@@ -16,13 +16,16 @@ use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
 use crate::config::{Config, ConfigError, LimitsSection, StoreLocation};
-use crate::connection::{self, ConnectionLimits, DeviceSession, RequestRate};
+use crate::connection::{self, ConnectionLimits, DeviceSession, Profile, RequestRate};
 use crate::enrollment::{Arena, CertId, EnrollmentGroup, GroupError};
 use crate::metrics::Metrics;
 use crate::provision::{Hub, Identities, IdentityCa, ProvisionError, Provisioner};
 use crate::records::{Persistence, StoreError};
 use crate::store::{RecordWriter, Store};
 use crate::tls::{self, AttestationVerifier, IdentityAnchorError, TlsConfigError};
+use crate::tpm::{
+    Attestor, TpmEnrollment, TpmEnrollmentError, TpmEnrollments, DEFAULT_CHALLENGE_TTL,
+};
 
 /// How long shutdown waits for open connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,6 +75,9 @@ pub enum ServerError {
         /// Why.
         reason: ConfigError,
     },
+    /// An individual TPM enrollment is invalid or conflicts with another.
+    #[error(transparent)]
+    TpmEnrollment(#[from] TpmEnrollmentError),
     /// A stored group or hub has the id of one in the config.
     #[error("{kind} {id}: {stored} in the store has the same id as {configured} in the config")]
     DuplicateId {
@@ -92,6 +98,7 @@ pub struct Server {
     verifier: Arc<AttestationVerifier>,
     acceptor: TlsAcceptor,
     provisioner: Arc<Provisioner>,
+    attestor: Attestor,
     limits: LimitsSection,
     rate: RequestRate,
     store: Arc<Store>,
@@ -250,7 +257,39 @@ impl Server {
             validity,
             identities,
         ));
-        Self::new(arena, chain, key, provisioner, config.file.limits, store)
+        let ttl = Duration::from_millis(config.file.tpm.challenge_ttl_ms);
+        let mut tpm = config.tpm_enrollments.clone();
+        for stored in store.tpm_enrollments().map_err(store_err)? {
+            let e = stored.resolve(Path::new(""))?;
+            if let Some(c) = tpm.iter().find(|c| c.def.id == e.def.id) {
+                return Err(ServerError::DuplicateId {
+                    kind: "TPM enrollment",
+                    id: e.def.id,
+                    stored: format!("{:?}", e.def.name),
+                    configured: format!("{:?}", c.def.name),
+                });
+            }
+            tpm.push(e);
+        }
+        Self::new(arena, chain, key, provisioner, config.file.limits, store)?.with_tpm(tpm, ttl)
+    }
+
+    /// Serve the TPM nonce challenge with these individual enrollments and challenge lifetime
+    /// (by default: no individual enrollment, TPM enrollment groups only, 30 s).
+    pub fn with_tpm(
+        mut self,
+        enrollments: Vec<TpmEnrollment>,
+        challenge_ttl: Duration,
+    ) -> Result<Self, ServerError> {
+        let published = self.attestor.enrollments().clone();
+        published.replace_all(enrollments)?;
+        self.attestor = Attestor::new(self.arena.clone(), published, challenge_ttl);
+        Ok(self)
+    }
+
+    /// The TPM attestor: individual TPM enrollments (admin updates go here), challenge lifetime.
+    pub fn attestor(&self) -> &Attestor {
+        &self.attestor
     }
 
     /// A server over an existing arena, provisioner and store. Identity certificates signed by
@@ -265,9 +304,11 @@ impl Server {
         store: Arc<Store>,
     ) -> Result<Self, ServerError> {
         let metrics = Arc::new(Metrics::new());
+        let tpm = Arc::new(TpmEnrollments::new());
         let verifier = Arc::new(
             AttestationVerifier::new(arena.clone())
                 .with_metrics(metrics.clone())
+                .with_tpm_enrollments(tpm.clone())
                 .with_identities(
                     provisioner.identity_ca().chain(),
                     provisioner.identities().clone(),
@@ -279,7 +320,9 @@ impl Server {
                 location: store_location(&store),
                 reason,
             })?;
+        let attestor = Attestor::new(arena.clone(), tpm, DEFAULT_CHALLENGE_TTL);
         Ok(Self {
+            attestor,
             arena,
             verifier,
             acceptor: TlsAcceptor::from(Arc::new(config)),
@@ -307,6 +350,8 @@ impl Server {
                 .filter_map(|h| Uuid::parse_str(&h.id).ok())
                 .collect(),
             provisioner: Some(self.provisioner.clone()),
+            tpm: Some(self.attestor.enrollments().clone()),
+            static_tpm_ids: config.tpm_enrollments.iter().map(|e| e.def.id).collect(),
         }
     }
 
@@ -440,8 +485,14 @@ impl Server {
             None => None,
             Some(certs) => match self.verifier.admission_for(certs) {
                 Ok(a) => {
-                    let Some(group) = self.arena.load().group(&a.accepted.group).cloned() else {
-                        return; // the group was deleted during the handshake
+                    let id = &a.accepted.group;
+                    let profile = match self.arena.load().group(id).cloned() {
+                        Some(group) => Profile::Group(group),
+                        // A TPM's identity certificate may belong to an individual enrollment.
+                        None => match self.attestor.enrollments().by_id(id) {
+                            Some(e) => Profile::Individual(e),
+                            None => return, // deleted during the handshake
+                        },
                     };
                     let leaf = match (a.identity, certs.first()) {
                         (Some(identity), _) => identity.record,
@@ -449,7 +500,7 @@ impl Server {
                         (None, None) => return,
                     };
                     Some(DeviceSession {
-                        group,
+                        profile,
                         common_name: a.accepted.common_name,
                         leaf,
                         device_id: a.identity.map(|i| i.device_id),
@@ -466,6 +517,7 @@ impl Server {
             tls,
             device,
             &self.provisioner,
+            &self.attestor,
             limits,
             &self.rate,
             &self.records,

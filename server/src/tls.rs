@@ -22,6 +22,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::enrollment::{Accepted, Arena, CertId, RejectReason, Snapshot, Verdict};
 use crate::provision::Identities;
+use crate::tpm::TpmEnrollments;
 
 /// Verdicts older than this are dropped from the hand-off (their handshake failed after the
 /// certificate check, e.g. on CertificateVerify).
@@ -121,6 +122,7 @@ impl IdentityTrust {
     fn admit(
         &self,
         snapshot: &Snapshot,
+        tpm: Option<&TpmEnrollments>,
         chain: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<Admission, RejectReason> {
@@ -156,7 +158,10 @@ impl IdentityTrust {
             return Err(RejectReason::NoPath);
         };
         let record = holder.record.ok_or(RejectReason::NoPath)?;
-        if snapshot.group(&holder.group).is_none() {
+        // Its enrollment: a group, or (for a TPM provisioned that way) an individual enrollment.
+        if snapshot.group(&holder.group).is_none()
+            && tpm.and_then(|t| t.by_id(&holder.group)).is_none()
+        {
             return Err(RejectReason::NoGroup);
         }
         Ok(Admission {
@@ -181,6 +186,7 @@ pub struct IdentityAnchorError(String);
 pub struct AttestationVerifier {
     arena: Arc<Arena>,
     identity: Option<IdentityTrust>,
+    tpm: Option<Arc<TpmEnrollments>>,
     provider: Arc<CryptoProvider>,
     handoff: Handoff,
     /// Outcome counters.
@@ -194,6 +200,7 @@ impl AttestationVerifier {
         Self {
             arena,
             identity: None,
+            tpm: None,
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             handoff: Handoff::default(),
             stats: AttestationStats::default(),
@@ -230,6 +237,13 @@ impl AttestationVerifier {
         Ok(self)
     }
 
+    /// Also recognise identity certificates of TPMs provisioned through an individual TPM
+    /// enrollment in `tpm`.
+    pub fn with_tpm_enrollments(mut self, tpm: Arc<TpmEnrollments>) -> Self {
+        self.tpm = Some(tpm);
+        self
+    }
+
     /// Judge a presented chain: the enrollment groups first, then (for a chain without a path to
     /// any group) the identity CA.
     pub fn judge(
@@ -244,7 +258,7 @@ impl AttestationVerifier {
                 identity: None,
             }),
             Verdict::Rejected(RejectReason::NoPath) => match &self.identity {
-                Some(trust) => trust.admit(&snapshot, chain, now),
+                Some(trust) => trust.admit(&snapshot, self.tpm.as_deref(), chain, now),
                 None => Err(RejectReason::NoPath),
             },
             Verdict::Rejected(reason) => Err(reason),

@@ -173,6 +173,8 @@ fn fixture() -> Fixture {
         static_group_ids: HashSet::from([static_group]),
         static_hub_ids: HashSet::from([static_hub]),
         provisioner: None,
+        tpm: None,
+        static_tpm_ids: HashSet::new(),
     });
     Fixture {
         app,
@@ -307,6 +309,8 @@ async fn an_empty_token_refuses_everyone() {
         static_group_ids: HashSet::new(),
         static_hub_ids: HashSet::new(),
         provisioner: None,
+        tpm: None,
+        static_tpm_ids: HashSet::new(),
     });
     let a = send(
         &app,
@@ -391,6 +395,8 @@ async fn serve_answers_on_a_socket_and_shuts_down() {
         static_group_ids: HashSet::new(),
         static_hub_ids: HashSet::new(),
         provisioner: None,
+        tpm: None,
+        static_tpm_ids: HashSet::new(),
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(super::serve(listener, state, async move {

@@ -13,6 +13,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::arena::Snapshot;
 use super::cert::{clamp_time, common_name, verify_signed, CertId, TrustedCert};
+use super::group::Attestation;
 use super::verdict::{Accepted, RejectReason, Verdict};
 
 /// Signature algorithms a device chain may use (aws-lc-rs implementations).
@@ -33,6 +34,35 @@ static ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] = &[
     webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
     webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
 ];
+
+/// DER value of the OID tcg-kp-EKCertificate (2.23.133.8.1), the EKU of EK certificates.
+const TCG_KP_EK_CERTIFICATE: &[u8] = &[0x67, 0x81, 0x05, 0x08, 0x01];
+
+/// What a chain is authenticated for: the leaf's required usage, the kind of group it may select,
+/// and the name the allow / deny lists are checked against.
+#[derive(Debug, Clone, Copy)]
+enum Purpose<'a> {
+    /// A device certificate in the TLS handshake (EKU clientAuth if present; lists by CN).
+    Tls,
+    /// A TPM EK certificate (EKU tcg-kp-EKCertificate if present; lists by registration id).
+    Ek { registration_id: &'a str },
+}
+
+impl Purpose<'_> {
+    fn usage(self) -> webpki::KeyUsage {
+        match self {
+            Purpose::Tls => webpki::KeyUsage::client_auth(),
+            Purpose::Ek { .. } => webpki::KeyUsage::required_if_present(TCG_KP_EK_CERTIFICATE),
+        }
+    }
+
+    fn attestation(self) -> Attestation {
+        match self {
+            Purpose::Tls => Attestation::X509,
+            Purpose::Ek { .. } => Attestation::Tpm,
+        }
+    }
+}
 
 /// Longest configured chain walked above the anchor (configured chains are finite and acyclic by
 /// construction; this only bounds the loop).
@@ -95,8 +125,24 @@ impl Snapshot {
     /// Authenticate a presented chain (leaf first) and select its group, at time `now`.
     ///
     /// Possession of the leaf key is not checked here: the TLS handshake does that.
+    /// Only X.509 enrollment groups can be selected.
     pub fn authenticate(&self, presented: &[CertificateDer<'_>], now: UnixTime) -> Verdict {
-        match self.try_authenticate(presented, now) {
+        match self.try_authenticate(presented, now, Purpose::Tls) {
+            Ok(accepted) => Verdict::Accepted(accepted),
+            Err(reason) => Verdict::Rejected(reason),
+        }
+    }
+
+    /// Authenticate a TPM's EK certificate chain (EK certificate first) and select its TPM
+    /// enrollment group, by the same rules; the allow / deny lists are checked against the TPM's
+    /// `registration_id` (EK certificates often have no CN), which is also the accepted name.
+    pub fn authenticate_ek(
+        &self,
+        presented: &[CertificateDer<'_>],
+        now: UnixTime,
+        registration_id: &str,
+    ) -> Verdict {
+        match self.try_authenticate(presented, now, Purpose::Ek { registration_id }) {
             Ok(accepted) => Verdict::Accepted(accepted),
             Err(reason) => Verdict::Rejected(reason),
         }
@@ -106,6 +152,7 @@ impl Snapshot {
         &self,
         presented: &[CertificateDer<'_>],
         now: UnixTime,
+        purpose: Purpose<'_>,
     ) -> Result<Accepted, RejectReason> {
         let (leaf_der, rest) = presented.split_first().ok_or(RejectReason::Malformed)?;
         let (tail, leaf) =
@@ -177,7 +224,7 @@ impl Snapshot {
                 anchors,
                 inter,
                 path_time,
-                webpki::KeyUsage::client_auth(),
+                purpose.usage(),
                 None,
                 None,
             )
@@ -206,13 +253,19 @@ impl Snapshot {
             Err(webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. })
                 if leaf_validity.is_some() =>
             {
-                let split = split_path(&ee, path_time, &candidates, &intermediates)?;
-                return self.finish(now, leaf_der, leaf_cn, leaf_validity, split);
+                let split = split_path(&ee, path_time, purpose, &candidates, &intermediates)?;
+                return self.finish(now, leaf_der, (leaf_cn, purpose), leaf_validity, split);
             }
             Err(e) => return Err(RejectReason::from_webpki(&e)),
         };
         let used: Vec<&Presented<'_>> = used.iter().filter_map(|&i| intermediates.get(i)).collect();
-        self.finish(now, leaf_der, leaf_cn, leaf_validity, (used, anchor))
+        self.finish(
+            now,
+            leaf_der,
+            (leaf_cn, purpose),
+            leaf_validity,
+            (used, anchor),
+        )
     }
 
     /// Everything after the presented part of the path is known: presented CAs checked at `now`,
@@ -221,7 +274,7 @@ impl Snapshot {
         &self,
         now: UnixTime,
         leaf_der: &CertificateDer<'_>,
-        leaf_cn: String,
+        (leaf_cn, purpose): (String, Purpose<'_>),
         leaf_validity: Option<RejectReason>,
         (used, anchor): (Vec<&Presented<'_>>, CertId),
     ) -> Result<Accepted, RejectReason> {
@@ -270,6 +323,14 @@ impl Snapshot {
             .find_map(|id| self.leads.get(id))
             .ok_or(RejectReason::NoGroup)?;
         let group = self.groups.get(group_id).ok_or(RejectReason::NoGroup)?;
+        // The first lead on the walk decides; a group of the other kind admits nobody here.
+        if group.def.attestation != purpose.attestation() {
+            return Err(RejectReason::NoGroup);
+        }
+        let leaf_cn = match purpose {
+            Purpose::Tls => leaf_cn,
+            Purpose::Ek { registration_id } => registration_id.to_owned(),
+        };
         if group.deny.contains(&leaf_cn) {
             return Err(RejectReason::Denied);
         }
@@ -301,6 +362,7 @@ const MAX_PRESENTED_DEPTH: usize = 6;
 fn split_path<'a>(
     ee: &webpki::EndEntityCert<'_>,
     path_time: UnixTime,
+    purpose: Purpose<'_>,
     candidates: &[&Arc<TrustedCert>],
     intermediates: &'a [Presented<'a>],
 ) -> Result<(Vec<&'a Presented<'a>>, CertId), RejectReason> {
@@ -323,7 +385,7 @@ fn split_path<'a>(
             &anchors,
             &[],
             path_time,
-            webpki::KeyUsage::client_auth(),
+            purpose.usage(),
             None,
             None,
         )

@@ -26,6 +26,18 @@ impl Default for LeadSelector {
     }
 }
 
+/// How the devices of a group attest; the group's chain is searched for one kind only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attestation {
+    /// Manufacturer certificate chains presented in the TLS handshake.
+    #[default]
+    X509,
+    /// TPM endorsement key certificates chaining to a TPM manufacturer CA (the TPM nonce
+    /// challenge); configured as `[[tpm_enrollment_group]]`.
+    Tpm,
+}
+
 /// An enrollment group as an operator defines it (config file, admin API).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnrollmentGroup {
@@ -49,6 +61,8 @@ pub struct EnrollmentGroup {
     pub hub_ids: Vec<Uuid>,
     /// Optional pre-shared key handed to devices (at least 16 bytes).
     pub pre_shared_key: Option<String>,
+    /// What the chain admits: TLS device certificates or TPM EK certificates.
+    pub attestation: Attestation,
 }
 
 impl EnrollmentGroup {
@@ -69,6 +83,7 @@ impl EnrollmentGroup {
             deny_common_names: Vec::new(),
             hub_ids: Vec::new(),
             pre_shared_key: None,
+            attestation: Attestation::X509,
         }
     }
 }

@@ -10,6 +10,7 @@ mod verdict;
 pub use arena::{Arena, Snapshot};
 pub use cert::{certs_from_pem, CertId, CertParseError, TrustedCert};
 pub use group::{
-    validate, EnrollmentGroup, GroupError, GroupErrorKind, LeadSelector, LinkMemo, ValidatedGroup,
+    validate, Attestation, EnrollmentGroup, GroupError, GroupErrorKind, LeadSelector, LinkMemo,
+    ValidatedGroup,
 };
 pub use verdict::{Accepted, RejectReason, UnknownReason, Verdict};

@@ -37,6 +37,7 @@ const HUBS: TableDefinition<&str, &str> = TableDefinition::new("hubs");
 const RECORDS: TableDefinition<&str, &str> = TableDefinition::new("records");
 const DEVICES: TableDefinition<&str, &str> = TableDefinition::new("devices");
 const IDENTITIES: TableDefinition<&str, &str> = TableDefinition::new("identities");
+const TPM_ENROLLMENTS: TableDefinition<&str, &str> = TableDefinition::new("tpm_enrollments");
 
 /// Version of the table layout, kept under `meta/schema`.
 const SCHEMA: &str = "1";
@@ -129,7 +130,7 @@ impl Store {
                     )))
                 }
             }
-            for table in [GROUPS, HUBS, RECORDS, DEVICES, IDENTITIES] {
+            for table in [GROUPS, HUBS, RECORDS, DEVICES, IDENTITIES, TPM_ENROLLMENTS] {
                 txn.open_table(table).map_err(store_err)?;
             }
         }
@@ -359,6 +360,29 @@ impl Persistence for Store {
 
     fn hubs(&self) -> Result<Vec<HubConfig>, StoreError> {
         all(&self.db, HUBS)
+    }
+
+    fn put_tpm_enrollment(
+        &self,
+        enrollment: &crate::tpm::TpmEnrollmentConfig,
+    ) -> Result<(), StoreError> {
+        let key = uuid_key("TPM enrollment", &enrollment.id)?;
+        let txn = self.db.begin_write().map_err(store_err)?;
+        {
+            let mut table = txn.open_table(TPM_ENROLLMENTS).map_err(store_err)?;
+            table
+                .insert(key.as_str(), encode(enrollment)?.as_str())
+                .map_err(store_err)?;
+        }
+        txn.commit().map_err(store_err)
+    }
+
+    fn delete_tpm_enrollment(&self, id: &Uuid) -> Result<bool, StoreError> {
+        delete(&self.db, TPM_ENROLLMENTS, id)
+    }
+
+    fn tpm_enrollments(&self) -> Result<Vec<crate::tpm::TpmEnrollmentConfig>, StoreError> {
+        all(&self.db, TPM_ENROLLMENTS)
     }
 
     fn records(

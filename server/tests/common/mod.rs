@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod server;
+pub mod tpm;
 
 use dps_server::enrollment::{Arena, EnrollmentGroup, RejectReason, Verdict};
 use dps_server::pki::{CertSpec, Issued};
