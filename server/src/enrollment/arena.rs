@@ -13,6 +13,7 @@ use super::cert::{CertId, TrustedCert};
 use super::group::{
     validate, EnrollmentGroup, GroupError, GroupErrorKind, LinkMemo, ValidatedGroup,
 };
+use super::link_cache::LinkCache;
 
 /// One configured CA certificate in the arena and how many groups configure it.
 #[derive(Debug, Clone)]
@@ -34,6 +35,8 @@ pub struct Snapshot {
     pub(crate) by_subject: imbl::HashMap<Arc<[u8]>, Arc<[CertId]>>,
     /// Lead certificate → its group.
     pub(crate) leads: imbl::HashMap<CertId, Uuid>,
+    /// Links among presented CA certificates verified under this snapshot (empty in a new one).
+    pub(crate) links: Arc<LinkCache>,
 }
 
 impl Snapshot {
@@ -60,6 +63,16 @@ impl Snapshot {
     /// Every group (unordered).
     pub fn groups(&self) -> impl Iterator<Item = &Arc<ValidatedGroup>> {
         self.groups.values()
+    }
+
+    /// Links held by the verified-link cache of this snapshot.
+    pub fn cached_links(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Handshakes whose path this snapshot completed through cached links.
+    pub fn link_cache_hits(&self) -> u64 {
+        self.links.hits()
     }
 
     /// Was `child` already verified as signed by `parent` (or as a self-signed root when `parent`
@@ -254,6 +267,8 @@ impl Arena {
 
     fn publish(&self, mut next: Snapshot, prev: &Snapshot) {
         next.generation = prev.generation + 1;
+        // Links learnt under the old snapshot may lead to groups or certificates this one lacks.
+        next.links = Arc::new(LinkCache::default());
         self.current.store(Arc::new(next));
     }
 

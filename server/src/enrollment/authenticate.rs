@@ -14,6 +14,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use super::arena::Snapshot;
 use super::cert::{clamp_time, common_name, verify_signed, CertId, TrustedCert};
 use super::group::Attestation;
+use super::link_cache::{LinkPurpose, Parent};
 use super::verdict::{Accepted, RejectReason, Verdict};
 
 /// Signature algorithms a device chain may use (aws-lc-rs implementations).
@@ -56,6 +57,13 @@ impl Purpose<'_> {
         }
     }
 
+    fn link_purpose(self) -> LinkPurpose {
+        match self {
+            Purpose::Tls => LinkPurpose::Tls,
+            Purpose::Ek { .. } => LinkPurpose::Ek,
+        }
+    }
+
     fn attestation(self) -> Attestation {
         match self {
             Purpose::Tls => Attestation::X509,
@@ -76,6 +84,7 @@ struct Presented<'a> {
     is_ca: bool,
     path_len: Option<u32>,
     lacks_cert_sign: bool,
+    name_constrained: bool,
     not_before: u64,
     not_after: u64,
 }
@@ -96,9 +105,14 @@ impl<'a> Presented<'a> {
             Ok(None) => (false, None),
             Err(_) => return None,
         };
+        let name_constrained = match cert.name_constraints() {
+            Ok(nc) => nc.is_some(),
+            Err(_) => return None,
+        };
         let validity = cert.validity();
         Some(Self {
             der,
+            name_constrained,
             subject: cert.tbs_certificate.subject.as_raw(),
             is_ca,
             path_len,
@@ -218,6 +232,12 @@ impl Snapshot {
         };
 
         let ee = webpki::EndEntityCert::try_from(leaf_der).map_err(|_| RejectReason::Malformed)?;
+        let ids: Vec<CertId> = intermediates.iter().map(|p| CertId::of(p.der)).collect();
+        if leaf_validity.is_none() {
+            if let Some(path) = self.cached_path(&ee, now, purpose, &intermediates, &ids) {
+                return self.finish(now, leaf_der, (leaf_cn, purpose), None, path);
+            }
+        }
         let verify = |anchors: &[TrustAnchor<'_>], inter: &[CertificateDer<'_>]| {
             ee.verify_for_usage(
                 ALGORITHMS,
@@ -258,14 +278,139 @@ impl Snapshot {
             }
             Err(e) => return Err(RejectReason::from_webpki(&e)),
         };
-        let used: Vec<&Presented<'_>> = used.iter().filter_map(|&i| intermediates.get(i)).collect();
-        self.finish(
+        let used_refs: Vec<&Presented<'_>> =
+            used.iter().filter_map(|&i| intermediates.get(i)).collect();
+        let accepted = self.finish(
             now,
             leaf_der,
             (leaf_cn, purpose),
             leaf_validity,
-            (used, anchor),
-        )
+            (used_refs, anchor),
+        )?;
+        if leaf_validity.is_none() {
+            self.remember_links(purpose, &intermediates, &ids, &used, anchor);
+        }
+        Ok(accepted)
+    }
+
+    /// The path through the verified-link cache, if the presented intermediates allow one: each
+    /// presented CA certificate whose link upward is cached is offered to webpki as an anchor, so
+    /// webpki checks the leaf (signature, validity, EKU) and any presented link not cached; the
+    /// path then continues along cached links, each of whose certificates must be presented in
+    /// this handshake too. `None`: no cached link applies, take the full path.
+    fn cached_path<'p>(
+        &self,
+        ee: &webpki::EndEntityCert<'_>,
+        now: UnixTime,
+        purpose: Purpose<'_>,
+        intermediates: &'p [Presented<'p>],
+        ids: &[CertId],
+    ) -> Option<(Vec<&'p Presented<'p>>, CertId)> {
+        let lp = purpose.link_purpose();
+        let cached: Vec<usize> = (0..intermediates.len())
+            .filter(|&i| {
+                ids.get(i)
+                    .is_some_and(|id| self.links.parent(id, lp).is_some())
+            })
+            .collect();
+        if cached.is_empty() {
+            return None;
+        }
+        let anchors = cached
+            .iter()
+            .map(|&i| {
+                let p = intermediates.get(i)?;
+                webpki::anchor_from_trusted_cert(&CertificateDer::from(p.der))
+                    .ok()
+                    .map(|a| (i, a.to_owned()))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let others: Vec<CertificateDer<'_>> = (0..intermediates.len())
+            .filter(|i| !cached.contains(i))
+            .filter_map(|i| intermediates.get(i).map(|p| CertificateDer::from(p.der)))
+            .collect();
+        let trust: Vec<TrustAnchor<'_>> = anchors.iter().map(|(_, a)| a.clone()).collect();
+        let path = ee
+            .verify_for_usage(
+                ALGORITHMS,
+                &trust,
+                &others,
+                now,
+                purpose.usage(),
+                None,
+                None,
+            )
+            .ok()?;
+        let mut used: Vec<usize> = path
+            .intermediate_certificates()
+            .map(|c| intermediates.iter().position(|p| p.der == c.der().as_ref()))
+            .collect::<Option<Vec<usize>>>()?;
+        let a = path.anchor();
+        let (top, _) = anchors.iter().find(|(_, b)| {
+            b.subject.as_ref() == a.subject.as_ref()
+                && b.subject_public_key_info.as_ref() == a.subject_public_key_info.as_ref()
+        })?;
+        used.push(*top);
+        // Up the cached links to the configured chain; every step must be presented now.
+        let mut cur = *top;
+        for _ in 0..=MAX_PRESENTED_DEPTH {
+            match self.links.parent(ids.get(cur)?, purpose.link_purpose())? {
+                Parent::Configured(anchor) => {
+                    self.links.hit();
+                    let used = used.iter().filter_map(|&i| intermediates.get(i)).collect();
+                    return Some((used, anchor));
+                }
+                Parent::Presented(next) => {
+                    cur = ids.iter().position(|id| *id == next)?;
+                    if used.contains(&cur) {
+                        return None;
+                    }
+                    used.push(cur);
+                }
+            }
+        }
+        None
+    }
+
+    /// After a full validation accepted the device: remember the links among the presented CA
+    /// certificates of its path (never the leaf), unless a name constraint applies anywhere on it.
+    fn remember_links(
+        &self,
+        purpose: Purpose<'_>,
+        intermediates: &[Presented<'_>],
+        ids: &[CertId],
+        used: &[usize],
+        anchor: CertId,
+    ) {
+        let constrained_presented = used
+            .iter()
+            .any(|&i| intermediates.get(i).is_none_or(|p| p.name_constrained));
+        if used.is_empty() || constrained_presented || self.name_constrained_from(anchor) {
+            return;
+        }
+        for (k, &i) in used.iter().enumerate() {
+            let Some(child) = ids.get(i) else { return };
+            let parent = match used.get(k + 1).and_then(|&j| ids.get(j)) {
+                Some(next) => Parent::Presented(*next),
+                None => Parent::Configured(anchor),
+            };
+            self.links.remember(*child, purpose.link_purpose(), parent);
+        }
+    }
+
+    /// Does any configured certificate from `id` up carry name constraints?
+    fn name_constrained_from(&self, id: CertId) -> bool {
+        let mut next = Some(id);
+        for _ in 0..MAX_CONFIGURED_DEPTH {
+            let Some(slot) = next.and_then(|id| self.certs.get(&id)) else {
+                return false;
+            };
+            if slot.cert.anchor.name_constraints.is_some() {
+                return true;
+            }
+            next = slot.parent;
+        }
+        true
     }
 
     /// Everything after the presented part of the path is known: presented CAs checked at `now`,
@@ -283,9 +428,13 @@ impl Snapshot {
         // its hash is not computed here).
         let mut ids: Vec<CertId> = Vec::with_capacity(used.len() + 4);
         chain.push(leaf_der.clone().into_owned());
-        for p in used {
-            if p.lacks_cert_sign {
+        for (below, p) in used.into_iter().enumerate() {
+            if !p.is_ca || p.lacks_cert_sign {
                 return Err(RejectReason::NotCa);
+            }
+            // webpki checks this on a full path; a path through cached links needs it here.
+            if p.path_len.is_some_and(|limit| below > limit as usize) {
+                return Err(RejectReason::PathLen);
             }
             if let Some(r) = p.validity_at(now) {
                 return Err(r);

@@ -5,6 +5,7 @@ mod arena;
 mod authenticate;
 mod cert;
 mod group;
+mod link_cache;
 mod verdict;
 
 pub use arena::{Arena, Snapshot};

@@ -1,0 +1,138 @@
+//! The verified-link cache: "presented CA certificate A (exact DER) was validly signed by B", for
+//! links among CA certificates only, learnt from full path validations.
+//!
+//! Most devices of a group present the same intermediates, so after the first device the
+//! signature over each shared intermediate need not be checked again. What the cache records is
+//! only what a successful webpki path build established and what cannot change while the
+//! snapshot stands: the signature, that A is a CA usable for the purpose (cA, keyCertSign, EKU),
+//! and who signed it. Everything that can change is still checked on every use: validity at now,
+//! pathLenConstraint against the path below, presence of every presented link (a gap still
+//! fails). The device leaf and its proof of possession are never cached. A chain under a CA with
+//! name constraints is never cached (they constrain the leaf, which webpki must then see whole).
+//!
+//! One cache belongs to one arena snapshot: a publish starts an empty one, so a removed group
+//! can never be reached through a remembered link. Size is bounded per shard; a full shard is
+//! cleared (entries are cheap to relearn).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use super::cert::CertId;
+
+/// Who signed a cached presented CA certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parent {
+    /// A configured certificate of the snapshot (the end of the presented part of the path).
+    Configured(CertId),
+    /// Another presented CA certificate (which must be presented again, and cached, to be used).
+    Presented(CertId),
+}
+
+/// What the cached link was validated for: the EKU check on intermediates depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinkPurpose {
+    /// TLS client authentication.
+    Tls,
+    /// TPM EK certificates.
+    Ek,
+}
+
+const SHARDS: usize = 16;
+
+/// Entries per shard (so at most 16 × 4,096 links, a few MiB).
+const SHARD_CAPACITY: usize = 4096;
+
+/// Bounded, sharded map of verified links; see the module documentation.
+pub struct LinkCache {
+    shards: [Mutex<HashMap<(CertId, LinkPurpose), Parent>>; SHARDS],
+    hits: AtomicU64,
+}
+
+impl Default for LinkCache {
+    fn default() -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            hits: AtomicU64::new(0),
+        }
+    }
+}
+
+impl std::fmt::Debug for LinkCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkCache")
+            .field("entries", &self.len())
+            .finish()
+    }
+}
+
+impl LinkCache {
+    fn shard(&self, id: &CertId) -> &Mutex<HashMap<(CertId, LinkPurpose), Parent>> {
+        let i = usize::from(id.0[0]) % SHARDS;
+        // `i < SHARDS` by construction.
+        &self.shards[i]
+    }
+
+    /// The verified parent of `child` for `purpose`, if known.
+    pub fn parent(&self, child: &CertId, purpose: LinkPurpose) -> Option<Parent> {
+        let shard = self.shard(child).lock().unwrap_or_else(|p| p.into_inner());
+        shard.get(&(*child, purpose)).copied()
+    }
+
+    /// Remember that `child` was verified as signed by `parent` for `purpose`.
+    pub fn remember(&self, child: CertId, purpose: LinkPurpose, parent: Parent) {
+        let mut shard = self.shard(&child).lock().unwrap_or_else(|p| p.into_inner());
+        if shard.len() >= SHARD_CAPACITY && !shard.contains_key(&(child, purpose)) {
+            shard.clear();
+        }
+        shard.insert((child, purpose), parent);
+    }
+
+    /// Count a path that was completed through cached links.
+    pub fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Paths completed through cached links so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Links held (for tests and diagnostics).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u16) -> CertId {
+        let mut b = [0u8; 32];
+        b[..2].copy_from_slice(&n.to_be_bytes());
+        b[2] = 7;
+        CertId(b)
+    }
+
+    #[test]
+    fn remembers_per_purpose_and_stays_bounded() {
+        let cache = LinkCache::default();
+        cache.remember(id(1), LinkPurpose::Tls, Parent::Configured(id(2)));
+        assert_eq!(
+            cache.parent(&id(1), LinkPurpose::Tls),
+            Some(Parent::Configured(id(2)))
+        );
+        assert_eq!(cache.parent(&id(1), LinkPurpose::Ek), None);
+        // Flood one shard (same first byte): it never holds more than its capacity.
+        for n in 0..(SHARD_CAPACITY as u16 * 2) {
+            let mut b = [0u8; 32];
+            b[1..3].copy_from_slice(&n.to_be_bytes());
+            cache.remember(CertId(b), LinkPurpose::Tls, Parent::Presented(id(3)));
+        }
+        assert!(cache.len() <= SHARD_CAPACITY * 2, "{}", cache.len());
+    }
+}
