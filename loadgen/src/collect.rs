@@ -158,9 +158,25 @@ pub struct Collector {
     pub expected_rejections: BTreeMap<String, u64>,
     /// Per second.
     pub timeline: Timeline,
+    /// When attackers are active (from the start of the devices), if any.
+    pub attack_window: Option<(Duration, Duration)>,
+    /// Total latency of devices scheduled before the attack window.
+    pub before_attack: Option<hdrhistogram::Histogram<u64>>,
+    /// Total latency of devices scheduled inside the attack window.
+    pub during_attack: Option<hdrhistogram::Histogram<u64>>,
 }
 
 impl Collector {
+    /// A collector that also splits device latency around the attack window `window`.
+    pub fn with_attack_window(window: Option<(Duration, Duration)>) -> Self {
+        Self {
+            attack_window: window,
+            before_attack: window.map(|_| crate::metrics::new_histogram()),
+            during_attack: window.map(|_| crate::metrics::new_histogram()),
+            ..Self::default()
+        }
+    }
+
     /// Count `run` of `dev`, finished `at` into the run.
     pub fn record(
         &mut self,
@@ -182,6 +198,20 @@ impl Collector {
             .map(|(_, d)| *d);
         self.timeline
             .record(at, ok && run.observed.provisioned(), total);
+        if let (Some((from, to)), Some(total)) = (self.attack_window, total) {
+            // Scheduled start = when it got through minus its total latency.
+            let scheduled = at.saturating_sub(total);
+            let slot = if scheduled < from {
+                self.before_attack.as_mut()
+            } else if scheduled < to {
+                self.during_attack.as_mut()
+            } else {
+                None
+            };
+            if let Some(h) = slot {
+                crate::metrics::record(h, total);
+            }
+        }
         let c = self.classes.entry(dev.class).or_default();
         c.devices += 1;
         *c.observed

@@ -47,6 +47,9 @@ enum Command {
         /// Store file, overriding `[store] path`.
         #[arg(long)]
         store: Option<String>,
+        /// Overrides of `[limits]` (a scenario's `[server_limits]`, as JSON).
+        #[arg(long)]
+        limits_json: Option<String>,
     },
     /// Print the deltas between two runs (B relative to A): a summary.json or a result directory each.
     Compare {
@@ -77,6 +80,7 @@ fn server_run(
     listen: Option<String>,
     admin_listen: Option<String>,
     store: Option<String>,
+    limits_json: Option<String>,
 ) -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -91,6 +95,11 @@ fn server_run(
             let mut config = dps_server::config::Config::load(config).map_err(|e| e.to_string())?;
             if let Some(store) = store {
                 config.file.store.path = store;
+            }
+            if let Some(json) = limits_json {
+                let limits: dps_loadgen::scenario::LimitsOverride =
+                    serde_json::from_str(&json).map_err(|e| format!("--limits-json: {e}"))?;
+                limits.apply(&mut config.file.limits);
             }
             rt.block_on(dps_server::daemon::run(
                 &config,
@@ -127,7 +136,8 @@ fn main() -> ExitCode {
             listen,
             admin_listen,
             store,
-        } => return server_run(&config, listen, admin_listen, store),
+            limits_json,
+        } => return server_run(&config, listen, admin_listen, store, limits_json),
         Command::Compare { a, b } => {
             return match (
                 dps_loadgen::compare::load(&a),

@@ -15,7 +15,7 @@ use crate::metrics::{Phase, Quantiles, Recorder};
 use crate::scenario::{ExecutorSpec, Loaded};
 use crate::target::{self, ServerView};
 use crate::threshold::{Metric, RateOf};
-use crate::{executor, system};
+use crate::{attack, executor, system};
 
 /// Why a run could not be carried out (as opposed to a run whose thresholds failed).
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,25 @@ pub struct HoldSummary {
     pub bytes_per_connection: Option<u64>,
 }
 
+/// Devices under attack, beside devices before it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttackSummary {
+    /// Each `[[attack]]`.
+    pub attackers: Vec<attack::AttackReport>,
+    /// p99 of the total latency of devices scheduled before the first attack started, µs.
+    pub p99_total_before_us: u64,
+    /// p99 of the total latency of devices scheduled while attackers were active, µs.
+    pub p99_total_during_us: u64,
+    /// during / before (0 when either side has no devices).
+    pub p99_ratio: f64,
+    /// Devices scheduled before / during.
+    pub devices_before: u64,
+    /// Devices scheduled while attackers were active.
+    pub devices_during: u64,
+    /// Time the server took to close everything after the run, ms.
+    pub settle_ms: u64,
+}
+
 /// What a run produced; serialized as `summary.json` (schema: `loadgen/summary.schema.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
@@ -121,6 +140,11 @@ pub struct Summary {
     pub peak_provisioned_per_s: f64,
     /// Hold executor only.
     pub hold: Option<HoldSummary>,
+    /// `[[attack]]` only: what the attackers saw and how the devices fared.
+    pub attack: Option<AttackSummary>,
+    /// Device connections the server still had open once devices and attackers were gone
+    /// (after up to 30 s of grace); `None` if the server cannot tell.
+    pub leftover_connections: Option<u64>,
     /// The open-file limit the run had.
     pub open_files_limit: u64,
     /// This process's peak resident memory, bytes (with an embedded server: both together).
@@ -192,8 +216,26 @@ pub async fn run(
     let rss_before = dps_server::metrics::resident_memory();
     let started_at = time::OffsetDateTime::now_utc();
     let started = Instant::now();
+    let device_addr = ctx.addr;
     let mut exec = executor::start(fleet.clone(), ctx, &scenario.executor);
-    let mut c = Collector::default();
+    let attacks: Vec<attack::Running> = scenario
+        .attack
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            attack::start(
+                a,
+                device_addr,
+                attack::source_address(&device_addr, i),
+                started,
+            )
+        })
+        .collect();
+    let window = attacks
+        .iter()
+        .map(attack::Running::window)
+        .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
+    let mut c = Collector::with_attack_window(window);
     let mut last_progress = Instant::now();
     let mut hold_summary = None;
     let mut all_held = exec.all_held.take();
@@ -244,6 +286,11 @@ pub async fn run(
     }
     progress(&snapshot(&c, 0));
     let duration = started.elapsed();
+    let mut attack_reports = Vec::with_capacity(attacks.len());
+    for a in attacks {
+        attack_reports.push(a.finish().await);
+    }
+    let leftover = settle(&server_target).await;
     let server = server_target.finish().await;
     Ok(summarize(
         loaded,
@@ -257,8 +304,26 @@ pub async fn run(
             fleet_reused: ready.reused,
             hold: hold_summary,
             open_files_limit: limit.soft,
+            attacks: attack_reports,
+            leftover,
         },
     ))
+}
+
+/// How long the server gets to close what devices and attackers left behind.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Wait until the server has no device connection open (or [`SETTLE_TIMEOUT`] passes): the
+/// connections still open then, and how long it took.
+async fn settle(target: &target::Target) -> Option<(u64, Duration)> {
+    let since = Instant::now();
+    loop {
+        let open = target.open_connections().await?;
+        if open == 0 || since.elapsed() >= SETTLE_TIMEOUT {
+            return Some((open, since.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// What the run knows besides the collected devices.
@@ -270,6 +335,8 @@ struct Facts {
     fleet_reused: bool,
     hold: Option<HoldSummary>,
     open_files_limit: u64,
+    attacks: Vec<attack::AttackReport>,
+    leftover: Option<(u64, Duration)>,
 }
 
 fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) -> Outcome {
@@ -282,6 +349,7 @@ fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) -> Out
             Some((name.clone(), Quantiles::of(&hist)))
         })
         .collect();
+    let attack = attack_summary(&c, f.attacks, f.leftover);
     let mut summary = Summary {
         schema_version: 2,
         scenario: loaded.scenario.name.clone(),
@@ -317,6 +385,8 @@ fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) -> Out
         timeline: c.timeline.seconds(),
         peak_provisioned_per_s: c.timeline.peak(3),
         hold: f.hold,
+        attack,
+        leftover_connections: f.leftover.map(|(n, _)| n),
         open_files_limit: f.open_files_limit,
         peak_rss_bytes: dps_server::metrics::resident_memory().map(|m| m.peak),
         thresholds: Vec::new(),
@@ -325,7 +395,31 @@ fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) -> Out
     // The server's own count of rejections by reason must equal what the runs expect: per-device
     // checks see only the TLS alert, this sees the exact reason. (A run that timed out client-side
     // may still have been judged by the server, so the check holds only without errors.)
-    if summary.errors == 0 && summary.server_rejections != summary.expected_rejections {
+    // A handshake storm's refusals are the server's too (reason no_path: its CA is unknown);
+    // each storm handshake that ended in a close may or may not have reached attestation (a shed
+    // connection never does), so no_path may exceed the devices' count by at most that many.
+    let storm: u64 = summary
+        .attack
+        .iter()
+        .flat_map(|a| &a.attackers)
+        .filter(|r| r.kind == "handshake-storm")
+        .map(|r| r.attempted)
+        .sum();
+    let mut server_rejections = summary.server_rejections.clone();
+    if storm > 0 {
+        if let Some(n) = server_rejections.get_mut("no_path") {
+            let expected = summary
+                .expected_rejections
+                .get("no_path")
+                .copied()
+                .unwrap_or(0);
+            if *n >= expected && *n <= expected + storm {
+                *n = expected;
+            }
+        }
+        server_rejections.retain(|_, n| *n > 0);
+    }
+    if summary.errors == 0 && server_rejections != summary.expected_rejections {
         summary.mismatches += 1;
         summary.mismatch_examples.push(format!(
             "server rejections {:?} differ from the fleet's expected {:?}",
@@ -341,6 +435,10 @@ fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) -> Out
                 Metric::Mismatches => summary.mismatches as f64,
                 Metric::Errors => summary.errors as f64,
                 Metric::Dropped => summary.dropped as f64,
+                Metric::AttackP99Ratio => summary.attack.as_ref().map_or(f64::NAN, |a| a.p99_ratio),
+                Metric::LeftoverConnections => {
+                    summary.leftover_connections.map_or(f64::NAN, |n| n as f64)
+                }
                 Metric::Quantile { quantile, phase } => recorder.quantile(phase, quantile) as f64,
                 Metric::Rate {
                     what: RateOf::Provisioned,
@@ -365,6 +463,35 @@ fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) -> Out
         recorder,
         server,
     }
+}
+
+fn attack_summary(
+    c: &Collector,
+    attackers: Vec<attack::AttackReport>,
+    leftover: Option<(u64, Duration)>,
+) -> Option<AttackSummary> {
+    let (before, during) = (c.before_attack.as_ref()?, c.during_attack.as_ref()?);
+    let p99 = |h: &hdrhistogram::Histogram<u64>| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(0.99)
+        }
+    };
+    let (b, d) = (p99(before), p99(during));
+    Some(AttackSummary {
+        attackers,
+        p99_total_before_us: b,
+        p99_total_during_us: d,
+        p99_ratio: if b == 0 || d == 0 {
+            0.0
+        } else {
+            d as f64 / b as f64
+        },
+        devices_before: before.len(),
+        devices_during: during.len(),
+        settle_ms: leftover.map_or(0, |(_, t)| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+    })
 }
 
 /// The executor kind's name, for reports.

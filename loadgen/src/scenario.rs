@@ -224,6 +224,59 @@ impl Default for DeviceSpec {
     }
 }
 
+/// `[server_limits]`: what a scenario may change of the server's `[limits]`; unset keys keep the
+/// server's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsOverride {
+    /// Connections served at once.
+    pub max_connections: Option<u32>,
+    /// TLS handshake deadline, ms.
+    pub handshake_timeout_ms: Option<u64>,
+    /// Idle connections close after this, ms.
+    pub inactivity_timeout_ms: Option<u64>,
+    /// Largest CoAP message, bytes.
+    pub max_message_size: Option<u32>,
+    /// Provisioning requests per second (0 = unlimited).
+    pub max_requests_per_second: Option<u32>,
+    /// Failed handshakes per second per source address before shedding (0 = off).
+    pub failed_handshakes_per_ip_per_s: Option<u32>,
+    /// Burst of the failed-handshake budget.
+    pub failed_handshakes_burst: Option<u32>,
+}
+
+impl LimitsOverride {
+    /// Apply to a server's limits.
+    pub fn apply(&self, l: &mut dps_server::config::LimitsSection) {
+        if let Some(v) = self.max_connections {
+            l.max_connections = v;
+        }
+        if let Some(v) = self.handshake_timeout_ms {
+            l.handshake_timeout_ms = v;
+        }
+        if let Some(v) = self.inactivity_timeout_ms {
+            l.inactivity_timeout_ms = v;
+        }
+        if let Some(v) = self.max_message_size {
+            l.max_message_size = v;
+        }
+        if let Some(v) = self.max_requests_per_second {
+            l.max_requests_per_second = v;
+        }
+        if let Some(v) = self.failed_handshakes_per_ip_per_s {
+            l.failed_handshakes_per_ip_per_s = v;
+        }
+        if let Some(v) = self.failed_handshakes_burst {
+            l.failed_handshakes_burst = v;
+        }
+    }
+
+    /// Nothing to change.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// A whole scenario file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -247,6 +300,13 @@ pub struct Scenario {
     /// Pass/fail criteria, e.g. `thresholds = ["mismatches == 0", "p99(handshake) < 50ms"]`.
     #[serde(default)]
     pub thresholds: Vec<String>,
+    /// `[server_limits]`: overrides of the fleet server's `[limits]` (embedded or spawned server
+    /// only), e.g. short timeouts for a flood scenario.
+    #[serde(default)]
+    pub server_limits: LimitsOverride,
+    /// Hostile traffic beside the devices (`[[attack]]` tables).
+    #[serde(default)]
+    pub attack: Vec<crate::attack::AttackSpec>,
 }
 
 /// A scenario checked and ready to run.
@@ -307,7 +367,15 @@ impl Scenario {
                     "needed to verify the server (or set device.skip_server_verification)".into(),
                 ));
             }
-        } else if target.admin.is_some() || target.server_ca.is_some() {
+        }
+        if target.address.is_some() && !scenario.server_limits.is_empty() {
+            return Err(invalid(
+                "server_limits",
+                "only the fleet's own server (embedded or spawned) takes limits from a scenario"
+                    .into(),
+            ));
+        }
+        if target.address.is_none() && (target.admin.is_some() || target.server_ca.is_some()) {
             return Err(invalid(
                 "target.address",
                 "admin and server_ca only apply to a remote target; give its address".into(),
@@ -355,6 +423,26 @@ impl Scenario {
                 ))
             }
             _ => {}
+        }
+        for (i, a) in scenario.attack.iter().enumerate() {
+            if a.connections == 0 {
+                return Err(invalid(
+                    &format!("attack[{i}].connections"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if a.duration.is_zero() {
+                return Err(invalid(
+                    &format!("attack[{i}].duration"),
+                    "must be above 0".into(),
+                ));
+            }
+            if !(a.rate >= 0.0 && a.rate.is_finite()) {
+                return Err(invalid(
+                    &format!("attack[{i}].rate"),
+                    "must be 0 or a positive number".into(),
+                ));
+            }
         }
         let thresholds = scenario
             .thresholds

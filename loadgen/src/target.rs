@@ -79,6 +79,7 @@ const SPAWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 async fn spawn_server(
     fleet_dir: &std::path::Path,
     store: &str,
+    limits_json: &str,
 ) -> Result<(tokio::process::Child, dps_server::daemon::Bound), RunError> {
     use tokio::io::AsyncBufReadExt as _;
     let mut child = tokio::process::Command::new(server_exe()?)
@@ -87,6 +88,7 @@ async fn spawn_server(
         .arg(fleet_dir.join("config.toml"))
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(["--store", store])
+        .args(["--limits-json", limits_json])
         .env("RUST_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -152,7 +154,8 @@ pub async fn start(
 ) -> Result<Started, RunError> {
     let verify = !scenario.device.skip_server_verification;
     if scenario.target.spawn {
-        let (child, bound) = spawn_server(fleet_dir, &store_path(store_dir)?).await?;
+        let limits = serde_json::to_string(&scenario.server_limits).map_err(server_err)?;
+        let (child, bound) = spawn_server(fleet_dir, &store_path(store_dir)?, &limits).await?;
         let token = std::fs::read_to_string(fleet_dir.join("admin-token"))?;
         let admin_addr = bound
             .admin
@@ -174,6 +177,7 @@ pub async fn start(
     let Some(address) = &scenario.target.address else {
         let mut config = Config::load(&fleet_dir.join("config.toml")).map_err(server_err)?;
         config.file.store.path = store_path(store_dir)?;
+        scenario.server_limits.apply(&mut config.file.limits);
         let server = Arc::new(Server::from_config(&config).map_err(server_err)?);
         // A deep accept backlog: bursts of thousands of connects must queue, not be dropped.
         let socket = TcpSocket::new_v4()?;

@@ -25,6 +25,11 @@ pub enum Metric {
         /// The phase.
         phase: Phase,
     },
+    /// p99 of the total latency of devices started during the attacks over that of devices
+    /// started before them.
+    AttackP99Ratio,
+    /// Device connections the server still had open after the devices and attackers were gone.
+    LeftoverConnections,
     /// Completions per second over the run.
     Rate {
         /// What is counted.
@@ -101,12 +106,14 @@ fn parse_metric(s: &str) -> Result<Metric, ThresholdError> {
         "mismatches" => return Ok(Metric::Mismatches),
         "errors" => return Ok(Metric::Errors),
         "dropped" => return Ok(Metric::Dropped),
+        "attack_p99_ratio" => return Ok(Metric::AttackP99Ratio),
+        "leftover_connections" => return Ok(Metric::LeftoverConnections),
         _ => {}
     }
     let (func, arg) = s
         .strip_suffix(')')
         .and_then(|s| s.split_once('('))
-        .ok_or_else(|| ThresholdError(format!("unknown metric {s:?} (mismatches, errors, dropped, pNN(phase), max(phase), rate(provisioned|handshakes|devices))")))?;
+        .ok_or_else(|| ThresholdError(format!("unknown metric {s:?} (mismatches, errors, dropped, attack_p99_ratio, leftover_connections, pNN(phase), max(phase), rate(provisioned|handshakes|devices))")))?;
     let arg = arg.trim();
     if func == "rate" {
         let what = match arg {

@@ -139,6 +139,12 @@ pub struct LimitsSection {
     pub max_requests_per_second: u32,
     /// Max-Age (seconds) of the 5.03 answered to connections beyond `max_connections`.
     pub busy_retry_after_s: u32,
+    /// Failed handshakes per second a source address may cost before its new connections are
+    /// closed at accept (token bucket, refilled at this rate); 0 = no shedding. Devices that pass
+    /// attestation never spend from it.
+    pub failed_handshakes_per_ip_per_s: u32,
+    /// Bucket size of `failed_handshakes_per_ip_per_s`: failures allowed in a burst.
+    pub failed_handshakes_burst: u32,
 }
 
 impl Default for LimitsSection {
@@ -150,6 +156,8 @@ impl Default for LimitsSection {
             max_message_size: 16 * 1024,
             max_requests_per_second: 0,
             busy_retry_after_s: 5,
+            failed_handshakes_per_ip_per_s: 0,
+            failed_handshakes_burst: 100,
         }
     }
 }

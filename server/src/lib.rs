@@ -14,6 +14,7 @@ pub mod proto;
 pub mod provision;
 pub mod records;
 pub mod server;
+pub mod shed;
 pub mod store;
 pub mod tls;
 pub mod tpm;

@@ -156,6 +156,7 @@ pub struct Metrics {
     accepted: AtomicU64,
     rejected: [AtomicU64; RejectReason::ALL.len()],
     handshake_failures: AtomicU64,
+    shed: AtomicU64,
     open_connections: AtomicI64,
     /// `REQUEST_ROWS` rows of 256 codes.
     requests: Box<[AtomicU64]>,
@@ -187,6 +188,7 @@ impl Metrics {
             accepted: AtomicU64::new(0),
             rejected: std::array::from_fn(|_| AtomicU64::new(0)),
             handshake_failures: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
             open_connections: AtomicI64::new(0),
             requests: (0..REQUEST_ROWS * 256).map(|_| AtomicU64::new(0)).collect(),
             handshake: Recorder::new(),
@@ -216,6 +218,16 @@ impl Metrics {
     /// error, connection reset).
     pub fn record_handshake_failure(&self) {
         self.handshake_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection was closed at accept because its address spent its failed-handshake budget.
+    pub fn record_shed(&self) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections closed at accept by shedding.
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
     }
 
     /// A request was answered with `code` after `took`. `step` is the resource's provisioning step
@@ -329,6 +341,13 @@ impl Metrics {
             "dps_handshake_failures_total {}",
             self.handshake_failures()
         );
+        header(
+            &mut out,
+            "dps_connections_shed_total",
+            "Connections closed at accept: their address spent its failed-handshake budget.",
+            "counter",
+        );
+        let _ = writeln!(out, "dps_connections_shed_total {}", self.shed());
         header(
             &mut out,
             "dps_open_connections",

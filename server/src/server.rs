@@ -101,6 +101,7 @@ pub struct Server {
     attestor: Attestor,
     limits: LimitsSection,
     rate: RequestRate,
+    failures: crate::shed::FailureBudget,
     store: Arc<Store>,
     records: RecordWriter,
     metrics: Arc<Metrics>,
@@ -328,6 +329,10 @@ impl Server {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             provisioner,
             rate: RequestRate::new(limits.max_requests_per_second),
+            failures: crate::shed::FailureBudget::new(
+                limits.failed_handshakes_per_ip_per_s,
+                limits.failed_handshakes_burst,
+            ),
             limits,
             store,
             records,
@@ -407,6 +412,12 @@ impl Server {
                     }
                 },
             };
+            if !self.failures.admits(peer.ip()) {
+                // Its failed handshakes spent its budget: no TLS work for it until it refills.
+                self.metrics.record_shed();
+                drop(stream);
+                continue;
+            }
             let _ = stream.set_nodelay(true);
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 let Ok(permit) = overflow.clone().try_acquire_owned() else {
@@ -463,10 +474,12 @@ impl Server {
         let tls = match tokio::time::timeout(handshake, accept).await {
             Err(_) => {
                 self.metrics.record_handshake_failure();
+                self.failures.failed(peer.ip());
                 tracing::debug!(%peer, "TLS handshake timed out");
                 return;
             }
             Ok(Err(e)) => {
+                self.failures.failed(peer.ip());
                 // Attestation refusals are counted by reason in the verifier; count the rest.
                 let refused = e
                     .get_ref()

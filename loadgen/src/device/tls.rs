@@ -11,7 +11,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 /// Accepts any server certificate but still checks the handshake signatures, like a device
 /// configured without a server trust anchor.
 #[derive(Debug)]
-struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct AcceptAnyServer(pub(crate) Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAnyServer {
     fn verify_server_cert(

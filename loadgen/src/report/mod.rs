@@ -184,6 +184,30 @@ pub fn markdown(s: &Summary) -> String {
                 .map_or_else(String::new, |b| format!(" ({:.1} KiB per held connection)", b as f64 / 1024.0)),
         );
     }
+    if let Some(a) = &s.attack {
+        let _ = writeln!(
+            out,
+            "\n| attack | attempted | opened | closed by server | p50 to close ms |\n|---|---:|---:|---:|---:|"
+        );
+        for r in &a.attackers {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                r.kind, r.attempted, r.opened, r.closed_by_server, r.p50_close_ms
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nDevices: p99 total {} ms before the attack ({} devices), {} ms during it ({} devices): ratio {:.2}. The server was down to {} device connections {} ms after the run.",
+            ms(a.p99_total_before_us),
+            a.devices_before,
+            ms(a.p99_total_during_us),
+            a.devices_during,
+            a.p99_ratio,
+            s.leftover_connections.map_or_else(|| "?".into(), |n| n.to_string()),
+            a.settle_ms,
+        );
+    }
     let _ = writeln!(
         out,
         "\nPeak resident memory: {} ({}); server: {}. Open-file limit {}. Fleet {}.",
