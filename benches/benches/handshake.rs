@@ -6,8 +6,8 @@
 //! Only the server's calls are timed (`ServerConnection::new`, `read_tls` + `process_new_packets`,
 //! `write_tls`, and for ours the verdict hand-off); the client's work runs between them untimed.
 //!
-//! After criterion, the ratio stock / ours is measured interleaved (rounds alternate between the
-//! two, median of the per-round ratios), as `matching.rs` does: criterion's absolute figures move
+//! After criterion, the ratios stock / ours are measured interleaved (each round runs a small batch
+//! of every variant, the order rotating; medians of the per-round ratios), as `matching.rs` does: criterion's absolute figures move
 //! between runs on this machine, the interleaved ratio does not.
 //!
 //! Filter topologies with `DPS_BENCH_TOPOLOGIES=leaf+2/p256,leaf+1/ed25519` (default: all six).
@@ -19,9 +19,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use dps_benches::handshake::HandshakeFixture;
 use dps_benches::pki::{BenchPki, DEPTHS, DEVICE_KEYS};
 
-/// Handshakes per variant in one interleaved round, and rounds.
-const BATCH: usize = 20;
-const ROUNDS: usize = 41;
+/// Handshakes per variant in one interleaved round (small, so a burst of load from elsewhere
+/// rarely hits one variant of a round only), and rounds.
+const BATCH: usize = 5;
+const ROUNDS: usize = 201;
 
 fn fixtures() -> Vec<HandshakeFixture> {
     let pki = BenchPki::load();
@@ -54,61 +55,65 @@ fn handshakes(c: &mut Criterion) {
     }
 
     eprintln!();
-    eprintln!("interleaved server-side time per handshake (median of {ROUNDS} rounds of {BATCH}) and ratios stock / ours:");
+    eprintln!("interleaved server-side time per handshake (medians over {ROUNDS} rounds of {BATCH} per variant) and ratios stock / ours:");
     eprintln!("| topology | stock_root | stock_configured | ours | stock_root / ours | stock_configured / ours |");
     eprintln!("|---|---:|---:|---:|---:|---:|");
     for fx in &fixtures {
-        let root = interleaved(fx, "stock_root", "ours");
-        let configured = interleaved(fx, "stock_configured", "ours");
+        let r = interleaved(fx);
         eprintln!(
             "| {} | {:.1} µs | {:.1} µs | {:.1} µs | {:.3} | {:.3} |",
             fx.label(),
-            root.a_us,
-            configured.a_us,
-            root.b_us,
-            root.ratio,
-            configured.ratio
+            r.us[0],
+            r.us[1],
+            r.us[2],
+            r.ratio_root,
+            r.ratio_configured
         );
     }
 }
 
-/// Medians over interleaved rounds: per-handshake time of `a` and `b`, and of the ratio a / b.
+/// Medians over interleaved rounds: per-handshake time of stock_root, stock_configured and ours,
+/// and of the per-round ratios stock / ours.
 struct Interleaved {
-    a_us: f64,
-    b_us: f64,
-    ratio: f64,
+    us: [f64; 3],
+    ratio_root: f64,
+    ratio_configured: f64,
 }
 
-fn interleaved(fx: &HandshakeFixture, a: &str, b: &str) -> Interleaved {
-    let (va, vb) = (fx.variant(a), fx.variant(b));
+fn interleaved(fx: &HandshakeFixture) -> Interleaved {
+    let variants = [
+        fx.variant("stock_root"),
+        fx.variant("stock_configured"),
+        fx.variant("ours"),
+    ];
     let batch = |v| -> f64 {
         let total: Duration = (0..BATCH).map(|_| fx.server_time(v)).sum();
         total.as_secs_f64() / BATCH as f64
     };
-    let mut ta = Vec::with_capacity(ROUNDS);
-    let mut tb = Vec::with_capacity(ROUNDS);
-    let mut ratios = Vec::with_capacity(ROUNDS);
+    let mut times: [Vec<f64>; 3] = Default::default();
+    let (mut ratio_root, mut ratio_configured) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        // Alternate which one goes first, so drift within a round cancels out.
-        let (x, y) = if round % 2 == 0 {
-            let x = batch(va);
-            (x, batch(vb))
-        } else {
-            let y = batch(vb);
-            (batch(va), y)
-        };
-        ta.push(x);
-        tb.push(y);
-        ratios.push(x / y);
+        // Rotate which variant goes first, so drift within a round cancels out.
+        let mut t = [0.0; 3];
+        for k in 0..3 {
+            let i = (round + k) % 3;
+            t[i] = batch(variants[i]);
+        }
+        for i in 0..3 {
+            times[i].push(t[i]);
+        }
+        ratio_root.push(t[0] / t[2]);
+        ratio_configured.push(t[1] / t[2]);
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    let [a, b, c] = &mut times;
     Interleaved {
-        a_us: median(&mut ta) * 1e6,
-        b_us: median(&mut tb) * 1e6,
-        ratio: median(&mut ratios),
+        us: [median(a) * 1e6, median(b) * 1e6, median(c) * 1e6],
+        ratio_root: median(&mut ratio_root),
+        ratio_configured: median(&mut ratio_configured),
     }
 }
 

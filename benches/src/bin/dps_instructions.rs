@@ -5,6 +5,7 @@
 //! cargo run --release -p dps-benches --bin dps-instructions -- check            # the CI gate
 //! cargo run --release -p dps-benches --bin dps-instructions -- check --update   # new baseline
 //! cargo run --release -p dps-benches --bin dps-instructions -- list
+//! cargo run --release -p dps-benches --bin dps-instructions -- handshakes       # stock/ours table
 //! ```
 //!
 //! `check` runs every case once under `valgrind --tool=callgrind --collect-atstart=no
@@ -24,8 +25,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use dps_benches::handshake::{client, handshake, ours, stock, ServerSide, Variant};
-use dps_benches::pki::{BenchPki, DeviceKey, CSR_DEVICE_ID};
+use dps_benches::handshake::{handshake, HandshakeFixture, ServerSide};
+use dps_benches::pki::{BenchPki, DeviceKey, CSR_DEVICE_ID, DEPTHS, DEVICE_KEYS};
 use dps_server::enrollment::{Arena, EnrollmentGroup, LeadSelector};
 use dps_server::proto::body::{self, CredentialsRequest, Csr, ENCODING_PEM};
 use dps_server::proto::coap::{Code, Decoder, Frame};
@@ -127,29 +128,57 @@ impl ServerSide for Uncounted {
 }
 
 fn handshake_case(reps: u32, variant: &str) {
-    let pki = BenchPki::load();
-    let client = client(&pki, 2, DeviceKey::P256);
-    let variant = match variant {
-        "ours" => {
-            let (config, verifier, _arena) = ours(&pki);
-            Variant {
-                name: "ours",
-                config,
-                verifier: Some(verifier),
-                reset: None,
-            }
-        }
-        _ => Variant {
-            name: "stock_root",
-            config: stock(&pki, std::slice::from_ref(&pki.root)),
-            verifier: None,
-            reset: None,
-        },
-    };
-    handshake(&client, &variant, &mut Uncounted);
+    measure_handshake(2, DeviceKey::P256, variant, reps);
+}
+
+/// The server side of `reps` handshakes of the leaf+`depth` device against `variant`.
+fn measure_handshake(depth: usize, key: DeviceKey, variant: &str, reps: u32) {
+    let fx = HandshakeFixture::new(&BenchPki::load(), depth, key);
+    let variant = fx.variant(variant);
+    handshake(&fx.client, variant, &mut Uncounted);
     for _ in 0..reps {
-        handshake(&client, &variant, &mut Counted);
+        handshake(&fx.client, variant, &mut Counted);
     }
+}
+
+/// Calls per handshake count of the `handshakes` table.
+const TABLE_REPS: u32 = 5;
+
+/// Server-side instructions per handshake for every topology and variant of the criterion bench,
+/// and the ratios stock / ours (not gated: a deterministic companion to `results/handshake.md`).
+fn handshake_table() -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("dps-instructions-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    println!("| topology | stock_root | stock_configured | ours | stock_root / ours | stock_configured / ours |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for key in DEVICE_KEYS {
+        for depth in DEPTHS {
+            let mut ir = Vec::new();
+            for variant in ["stock_root", "stock_configured", "ours"] {
+                let label = format!("leaf+{depth}/{}/{variant}", key.name());
+                let args = [
+                    "measure-handshake".to_owned(),
+                    depth.to_string(),
+                    key.name().to_owned(),
+                    variant.to_owned(),
+                    TABLE_REPS.to_string(),
+                ];
+                ir.push(count(&label, &args, TABLE_REPS, &dir)?);
+            }
+            let m = |x: u64| format!("{:.3} M", x as f64 / 1e6);
+            println!(
+                "| leaf+{depth}/{} | {} | {} | {} | {:.3} | {:.3} |",
+                key.name(),
+                m(ir[0]),
+                m(ir[1]),
+                m(ir[2]),
+                ir[0] as f64 / ir[2] as f64,
+                ir[1] as f64 / ir[2] as f64
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }
 
 fn credentials_request(pki: &BenchPki) -> CredentialsRequest {
@@ -250,9 +279,9 @@ fn tool_version(cmd: &str, arg: &str) -> String {
 }
 
 /// Count one case under callgrind: instructions per measured call.
-fn count(case: &Case, dir: &Path) -> Result<u64, String> {
+fn count(label: &str, args: &[String], reps: u32, dir: &Path) -> Result<u64, String> {
     let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
-    let out = dir.join(format!("{}.callgrind", case.name.replace('/', "_")));
+    let out = dir.join(format!("{}.callgrind", label.replace('/', "_")));
     let status = Command::new("valgrind")
         .args([
             "--tool=callgrind",
@@ -262,11 +291,11 @@ fn count(case: &Case, dir: &Path) -> Result<u64, String> {
         ])
         .arg(format!("--callgrind-out-file={}", out.display()))
         .arg(&exe)
-        .args(["measure", case.name])
+        .args(args)
         .status()
         .map_err(|e| format!("cannot run valgrind ({e}); install it (apt-get install valgrind)"))?;
     if !status.success() {
-        return Err(format!("{}: valgrind run failed ({status})", case.name));
+        return Err(format!("{label}: valgrind run failed ({status})"));
     }
     let text = std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let total = text
@@ -277,14 +306,13 @@ fn count(case: &Case, dir: &Path) -> Result<u64, String> {
         })
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse::<u64>().ok())
-        .ok_or_else(|| format!("{}: no instruction total in {}", case.name, out.display()))?;
+        .ok_or_else(|| format!("{}: no instruction total in {}", label, out.display()))?;
     if total == 0 {
         return Err(format!(
-            "{}: nothing was collected (is dps_instr_measured still a symbol?)",
-            case.name
+            "{label}: nothing was collected (is dps_instr_measured still a symbol?)"
         ));
     }
-    Ok(total / u64::from(case.reps))
+    Ok(total / u64::from(reps))
 }
 
 fn check(update: bool) -> Result<bool, String> {
@@ -312,7 +340,8 @@ fn check(update: bool) -> Result<bool, String> {
         "case (Ir per call)", "baseline", "now", "delta"
     );
     for case in CASES {
-        let now = count(case, &dir)?;
+        let args = ["measure".to_owned(), case.name.to_owned()];
+        let now = count(case.name, &args, case.reps, &dir)?;
         counts.insert(case.name.to_owned(), now);
         let base = old.as_ref().and_then(|b| b.counts.get(case.name)).copied();
         let (base_s, delta_s, verdict) = match base {
@@ -368,6 +397,27 @@ fn main() -> ExitCode {
             (case.run)(case.reps);
             ExitCode::SUCCESS
         }
+        Some("measure-handshake") => {
+            let key = match args.get(2).map(String::as_str) {
+                Some("ed25519") => DeviceKey::Ed25519,
+                _ => DeviceKey::P256,
+            };
+            let depth = args.get(1).and_then(|d| d.parse().ok()).unwrap_or(2);
+            let variant = args.get(3).map_or("ours", String::as_str);
+            let reps = args
+                .get(4)
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(TABLE_REPS);
+            measure_handshake(depth, key, variant, reps);
+            ExitCode::SUCCESS
+        }
+        Some("handshakes") => match handshake_table() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some("list") => {
             for c in CASES {
                 println!("{:<42} x{:<4} {}", c.name, c.reps, c.what);
@@ -395,7 +445,9 @@ fn main() -> ExitCode {
             }
         }
         _ => {
-            eprintln!("usage: dps-instructions check [--update] | list | measure <case>");
+            eprintln!(
+                "usage: dps-instructions check [--update] | list | handshakes | measure <case>"
+            );
             ExitCode::from(2)
         }
     }
