@@ -1,5 +1,9 @@
 //! Shared set-up for the benchmarks: arenas of any size with one real device group in them, built
-//! the way an operator's bulk load would be (every group validated).
+//! the way an operator's bulk load would be (every group validated); the committed PKI of the
+//! handshake and instruction-count benchmarks ([`pki`]) and the in-memory handshake ([`handshake`]).
+
+pub mod handshake;
+pub mod pki;
 
 use dps_server::enrollment::{Arena, EnrollmentGroup, LeadSelector};
 use dps_server::pki::{CertSpec, Issued, KeyAlg};
