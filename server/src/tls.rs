@@ -28,16 +28,32 @@ use crate::tpm::TpmEnrollments;
 /// certificate check, e.g. on CertificateVerify).
 const HANDOFF_TTL: Duration = Duration::from_secs(60);
 
-/// Identity of a presented chain, the key of the hand-off.
-fn chain_key(certs: &[CertificateDer<'_>]) -> [u8; 32] {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for c in certs {
-        ctx.update(&(c.len() as u64).to_be_bytes());
-        ctx.update(c);
+/// Identity of a presented chain, the key of the hand-off: 128 bits of SipHash under two secret
+/// per-process keys. Nobody outside can aim for a collision without the keys, accidental ones
+/// among the few pending hand-offs are out of reach, and it costs a tenth of hashing every
+/// certificate with SHA-256 twice per handshake. (A miss only means the verdict is computed again.)
+#[derive(Debug, Clone)]
+struct ChainKeys(std::hash::RandomState, std::hash::RandomState);
+
+impl Default for ChainKeys {
+    fn default() -> Self {
+        Self(std::hash::RandomState::new(), std::hash::RandomState::new())
     }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
+}
+
+impl ChainKeys {
+    fn of(&self, certs: &[CertificateDer<'_>]) -> [u64; 2] {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        let mut a = self.0.build_hasher();
+        let mut b = self.1.build_hasher();
+        for c in certs {
+            for h in [&mut a, &mut b] {
+                h.write_usize(c.len());
+                h.write(c);
+            }
+        }
+        [a.finish(), b.finish()]
+    }
 }
 
 /// Counters of attestation outcomes at the TLS layer (exported by the metrics endpoint later).
@@ -88,11 +104,12 @@ pub struct Admission {
 /// Verdicts waiting for their connection, keyed by the presented chain.
 #[derive(Debug, Default)]
 struct Handoff {
-    pending: Mutex<HashMap<[u8; 32], (Admission, Instant)>>,
+    keys: ChainKeys,
+    pending: Mutex<HashMap<[u64; 2], (Admission, Instant)>>,
 }
 
 impl Handoff {
-    fn put(&self, key: [u8; 32], accepted: Admission) {
+    fn put(&self, key: [u64; 2], accepted: Admission) {
         let Ok(mut map) = self.pending.lock() else {
             return;
         };
@@ -103,7 +120,7 @@ impl Handoff {
         map.insert(key, (accepted, Instant::now()));
     }
 
-    fn take(&self, key: &[u8; 32]) -> Option<Admission> {
+    fn take(&self, key: &[u64; 2]) -> Option<Admission> {
         let (accepted, at) = self.pending.lock().ok()?.remove(key)?;
         (at.elapsed() < HANDOFF_TTL).then_some(accepted)
     }
@@ -271,7 +288,7 @@ impl AttestationVerifier {
         &self,
         peer_certificates: &[CertificateDer<'_>],
     ) -> Result<Admission, RejectReason> {
-        if let Some(a) = self.handoff.take(&chain_key(peer_certificates)) {
+        if let Some(a) = self.handoff.take(&self.handoff.keys.of(peer_certificates)) {
             return Ok(a);
         }
         self.judge(peer_certificates, UnixTime::now())
@@ -356,7 +373,7 @@ impl ClientCertVerifier for AttestationVerifier {
                     self.stats.identity_accepted.fetch_add(1, Ordering::Relaxed);
                 }
                 tracing::debug!(group = %admission.accepted.group, cn = %admission.accepted.common_name, identity = admission.identity.is_some(), "device chain accepted");
-                self.handoff.put(chain_key(&chain), admission);
+                self.handoff.put(self.handoff.keys.of(&chain), admission);
                 Ok(ClientCertVerified::assertion())
             }
             Err(reason) => {

@@ -14,7 +14,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use super::arena::Snapshot;
 use super::cert::{clamp_time, common_name, verify_signed, CertId, TrustedCert};
 use super::group::Attestation;
-use super::link_cache::{LinkPurpose, Parent};
+use super::link_cache::{CaFacts, Link, LinkPurpose, Parent};
 use super::verdict::{Accepted, RejectReason, Verdict};
 
 /// Signature algorithms a device chain may use (aws-lc-rs implementations).
@@ -79,6 +79,8 @@ const MAX_CONFIGURED_DEPTH: usize = 64;
 /// What one presented intermediate contributes: its bytes and the facts webpki does not check.
 struct Presented<'a> {
     der: &'a [u8],
+    /// Its identity, hashed once per handshake (cache lookups and the verified chain use it).
+    id: CertId,
     subject: &'a [u8],
     issuer: &'a [u8],
     is_ca: bool,
@@ -90,7 +92,7 @@ struct Presented<'a> {
 }
 
 impl<'a> Presented<'a> {
-    fn parse(der: &'a [u8]) -> Option<Self> {
+    fn parse(der: &'a [u8], id: CertId) -> Option<Self> {
         let (rest, cert) = X509Certificate::from_der(der).ok()?;
         if !rest.is_empty() {
             return None;
@@ -112,6 +114,7 @@ impl<'a> Presented<'a> {
         let validity = cert.validity();
         Some(Self {
             der,
+            id,
             name_constrained,
             subject: cert.tbs_certificate.subject.as_raw(),
             is_ca,
@@ -121,6 +124,33 @@ impl<'a> Presented<'a> {
             not_before: clamp_time(validity.not_before.timestamp()),
             not_after: clamp_time(validity.not_after.timestamp()),
         })
+    }
+
+    /// A cached certificate's facts, without parsing it again (its names are not needed on a
+    /// path through cached links).
+    fn from_facts(der: &'a [u8], id: CertId, f: CaFacts) -> Self {
+        Self {
+            der,
+            id,
+            subject: &[],
+            issuer: &[],
+            is_ca: f.is_ca,
+            path_len: f.path_len,
+            lacks_cert_sign: f.lacks_cert_sign,
+            name_constrained: false,
+            not_before: f.not_before,
+            not_after: f.not_after,
+        }
+    }
+
+    fn facts(&self) -> CaFacts {
+        CaFacts {
+            is_ca: self.is_ca,
+            path_len: self.path_len,
+            lacks_cert_sign: self.lacks_cert_sign,
+            not_before: self.not_before,
+            not_after: self.not_after,
+        }
     }
 
     fn validity_at(&self, now: UnixTime) -> Option<RejectReason> {
@@ -178,16 +208,43 @@ impl Snapshot {
         let leaf_not_before = clamp_time(leaf.validity().not_before.timestamp());
         let leaf_not_after = clamp_time(leaf.validity().not_after.timestamp());
 
+        let leaf_validity = if now.as_secs() < leaf_not_before {
+            Some(RejectReason::NotYetValid)
+        } else if now.as_secs() > leaf_not_after {
+            Some(RejectReason::Expired)
+        } else {
+            None
+        };
+        let ee = webpki::EndEntityCert::try_from(leaf_der).map_err(|_| RejectReason::Malformed)?;
+
         // Presented intermediates: duplicates (and copies of the leaf) ignored, order irrelevant.
-        let mut intermediates: Vec<Presented<'_>> = Vec::with_capacity(rest.len());
+        let mut presented: Vec<(&[u8], CertId)> = Vec::with_capacity(rest.len());
         for der in rest {
             if der.as_ref() == leaf_der.as_ref()
-                || intermediates.iter().any(|p| p.der == der.as_ref())
+                || presented.iter().any(|(d, _)| *d == der.as_ref())
             {
                 continue;
             }
-            intermediates.push(Presented::parse(der).ok_or(RejectReason::Malformed)?);
+            let id = CertId::of(der);
+            if self.certs.contains_key(&id) {
+                // A configured certificate sent along: it is an anchor candidate already (its
+                // subject names the issuer of the certificate below it), so it need not be parsed
+                // or offered as an intermediate.
+                continue;
+            }
+            presented.push((der.as_ref(), id));
         }
+        if leaf_validity.is_none() {
+            if let Some((used, anchor)) = self.cached_path(&ee, now, purpose, &presented) {
+                let used = used.iter().collect();
+                return self.finish(now, leaf_der, (leaf_cn, purpose), None, (used, anchor));
+            }
+        }
+        let intermediates = presented
+            .iter()
+            .map(|(der, id)| Presented::parse(der, *id))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(RejectReason::Malformed)?;
 
         // Candidate anchors: configured certificates named as issuer by any presented certificate.
         let mut candidates: Vec<&Arc<TrustedCert>> = Vec::new();
@@ -216,13 +273,6 @@ impl Snapshot {
         // The leaf's own validity is the selected group's business (expired_certificates_allowed),
         // so the path is validated at a time inside the leaf's window; CA validity is then
         // checked against `now` below.
-        let leaf_validity = if now.as_secs() < leaf_not_before {
-            Some(RejectReason::NotYetValid)
-        } else if now.as_secs() > leaf_not_after {
-            Some(RejectReason::Expired)
-        } else {
-            None
-        };
         let path_time = match leaf_validity {
             None => now,
             Some(RejectReason::NotYetValid) => {
@@ -231,13 +281,6 @@ impl Snapshot {
             Some(_) => UnixTime::since_unix_epoch(std::time::Duration::from_secs(leaf_not_after)),
         };
 
-        let ee = webpki::EndEntityCert::try_from(leaf_der).map_err(|_| RejectReason::Malformed)?;
-        let ids: Vec<CertId> = intermediates.iter().map(|p| CertId::of(p.der)).collect();
-        if leaf_validity.is_none() {
-            if let Some(path) = self.cached_path(&ee, now, purpose, &intermediates, &ids) {
-                return self.finish(now, leaf_der, (leaf_cn, purpose), None, path);
-            }
-        }
         let verify = |anchors: &[TrustAnchor<'_>], inter: &[CertificateDer<'_>]| {
             ee.verify_for_usage(
                 ALGORITHMS,
@@ -288,7 +331,7 @@ impl Snapshot {
             (used_refs, anchor),
         )?;
         if leaf_validity.is_none() {
-            self.remember_links(purpose, &intermediates, &ids, &used, anchor);
+            self.remember_links(purpose, &intermediates, &used, anchor);
         }
         Ok(accepted)
     }
@@ -297,38 +340,34 @@ impl Snapshot {
     /// presented CA certificate whose link upward is cached is offered to webpki as an anchor, so
     /// webpki checks the leaf (signature, validity, EKU) and any presented link not cached; the
     /// path then continues along cached links, each of whose certificates must be presented in
-    /// this handshake too. `None`: no cached link applies, take the full path.
+    /// this handshake too. Cached certificates are not parsed again (their facts are cached).
+    /// `None`: no cached link applies, take the full path.
     fn cached_path<'p>(
         &self,
         ee: &webpki::EndEntityCert<'_>,
         now: UnixTime,
         purpose: Purpose<'_>,
-        intermediates: &'p [Presented<'p>],
-        ids: &[CertId],
-    ) -> Option<(Vec<&'p Presented<'p>>, CertId)> {
+        presented: &[(&'p [u8], CertId)],
+    ) -> Option<(Vec<Presented<'p>>, CertId)> {
         let lp = purpose.link_purpose();
-        let cached: Vec<usize> = (0..intermediates.len())
-            .filter(|&i| {
-                ids.get(i)
-                    .is_some_and(|id| self.links.parent(id, lp).is_some())
-            })
+        let links: Vec<Option<Link>> = presented
+            .iter()
+            .map(|(_, id)| self.links.get(id, lp))
             .collect();
-        if cached.is_empty() {
+        if links.iter().all(Option::is_none) {
             return None;
         }
-        let anchors = cached
-            .iter()
-            .map(|&i| {
-                let p = intermediates.get(i)?;
-                webpki::anchor_from_trusted_cert(&CertificateDer::from(p.der))
-                    .ok()
-                    .map(|a| (i, a.to_owned()))
-            })
-            .collect::<Option<Vec<_>>>()?;
-        let others: Vec<CertificateDer<'_>> = (0..intermediates.len())
-            .filter(|i| !cached.contains(i))
-            .filter_map(|i| intermediates.get(i).map(|p| CertificateDer::from(p.der)))
-            .collect();
+        let mut anchors: Vec<(usize, TrustAnchor<'_>)> = Vec::new();
+        let mut others: Vec<CertificateDer<'_>> = Vec::new();
+        for (i, ((der, _), link)) in presented.iter().zip(&links).enumerate() {
+            let der = CertificateDer::from(*der);
+            match link {
+                Some(_) => {
+                    anchors.push((i, webpki::anchor_from_trusted_cert(&der).ok()?.to_owned()))
+                }
+                None => others.push(der),
+            }
+        }
         let trust: Vec<TrustAnchor<'_>> = anchors.iter().map(|(_, a)| a.clone()).collect();
         let path = ee
             .verify_for_usage(
@@ -341,31 +380,35 @@ impl Snapshot {
                 None,
             )
             .ok()?;
-        let mut used: Vec<usize> = path
+        // Presented links below the first cached certificate were verified just now: parse them.
+        let mut used: Vec<Presented<'p>> = path
             .intermediate_certificates()
-            .map(|c| intermediates.iter().position(|p| p.der == c.der().as_ref()))
-            .collect::<Option<Vec<usize>>>()?;
+            .map(|c| {
+                let (der, id) = presented.iter().find(|(d, _)| *d == c.der().as_ref())?;
+                Presented::parse(der, *id)
+            })
+            .collect::<Option<Vec<_>>>()?;
         let a = path.anchor();
         let (top, _) = anchors.iter().find(|(_, b)| {
             b.subject.as_ref() == a.subject.as_ref()
                 && b.subject_public_key_info.as_ref() == a.subject_public_key_info.as_ref()
         })?;
-        used.push(*top);
         // Up the cached links to the configured chain; every step must be presented now.
         let mut cur = *top;
         for _ in 0..=MAX_PRESENTED_DEPTH {
-            match self.links.parent(ids.get(cur)?, purpose.link_purpose())? {
+            let (der, id) = presented.get(cur)?;
+            let link = links.get(cur).copied().flatten()?;
+            if used.iter().any(|p| p.id == *id) {
+                return None;
+            }
+            used.push(Presented::from_facts(der, *id, link.facts));
+            match link.parent {
                 Parent::Configured(anchor) => {
                     self.links.hit();
-                    let used = used.iter().filter_map(|&i| intermediates.get(i)).collect();
                     return Some((used, anchor));
                 }
                 Parent::Presented(next) => {
-                    cur = ids.iter().position(|id| *id == next)?;
-                    if used.contains(&cur) {
-                        return None;
-                    }
-                    used.push(cur);
+                    cur = presented.iter().position(|(_, id)| *id == next)?;
                 }
             }
         }
@@ -378,23 +421,30 @@ impl Snapshot {
         &self,
         purpose: Purpose<'_>,
         intermediates: &[Presented<'_>],
-        ids: &[CertId],
         used: &[usize],
         anchor: CertId,
     ) {
-        let constrained_presented = used
-            .iter()
-            .any(|&i| intermediates.get(i).is_none_or(|p| p.name_constrained));
-        if used.is_empty() || constrained_presented || self.name_constrained_from(anchor) {
+        let path: Vec<&Presented<'_>> = used.iter().filter_map(|&i| intermediates.get(i)).collect();
+        if path.is_empty()
+            || path.len() != used.len()
+            || path.iter().any(|p| p.name_constrained)
+            || self.name_constrained_from(anchor)
+        {
             return;
         }
-        for (k, &i) in used.iter().enumerate() {
-            let Some(child) = ids.get(i) else { return };
-            let parent = match used.get(k + 1).and_then(|&j| ids.get(j)) {
-                Some(next) => Parent::Presented(*next),
+        for (k, p) in path.iter().enumerate() {
+            let parent = match path.get(k + 1) {
+                Some(next) => Parent::Presented(next.id),
                 None => Parent::Configured(anchor),
             };
-            self.links.remember(*child, purpose.link_purpose(), parent);
+            self.links.remember(
+                p.id,
+                purpose.link_purpose(),
+                Link {
+                    parent,
+                    facts: p.facts(),
+                },
+            );
         }
     }
 
@@ -439,7 +489,7 @@ impl Snapshot {
             if let Some(r) = p.validity_at(now) {
                 return Err(r);
             }
-            ids.push(CertId::of(p.der));
+            ids.push(p.id);
             chain.push(CertificateDer::from(p.der.to_vec()));
         }
         let mut next = Some(anchor);

@@ -29,6 +29,31 @@ pub enum Parent {
     Presented(CertId),
 }
 
+/// What is static about a presented CA certificate (same DER, same facts): kept with its link so
+/// a cached certificate is not parsed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaFacts {
+    /// basicConstraints cA.
+    pub is_ca: bool,
+    /// pathLenConstraint.
+    pub path_len: Option<u32>,
+    /// keyUsage present without keyCertSign.
+    pub lacks_cert_sign: bool,
+    /// Validity window, seconds since the epoch.
+    pub not_before: u64,
+    /// Validity window, seconds since the epoch.
+    pub not_after: u64,
+}
+
+/// A cached link: who signed the certificate, and its facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// The verified signer.
+    pub parent: Parent,
+    /// The certificate's static facts.
+    pub facts: CaFacts,
+}
+
 /// What the cached link was validated for: the EKU check on intermediates depends on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LinkPurpose {
@@ -45,7 +70,7 @@ const SHARD_CAPACITY: usize = 4096;
 
 /// Bounded, sharded map of verified links; see the module documentation.
 pub struct LinkCache {
-    shards: [Mutex<HashMap<(CertId, LinkPurpose), Parent>>; SHARDS],
+    shards: [Mutex<HashMap<(CertId, LinkPurpose), Link>>; SHARDS],
     hits: AtomicU64,
 }
 
@@ -67,25 +92,25 @@ impl std::fmt::Debug for LinkCache {
 }
 
 impl LinkCache {
-    fn shard(&self, id: &CertId) -> &Mutex<HashMap<(CertId, LinkPurpose), Parent>> {
+    fn shard(&self, id: &CertId) -> &Mutex<HashMap<(CertId, LinkPurpose), Link>> {
         let i = usize::from(id.0[0]) % SHARDS;
         // `i < SHARDS` by construction.
         &self.shards[i]
     }
 
-    /// The verified parent of `child` for `purpose`, if known.
-    pub fn parent(&self, child: &CertId, purpose: LinkPurpose) -> Option<Parent> {
+    /// The verified link of `child` for `purpose`, if known.
+    pub fn get(&self, child: &CertId, purpose: LinkPurpose) -> Option<Link> {
         let shard = self.shard(child).lock().unwrap_or_else(|p| p.into_inner());
         shard.get(&(*child, purpose)).copied()
     }
 
     /// Remember that `child` was verified as signed by `parent` for `purpose`.
-    pub fn remember(&self, child: CertId, purpose: LinkPurpose, parent: Parent) {
+    pub fn remember(&self, child: CertId, purpose: LinkPurpose, link: Link) {
         let mut shard = self.shard(&child).lock().unwrap_or_else(|p| p.into_inner());
         if shard.len() >= SHARD_CAPACITY && !shard.contains_key(&(child, purpose)) {
             shard.clear();
         }
-        shard.insert((child, purpose), parent);
+        shard.insert((child, purpose), link);
     }
 
     /// Count a path that was completed through cached links.
@@ -118,20 +143,33 @@ mod tests {
         CertId(b)
     }
 
+    fn link(parent: Parent) -> Link {
+        Link {
+            parent,
+            facts: CaFacts {
+                is_ca: true,
+                path_len: None,
+                lacks_cert_sign: false,
+                not_before: 0,
+                not_after: u64::MAX,
+            },
+        }
+    }
+
     #[test]
     fn remembers_per_purpose_and_stays_bounded() {
         let cache = LinkCache::default();
-        cache.remember(id(1), LinkPurpose::Tls, Parent::Configured(id(2)));
+        cache.remember(id(1), LinkPurpose::Tls, link(Parent::Configured(id(2))));
         assert_eq!(
-            cache.parent(&id(1), LinkPurpose::Tls),
+            cache.get(&id(1), LinkPurpose::Tls).map(|l| l.parent),
             Some(Parent::Configured(id(2)))
         );
-        assert_eq!(cache.parent(&id(1), LinkPurpose::Ek), None);
+        assert_eq!(cache.get(&id(1), LinkPurpose::Ek), None);
         // Flood one shard (same first byte): it never holds more than its capacity.
         for n in 0..(SHARD_CAPACITY as u16 * 2) {
             let mut b = [0u8; 32];
             b[1..3].copy_from_slice(&n.to_be_bytes());
-            cache.remember(CertId(b), LinkPurpose::Tls, Parent::Presented(id(3)));
+            cache.remember(CertId(b), LinkPurpose::Tls, link(Parent::Presented(id(3))));
         }
         assert!(cache.len() <= SHARD_CAPACITY * 2, "{}", cache.len());
     }
