@@ -79,3 +79,39 @@ pub fn days(n: i64) -> Duration {
 pub fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
+
+/// Write `groups` as a config file (chains inline, lead by fingerprint) into `dir`, for
+/// `check-chain`; returns its path.
+pub fn write_groups_config(
+    dir: &std::path::Path,
+    groups: &[EnrollmentGroup],
+) -> std::path::PathBuf {
+    use dps_server::config::{ConfigFile, GroupConfig};
+    use dps_server::enrollment::{CertId, LeadSelector};
+    let file = ConfigFile {
+        enrollment_group: groups
+            .iter()
+            .map(|g| GroupConfig {
+                id: g.id.to_string(),
+                name: g.name.clone(),
+                owner: g.owner.clone(),
+                certificate_chain: dps_server::pki::chain_pem(&g.chain),
+                lead_certificate: match &g.lead {
+                    LeadSelector::Index(i) => {
+                        LeadSelector::Name(CertId::of(&g.chain[*i]).to_string())
+                    }
+                    other => other.clone(),
+                },
+                expired_certificates_allowed: g.expired_certificates_allowed,
+                allow_common_names: g.allow_common_names.clone(),
+                deny_common_names: g.deny_common_names.clone(),
+                hub_ids: g.hub_ids.iter().map(|h| h.to_string()).collect(),
+                pre_shared_key: g.pre_shared_key.clone(),
+            })
+            .collect(),
+        ..ConfigFile::default()
+    };
+    let path = dir.join("config.toml");
+    std::fs::write(&path, toml::to_string(&file).expect("toml")).expect("write config");
+    path
+}

@@ -1,0 +1,410 @@
+//! Crash safety (issue 7, part 5): `kill -9` of the `dps-server` binary while admin clients change
+//! enrollment groups concurrently and devices provision. After each restart the store opens, every
+//! admin change that was acknowledged (2xx) is there — a change in flight at the kill may or may not
+//! be — and every provisioning record the admin API had shown before the kill is still there with
+//! at least the steps it had.
+//!
+//! What is promised for provisioning records: they are written in batches off the handshake path
+//! (`store::RecordWriter`, at most `BATCH_WINDOW` later) and flushed on SIGTERM, never acknowledged
+//! to the device as durable; a kill -9 may lose the steps of the last batch window. So the test
+//! checks what was committed (visible over the admin API), not what was answered to devices.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dps_server::init::{ids, init};
+use dps_server::pki::{chain_pem, CertSpec, Issued};
+use serde_json::{json, Value};
+
+struct Server {
+    child: Child,
+    device: SocketAddr,
+    admin: SocketAddr,
+}
+
+/// Start `dps-server run` on `dir` and wait for its two "listening on" lines (the store has been
+/// opened by then).
+fn start(dir: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dps-server"))
+        .args(["run", "--config"])
+        .arg(dir.join("config.toml"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dps-server");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut addr = |prefix: &str| -> SocketAddr {
+        let line = lines
+            .next()
+            .expect("the server prints its addresses (did the store open?)")
+            .expect("utf8");
+        line.strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{line:?} does not start with {prefix:?}"))
+            .trim()
+            .parse()
+            .expect("address")
+    };
+    let device = addr("dps-server listening on ");
+    let admin = addr("dps-server admin listening on ");
+    Server {
+        child,
+        device,
+        admin,
+    }
+}
+
+impl Server {
+    fn kill_9(mut self) {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    /// A failing test must not leave the server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// HTTP/1.1 request; `Err` when the server is gone (connection refused or cut).
+fn http(
+    addr: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {resp:?}")))?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The state of one admin-managed group: present under a name, or absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Present(String),
+    Absent,
+}
+
+/// Per group id: the state of the last acknowledged change, and the state a change in flight
+/// would leave (unknown whether it was applied when the server died).
+#[derive(Debug, Clone)]
+struct Ledger {
+    acked: State,
+    pending: Option<State>,
+}
+
+/// One manufacturer CA per group (unique lead certificates) under a shared root.
+struct Pki {
+    root: Issued,
+}
+
+impl Pki {
+    fn chain_for(&self, n: usize) -> String {
+        let int = self
+            .root
+            .issue(&CertSpec::ca(format!("Crash Int {n}")))
+            .expect("int");
+        chain_pem([int.der(), self.root.der()])
+    }
+}
+
+fn group_body(id: &str, name: &str, chain: &str) -> Value {
+    json!({"id": id, "name": name, "owner": "acme", "certificate_chain": chain})
+}
+
+/// One admin client: cycles create → replace → … → delete over its own group ids until the
+/// server is gone. Returns its ledger.
+fn admin_worker(
+    admin: SocketAddr,
+    token: String,
+    groups: Vec<(String, String)>,
+    acks: Arc<AtomicUsize>,
+) -> HashMap<String, Ledger> {
+    let mut ledger: HashMap<String, Ledger> = groups
+        .iter()
+        .map(|(id, _)| {
+            (
+                id.clone(),
+                Ledger {
+                    acked: State::Absent,
+                    pending: None,
+                },
+            )
+        })
+        .collect();
+    let mut version = 0usize;
+    loop {
+        for (id, chain) in &groups {
+            version += 1;
+            let entry = ledger.get_mut(id).expect("own id");
+            let name = format!("crash-{id}-v{version}");
+            // Per id: create, replace, replace, delete, create, ...
+            let (method, path, body, next) = match (&entry.acked, version / groups.len() % 3) {
+                (State::Absent, _) => (
+                    "POST",
+                    "/api/v1/enrollment-groups".to_owned(),
+                    Some(group_body(id, &name, chain)),
+                    State::Present(name),
+                ),
+                (State::Present(_), 2) => (
+                    "DELETE",
+                    format!("/api/v1/enrollment-groups/{id}"),
+                    None,
+                    State::Absent,
+                ),
+                (State::Present(_), _) => (
+                    "PUT",
+                    format!("/api/v1/enrollment-groups/{id}"),
+                    Some(group_body(id, &name, chain)),
+                    State::Present(name),
+                ),
+            };
+            entry.pending = Some(next.clone());
+            match http(admin, &token, method, &path, body.as_ref()) {
+                Ok((code, text)) => {
+                    assert!((200..300).contains(&code), "{method} {path}: {code} {text}");
+                    entry.acked = next;
+                    entry.pending = None;
+                    acks.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => return ledger,
+            }
+        }
+    }
+}
+
+/// All provisioning records the admin API lists: key → steps.
+fn records(admin: SocketAddr, token: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let mut after = String::new();
+    loop {
+        let path = if after.is_empty() {
+            "/api/v1/provisioning-records?limit=1000".to_owned()
+        } else {
+            format!("/api/v1/provisioning-records?limit=1000&after={after}")
+        };
+        let (code, body) = http(admin, token, "GET", &path, None).expect("records");
+        assert_eq!(code, 200, "{body}");
+        let page: Value = serde_json::from_str(&body).expect("json");
+        for r in page["records"].as_array().expect("records") {
+            let steps = r["steps"]
+                .as_object()
+                .expect("steps")
+                .keys()
+                .cloned()
+                .collect();
+            out.insert(r["key"].as_str().expect("key").to_owned(), steps);
+        }
+        match page["next"].as_str() {
+            Some(n) => after = n.to_owned(),
+            None => return out,
+        }
+    }
+}
+
+fn verify(admin: SocketAddr, token: &str, ledger: &mut HashMap<String, Ledger>) {
+    for (id, l) in ledger.iter_mut() {
+        let (code, body) = http(
+            admin,
+            token,
+            "GET",
+            &format!("/api/v1/enrollment-groups/{id}"),
+            None,
+        )
+        .expect("get group");
+        let seen = match code {
+            200 => State::Present(
+                serde_json::from_str::<Value>(&body).expect("json")["name"]
+                    .as_str()
+                    .expect("name")
+                    .to_owned(),
+            ),
+            404 => State::Absent,
+            other => panic!("GET group {id}: {other} {body}"),
+        };
+        let allowed = seen == l.acked || l.pending.as_ref() == Some(&seen);
+        assert!(
+            allowed,
+            "group {id}: acknowledged {:?} (in flight {:?}) but the store has {seen:?}",
+            l.acked, l.pending
+        );
+        // What is there now is the truth for the next round.
+        l.acked = seen;
+        l.pending = None;
+    }
+}
+
+#[test]
+fn acknowledged_admin_changes_and_committed_records_survive_kill_9() {
+    const ROUNDS: usize = 3;
+    const WORKERS: usize = 3;
+    const GROUPS_PER_WORKER: usize = 4;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    init(dir, false).expect("init");
+    let token = std::fs::read_to_string(dir.join("admin-token")).expect("token");
+    let token = token.trim().to_owned();
+    let pki = Pki {
+        root: Issued::self_signed(&CertSpec::ca("Crash Root")).expect("root"),
+    };
+    // Devices provision under a group of their own, made once and never touched by the workers.
+    let dev_root = Issued::self_signed(&CertSpec::ca("Crash Devices Root")).expect("root");
+    let dev_int = dev_root
+        .issue(&CertSpec::ca("Crash Devices Int"))
+        .expect("int");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let mut ledger: HashMap<String, Ledger> = HashMap::new();
+    let mut committed_records: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut n = 0usize;
+    let mut server = start(dir);
+    let (code, body) = http(
+        server.admin,
+        &token,
+        "POST",
+        "/api/v1/enrollment-groups",
+        Some(
+            &json!({"id": "0c0ffee0-0000-4000-8000-000000000001", "name": "devices",
+            "owner": "acme", "hub_ids": [ids::HUB],
+            "certificate_chain": chain_pem([dev_int.der(), dev_root.der()])}),
+        ),
+    )
+    .expect("create devices group");
+    assert_eq!(code, 201, "{body}");
+
+    for round in 0..ROUNDS {
+        let acks = Arc::new(AtomicUsize::new(0));
+        let provisioned = Arc::new(AtomicUsize::new(0));
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|_| {
+                let groups: Vec<(String, String)> = (0..GROUPS_PER_WORKER)
+                    .map(|_| {
+                        n += 1;
+                        (uuid::Uuid::new_v4().to_string(), pki.chain_for(n))
+                    })
+                    .collect();
+                let (admin, token, acks) = (server.admin, token.clone(), acks.clone());
+                std::thread::spawn(move || admin_worker(admin, token, groups, acks))
+            })
+            .collect();
+        // Devices provision concurrently, each with a manufacturer certificate of its own (one
+        // record each), until the server dies.
+        let devices = {
+            let (addr, provisioned) = (server.device, provisioned.clone());
+            let leaves: Vec<Issued> = (0..200)
+                .map(|i| {
+                    dev_int
+                        .issue(&CertSpec::device(format!("CRASH-{round}-{i}")))
+                        .expect("leaf")
+                })
+                .collect();
+            let dir = dir.to_owned();
+            rt.spawn(async move {
+                for leaf in leaves {
+                    let auth = (vec![leaf.der().clone()], leaf.key_der());
+                    let dir = dir.clone();
+                    // The helper panics when the server vanishes mid-flow; that ends the loop.
+                    let run = async move { common::server::provision(&dir, addr, auth).await };
+                    if tokio::spawn(run).await.is_err() {
+                        return;
+                    }
+                    provisioned.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+
+        // Kill once enough has happened (a progress condition; the deadline only guards a hang).
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let wanted = 40 + 35 * round;
+        while acks.load(Ordering::Relaxed) < wanted || provisioned.load(Ordering::Relaxed) < 5 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no progress ({} acks, {} provisioned)",
+                acks.load(Ordering::Relaxed),
+                provisioned.load(Ordering::Relaxed)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // And at least one batch of records committed (they are written after the answers).
+        let before = loop {
+            let listed = records(server.admin, &token);
+            if !listed.is_empty() {
+                break listed;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no record committed"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        server.kill_9();
+        for w in workers {
+            ledger.extend(w.join().expect("admin worker"));
+        }
+        let _ = rt.block_on(devices);
+
+        server = start(dir);
+        let (code, _) = http(server.admin, &token, "GET", "/healthz", None).expect("healthz");
+        assert_eq!(code, 200);
+        verify(server.admin, &token, &mut ledger);
+        committed_records.extend(before);
+        let after = records(server.admin, &token);
+        for (key, steps) in &committed_records {
+            let now = after.get(key).unwrap_or_else(|| {
+                panic!("round {round}: record {key} was listed before the kill and is gone")
+            });
+            for s in steps {
+                assert!(now.contains(s), "round {round}: record {key} lost step {s}");
+            }
+        }
+    }
+    assert!(ledger.len() >= ROUNDS * WORKERS * GROUPS_PER_WORKER);
+    let present = ledger
+        .values()
+        .filter(|l| matches!(l.acked, State::Present(_)))
+        .count();
+    eprintln!(
+        "crash safety: {} groups tracked over {ROUNDS} kill -9 rounds ({present} present at the end), {} records",
+        ledger.len(),
+        committed_records.len()
+    );
+    drop(server);
+}
