@@ -51,6 +51,8 @@ fn fixture() -> Fixture {
         static_group_ids: HashSet::from([static_id]),
         static_hub_ids: HashSet::new(),
         provisioner: None,
+        tpm: None,
+        static_tpm_ids: HashSet::new(),
     });
     Fixture {
         app,

@@ -359,13 +359,19 @@ impl Snapshot {
         }
         let mut anchors: Vec<(usize, TrustAnchor<'_>)> = Vec::new();
         let mut others: Vec<CertificateDer<'_>> = Vec::new();
-        for (i, ((der, _), link)) in presented.iter().zip(&links).enumerate() {
-            let der = CertificateDer::from(*der);
+        // Uncached certificates are parsed as on the full path, so a malformed one is refused
+        // whether or not the cache is warm (the verdict must not depend on it).
+        let mut parsed: Vec<Presented<'p>> = Vec::new();
+        for (i, ((der, id), link)) in presented.iter().zip(&links).enumerate() {
+            let cert = CertificateDer::from(*der);
             match link {
                 Some(_) => {
-                    anchors.push((i, webpki::anchor_from_trusted_cert(&der).ok()?.to_owned()))
+                    anchors.push((i, webpki::anchor_from_trusted_cert(&cert).ok()?.to_owned()))
                 }
-                None => others.push(der),
+                None => {
+                    parsed.push(Presented::parse(der, *id)?);
+                    others.push(cert);
+                }
             }
         }
         let trust: Vec<TrustAnchor<'_>> = anchors.iter().map(|(_, a)| a.clone()).collect();
@@ -380,12 +386,12 @@ impl Snapshot {
                 None,
             )
             .ok()?;
-        // Presented links below the first cached certificate were verified just now: parse them.
+        // Presented links below the first cached certificate were verified just now.
         let mut used: Vec<Presented<'p>> = path
             .intermediate_certificates()
             .map(|c| {
-                let (der, id) = presented.iter().find(|(d, _)| *d == c.der().as_ref())?;
-                Presented::parse(der, *id)
+                let i = parsed.iter().position(|p| p.der == c.der().as_ref())?;
+                Some(parsed.swap_remove(i))
             })
             .collect::<Option<Vec<_>>>()?;
         let a = path.anchor();
