@@ -1,0 +1,189 @@
+//! A small client for the DPS admin API (plain HTTP/1.1 on a trusted network, as the server
+//! serves it): upsert the fleet's hub and groups, read histograms and Prometheus counters.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Largest admin answer read (histogram snapshots are a few hundred kB at most).
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// An admin API at `http://host:port` with an optional bearer token.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    authority: String,
+    token: Option<String>,
+}
+
+impl AdminClient {
+    /// A client for `url` (`http://host:port`, a trailing `/` allowed).
+    pub fn new(url: &str, token: Option<String>) -> Result<Self, String> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            format!("target.admin {url:?}: only http:// URLs are supported (the admin API is plain HTTP)")
+        })?;
+        let authority = rest.trim_end_matches('/');
+        if authority.is_empty() || authority.contains('/') {
+            return Err(format!(
+                "target.admin {url:?}: expected http://host:port without a path"
+            ));
+        }
+        Ok(Self {
+            authority: authority.to_owned(),
+            token,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), String> {
+        let tcp = tokio::net::TcpStream::connect(&self.authority)
+            .await
+            .map_err(|e| format!("admin API {}: {e}", self.authority))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("admin API {}: {e}", self.authority))?;
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(hyper::header::HOST, &self.authority);
+        if let Some(token) = &self.token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| e.to_string())?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("admin API {method} {path}: {e}"))?;
+        let status = resp.status();
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| format!("admin API {method} {path}: {e}"))?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    fn failed(method: &str, path: &str, status: StatusCode, body: &[u8]) -> String {
+        format!(
+            "admin API {method} {path}: {status}: {}",
+            String::from_utf8_lossy(body).trim()
+        )
+    }
+
+    /// Create `value` under `collection`, or replace the one with `id` if it exists.
+    pub async fn upsert<T: Serialize>(
+        &self,
+        collection: &str,
+        id: &str,
+        value: &T,
+    ) -> Result<(), String> {
+        let json = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+        let (status, body) = self
+            .send(Method::POST, collection, Some(json.clone()))
+            .await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        if status != StatusCode::CONFLICT {
+            return Err(Self::failed("POST", collection, status, &body));
+        }
+        let path = format!("{collection}/{id}");
+        let (status, body) = self.send(Method::PUT, &path, Some(json)).await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(Self::failed("PUT", &path, status, &body))
+        }
+    }
+
+    /// Delete `path`.
+    pub async fn delete(&self, path: &str) -> Result<(), String> {
+        let (status, body) = self.send(Method::DELETE, path, None).await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(Self::failed("DELETE", path, status, &body))
+        }
+    }
+
+    /// GET `path` as JSON.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+        let (status, body) = self.send(Method::GET, path, None).await?;
+        if !status.is_success() {
+            return Err(Self::failed("GET", path, status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("admin API GET {path}: {e}"))
+    }
+
+    async fn prometheus(&self) -> Result<String, String> {
+        let (status, body) = self.send(Method::GET, "/metrics", None).await?;
+        if !status.is_success() {
+            return Err(Self::failed("GET", "/metrics", status, &body));
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A gauge without labels from `/metrics`.
+    pub async fn gauge(&self, name: &str) -> Result<u64, String> {
+        let text = self.prometheus().await?;
+        sample(&text, name).ok_or_else(|| format!("/metrics has no {name}"))
+    }
+
+    /// `dps_rejections_total` by reason.
+    pub async fn rejections(&self) -> Result<BTreeMap<String, u64>, String> {
+        Ok(rejections(&self.prometheus().await?))
+    }
+}
+
+fn sample(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+fn rejections(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("dps_rejections_total{reason=\""))
+        .filter_map(|rest| {
+            let (reason, value) = rest.split_once("\"} ")?;
+            Some((reason.to_owned(), value.trim().parse::<f64>().ok()? as u64))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_prometheus_samples() {
+        let text = "# HELP dps_open_connections x\ndps_open_connections 12\ndps_open_connections_other 3\ndps_rejections_total{reason=\"no_path\"} 4\ndps_rejections_total{reason=\"denied\"} 0\n";
+        assert_eq!(sample(text, "dps_open_connections"), Some(12));
+        assert_eq!(sample(text, "dps_missing"), None);
+        let r = rejections(text);
+        assert_eq!(r.get("no_path"), Some(&4));
+        assert_eq!(r.get("denied"), Some(&0));
+    }
+
+    #[test]
+    fn only_plain_http_urls() {
+        assert!(AdminClient::new("http://127.0.0.1:8080/", None).is_ok());
+        assert!(AdminClient::new("https://x:1", None).is_err());
+        assert!(AdminClient::new("http://x:1/api", None).is_err());
+    }
+}
