@@ -273,6 +273,8 @@ pub async fn run(
     let embedded = scenario.target.address.is_none();
     let limit = system::raise_open_files(system::descriptors_for(fleet.devices.len(), embedded))?;
     let store_dir = tempfile::tempdir()?;
+    // Mutable for the swtpm devices' enrollments (feature tpm-sim).
+    #[cfg_attr(not(feature = "tpm-sim"), allow(unused_mut))]
     let mut started_target =
         target::start(scenario, &fleet, ready.dir.path(), store_dir.path()).await?;
     #[cfg(feature = "tpm-sim")]
