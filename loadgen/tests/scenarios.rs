@@ -206,7 +206,18 @@ async fn a_bad_scenario_is_refused_before_running() {
 #[test]
 fn shipped_scenarios_load() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    for name in ["quickstart.toml", "ci-smoke.toml", "knee.toml"] {
+    for name in [
+        "quickstart.toml",
+        "ci-smoke.toml",
+        "knee.toml",
+        "tpm-mix.toml",
+    ] {
+        if name == "tpm-mix.toml" && !cfg!(feature = "tpm-sim") {
+            let e = dps_loadgen::scenario::Scenario::load(&root.join(name))
+                .expect_err("tpm-mix needs the tpm-sim build");
+            assert!(e.to_string().contains("tpm-sim"), "{e}");
+            continue;
+        }
         dps_loadgen::scenario::Scenario::load(&root.join(name))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
