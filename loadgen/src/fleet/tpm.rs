@@ -85,11 +85,7 @@ pub struct TpmVendors {
 impl TpmVendors {
     /// New vendor PKIs for the fleet `org`.
     pub fn new(org: &str) -> Result<Self, FleetError> {
-        let ca = |cn: &str, org: &str| {
-            let mut spec = super::ca(cn, org);
-            spec.organization = Some(org.into());
-            spec
-        };
+        let ca = super::ca;
         let root = Issued::self_signed(&ca("TPM Manufacturer Root CA", org))?;
         let ek_ca = root.issue(&ca("TPM Manufacturer EK CA", org))?;
         let foreign_ca = Issued::self_signed(&ca("TPM Manufacturer EK CA", "someone else"))?;
