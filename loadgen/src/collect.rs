@@ -114,6 +114,13 @@ pub fn matches(
         (Expected::Rejected { reason }, Observed::Rejected { alert }) => {
             device::expected_alert(*reason) == alert
         }
+        (
+            Expected::TpmRefused { step, code },
+            Observed::TpmRefused {
+                step: seen_step,
+                code: seen_code,
+            },
+        ) => step == seen_step && code == seen_code,
         _ => false,
     }
 }
@@ -131,6 +138,7 @@ fn observed_label(o: &Observed, fleet: &Fleet) -> String {
         Observed::Reconnected { owner } => format!("reconnected:{}", group(owner)),
         Observed::Attested => "attested".into(),
         Observed::Rejected { alert } => format!("rejected:{alert}"),
+        Observed::TpmRefused { step, code } => format!("tpm_refused:{}:{code}", step.as_str()),
         Observed::Failed { .. } => "failed".into(),
     }
 }
@@ -156,6 +164,8 @@ pub struct Collector {
     pub examples: Vec<String>,
     /// Rejections the fleet expects, by reason.
     pub expected_rejections: BTreeMap<String, u64>,
+    /// TPM refusals with 4.01 the fleet expects (one answer each).
+    pub expected_tpm_refusals: u64,
     /// Per second.
     pub timeline: Timeline,
     /// When attackers are active (from the start of the devices), if any.
@@ -237,11 +247,17 @@ impl Collector {
                 ));
             }
         }
-        if let Expected::Rejected { reason } = dev.expected {
-            *self
-                .expected_rejections
-                .entry(reason.as_str().into())
-                .or_default() += 1;
+        match &dev.expected {
+            Expected::Rejected { reason } => {
+                *self
+                    .expected_rejections
+                    .entry(reason.as_str().into())
+                    .or_default() += 1;
+            }
+            Expected::TpmRefused { code, .. } if code == "4.01" => {
+                self.expected_tpm_refusals += 1;
+            }
+            _ => {}
         }
     }
 }

@@ -19,6 +19,12 @@ pub enum Phase {
     Tcp,
     /// TLS handshake (attestation happens here), until the first server byte is readable.
     Handshake,
+    /// TPM devices: round trip of `POST /api/v1/provisioning/tpm/challenge` (the server's EK
+    /// check and MakeCredential).
+    TpmChallenge,
+    /// TPM devices: round trip of `POST /api/v1/provisioning/tpm/attest` (secret and quote
+    /// checks); the device's own ActivateCredential and Quote are not in it.
+    TpmAttest,
     /// GET time.
     Time,
     /// GET ownership.
@@ -41,9 +47,11 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in flow order.
-    pub const ALL: [Phase; 10] = [
+    pub const ALL: [Phase; 12] = [
         Phase::Tcp,
         Phase::Handshake,
+        Phase::TpmChallenge,
+        Phase::TpmAttest,
         Phase::Time,
         Phase::Ownership,
         Phase::CloudConfiguration,
@@ -59,6 +67,8 @@ impl Phase {
         match self {
             Phase::Tcp => "tcp",
             Phase::Handshake => "handshake",
+            Phase::TpmChallenge => "tpm_challenge",
+            Phase::TpmAttest => "tpm_attest",
             Phase::Time => "time",
             Phase::Ownership => "ownership",
             Phase::CloudConfiguration => "cloud_configuration",

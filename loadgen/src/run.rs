@@ -17,6 +17,98 @@ use crate::target::{self, ServerView};
 use crate::threshold::{Metric, RateOf};
 use crate::{attack, executor, system};
 
+#[cfg(feature = "tpm-sim")]
+mod swtpm {
+    //! The run's swtpm pool for `tpm_swtpm` devices, and their EKs enrolled on the target.
+
+    use std::sync::Arc;
+
+    use crate::device::swtpm::SwtpmPool;
+    use crate::fleet::tpm::{self, TpmDevice, TpmKeys};
+    use crate::fleet::{Credentials, Fleet};
+    use crate::run::RunError;
+    use crate::scenario::ExecutorSpec;
+    use crate::target::Target;
+
+    /// Most swtpm processes a run starts.
+    const MAX_PROCESSES: usize = 4;
+
+    /// One swtpm per worker, at most [`MAX_PROCESSES`], no more than there are swtpm devices.
+    fn processes(executor: &ExecutorSpec, devices: usize) -> usize {
+        let workers = match executor {
+            ExecutorSpec::ClosedLoop { concurrency } => *concurrency,
+            ExecutorSpec::Hold {
+                connect_concurrency,
+                ..
+            } => *connect_concurrency,
+            ExecutorSpec::ConstantArrivalRate { max_in_flight, .. }
+            | ExecutorSpec::RampingArrivalRate { max_in_flight, .. } => {
+                if *max_in_flight == 0 {
+                    MAX_PROCESSES
+                } else {
+                    *max_in_flight
+                }
+            }
+        };
+        workers.clamp(1, MAX_PROCESSES).min(devices.max(1))
+    }
+
+    /// Start the pool if the fleet has `tpm_swtpm` devices, read each one's EK in its swtpm and
+    /// enroll it individually on `target` (group `tpm-swtpm`).
+    pub(super) async fn prepare(
+        fleet: &Fleet,
+        executor: &ExecutorSpec,
+        target: &mut Target,
+    ) -> Result<Option<Arc<SwtpmPool>>, RunError> {
+        let devices: Vec<(usize, String, [u8; 32])> = fleet
+            .devices
+            .iter()
+            .filter_map(|d| match &d.credentials {
+                Credentials::Tpm(TpmDevice {
+                    keys: TpmKeys::Swtpm { ek_seed },
+                    ..
+                }) => Some((d.index, d.common_name.clone(), *ek_seed)),
+                _ => None,
+            })
+            .collect();
+        if devices.is_empty() {
+            return Ok(None);
+        }
+        let swtpm_err = |e: String| RunError::Server(format!("swtpm: {e}"));
+        let pool = Arc::new(
+            SwtpmPool::start(processes(executor, devices.len()))
+                .await
+                .map_err(swtpm_err)?,
+        );
+        let mut reads = tokio::task::JoinSet::new();
+        for (index, cn, seed) in devices {
+            let pool = pool.clone();
+            reads.spawn(async move {
+                let ek = pool.ek_public(index, seed).await?;
+                let id = uuid::Uuid::new_v5(
+                    &uuid::Uuid::NAMESPACE_OID,
+                    format!("dpsbench/swtpm/{}", dps_server::tpm::registration_id(&ek)).as_bytes(),
+                );
+                Ok::<_, String>((index, tpm::enrollment(id.to_string(), &cn, tpm::SWTPM, &ek)))
+            });
+        }
+        let mut enrollments = Vec::new();
+        while let Some(read) = reads.join_next().await {
+            enrollments.push(
+                read.map_err(|e| swtpm_err(e.to_string()))?
+                    .map_err(swtpm_err)?,
+            );
+        }
+        enrollments.sort_by_key(|(index, _)| *index);
+        let enrollments: Vec<_> = enrollments.into_iter().map(|(_, e)| e).collect();
+        target
+            .enroll_tpm(&enrollments)
+            .await
+            .map_err(|e| RunError::Server(format!("enrolling the swtpm EKs: {e}")))?;
+        Ok(Some(pool))
+    }
+}
+
 /// Why a run could not be carried out (as opposed to a run whose thresholds failed).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -131,6 +223,13 @@ pub struct Summary {
     pub server_rejections: BTreeMap<String, u64>,
     /// Rejections the fleet expects by reason.
     pub expected_rejections: BTreeMap<String, u64>,
+    /// TPM requests the server refused with 4.01 (its own counter), for cross-checking; `None`
+    /// when it could not be read.
+    #[serde(default)]
+    pub server_tpm_refusals: Option<u64>,
+    /// TPM refusals with 4.01 the fleet expects.
+    #[serde(default)]
+    pub expected_tpm_refusals: u64,
     /// A few mismatching devices, for diagnosis.
     pub mismatch_examples: Vec<String>,
     /// Per second of the run (by completion time): to read a ramp's knee.
@@ -198,8 +297,12 @@ pub async fn run(
     let embedded = scenario.target.address.is_none();
     let limit = system::raise_open_files(system::descriptors_for(fleet.devices.len(), embedded))?;
     let store_dir = tempfile::tempdir()?;
-    let started_target =
+    // Mutable for the swtpm devices' enrollments (feature tpm-sim).
+    #[cfg_attr(not(feature = "tpm-sim"), allow(unused_mut))]
+    let mut started_target =
         target::start(scenario, &fleet, ready.dir.path(), store_dir.path()).await?;
+    #[cfg(feature = "tpm-sim")]
+    let swtpm = swtpm::prepare(&fleet, &scenario.executor, &mut started_target.target).await?;
     let ctx = DeviceContext {
         addr: started_target.addr,
         server_ca: started_target.server_ca,
@@ -211,6 +314,8 @@ pub async fn run(
             fleet.devices.len(),
         ),
         hold: None,
+        #[cfg(feature = "tpm-sim")]
+        swtpm: swtpm.clone(),
     };
     let server_target = started_target.target;
     let rss_before = dps_server::metrics::resident_memory();
@@ -292,6 +397,10 @@ pub async fn run(
     }
     let leftover = settle(&server_target).await;
     let server = server_target.finish().await;
+    #[cfg(feature = "tpm-sim")]
+    if let Some(pool) = swtpm {
+        pool.shutdown().await;
+    }
     Ok(summarize(
         loaded,
         c,
@@ -381,6 +490,8 @@ fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) -> Out
         classes: c.classes,
         server_rejections: server.rejections.clone(),
         expected_rejections: c.expected_rejections,
+        server_tpm_refusals: server.tpm_refusals,
+        expected_tpm_refusals: c.expected_tpm_refusals,
         mismatch_examples: c.examples,
         timeline: c.timeline.seconds(),
         peak_provisioned_per_s: c.timeline.peak(3),
@@ -424,6 +535,19 @@ fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) -> Out
         summary.mismatch_examples.push(format!(
             "server rejections {:?} differ from the fleet's expected {:?}",
             summary.server_rejections, summary.expected_rejections
+        ));
+    }
+    // Likewise every refused TPM device got exactly one 4.01 from the server (its own count of
+    // TPM requests answered so; a TPM device's other requests are not in it).
+    if summary.errors == 0
+        && summary
+            .server_tpm_refusals
+            .is_some_and(|n| n != summary.expected_tpm_refusals)
+    {
+        summary.mismatches += 1;
+        summary.mismatch_examples.push(format!(
+            "server TPM refusals (4.01) {:?} differ from the fleet's expected {}",
+            summary.server_tpm_refusals, summary.expected_tpm_refusals
         ));
     }
     let recorder = c.recorder;

@@ -387,6 +387,28 @@ impl Scenario {
         if scenario.fleet.mix.values().all(|w| *w == 0) {
             return Err(invalid("fleet.mix", "all weights are 0".into()));
         }
+        let in_mix = |c: DeviceClass| scenario.fleet.mix.get(&c).is_some_and(|w| *w > 0);
+        if in_mix(DeviceClass::TpmSwtpm) && !cfg!(feature = "tpm-sim") {
+            return Err(invalid(
+                "fleet.mix.tpm_swtpm",
+                "swtpm devices need dps-loadgen built with --features tpm-sim (swtpm and libtss2)"
+                    .into(),
+            ));
+        }
+        if scenario.target.address.is_some() {
+            if let Some(c) = DeviceClass::ALL
+                .into_iter()
+                .find(|c| c.needs_tpm_group() && in_mix(*c))
+            {
+                return Err(invalid(
+                    &format!("fleet.mix.{}", c.as_str()),
+                    "these devices need a TPM enrollment group, which a remote server can only \
+                     get from its config file (not over the admin API); use an embedded or \
+                     spawned target"
+                        .into(),
+                ));
+            }
+        }
         match &scenario.executor {
             ExecutorSpec::ClosedLoop { concurrency } if *concurrency == 0 => {
                 return Err(invalid("executor.concurrency", "must be at least 1".into()))
@@ -506,5 +528,30 @@ concurrency = 4
         )
         .expect_err("threshold");
         assert!(e.to_string().contains("thresholds[0]"), "{e}");
+    }
+
+    #[test]
+    fn tpm_classes_the_target_or_build_cannot_serve_are_refused() {
+        let soft = GOOD.replace("truncated = 2", "tpm = 2, tpm_unenrolled = 1");
+        Scenario::parse(&soft, "x.toml", "x").expect("soft TPMs run in the default build");
+        let swtpm = GOOD.replace("truncated = 2", "tpm_swtpm = 1");
+        let parsed = Scenario::parse(&swtpm, "x.toml", "x");
+        if cfg!(feature = "tpm-sim") {
+            parsed.expect("swtpm devices with the feature");
+        } else {
+            let e = parsed.expect_err("swtpm devices without the feature");
+            assert!(
+                e.to_string().contains("fleet.mix.tpm_swtpm") && e.to_string().contains("tpm-sim"),
+                "{e}"
+            );
+        }
+        let remote = format!(
+            "[target]\naddress = \"127.0.0.1:1\"\nadmin = \"http://127.0.0.1:2\"\n[device]\nskip_server_verification = true\n{soft}"
+        );
+        let e = Scenario::parse(&remote, "x.toml", "x").expect_err("TPM group on a remote target");
+        assert!(e.to_string().contains("fleet.mix.tpm:"), "{e}");
+        let remote_individual = remote.replace("tpm = 2, ", "tpm_wrong_ek = 2, ");
+        Scenario::parse(&remote_individual, "x.toml", "x")
+            .expect("individually enrolled TPM classes run against a remote target");
     }
 }

@@ -1,7 +1,13 @@
 //! The server under load: embedded (started in-process on loopback with the fleet's set-up) or
 //! remote (a running DPS whose admin API receives the fleet's hub and groups before the run and
 //! loses them after). Either way the run ends with the server's own view: its handshake and
-//! matching histograms and its rejection counts by reason.
+//! matching histograms, its rejection counts by reason and its count of refused TPM requests.
+//!
+//! TPM enrollments: the fleet's individual TPM enrollments are in the embedded (and spawned)
+//! server's config; a remote target gets them over `/api/v1/tpm-enrollments` and loses them after
+//! the run. TPM enrollment groups exist only in a config file, so a remote scenario with classes
+//! that need one is refused ([`crate::scenario`]). The swtpm devices' EKs are enrolled at run
+//! time ([`Target::enroll_tpm`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,6 +16,7 @@ use std::sync::Arc;
 use dps_server::config::Config;
 use dps_server::metrics::{HistogramSnapshot, HistogramSummary};
 use dps_server::server::Server;
+use dps_server::tpm::TpmEnrollmentConfig;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
@@ -32,6 +39,10 @@ pub struct ServerView {
     pub histograms: BTreeMap<String, HistogramSummary>,
     /// Rejections by reason during the run.
     pub rejections: BTreeMap<String, u64>,
+    /// TPM requests (challenge, attest) the server refused with 4.01 during the run: its
+    /// `dps_requests_total{resource="other",code="4.01"}`, where only TPM refusals land in a
+    /// load-generator run. `None` when it could not be read.
+    pub tpm_refusals: Option<u64>,
     /// Device connections the server counted open at the hold executor's peak.
     pub open_connections_at_peak: Option<u64>,
     /// The server's peak resident memory, bytes (remote only: an embedded server shares the
@@ -56,8 +67,12 @@ pub enum Target {
         admin: AdminClient,
         /// Rejection counters before the run.
         baseline: BTreeMap<String, u64>,
+        /// TPM 4.01 answers before the run.
+        tpm_baseline: u64,
         /// Groups created for this run, deleted at the end.
         groups: Vec<String>,
+        /// TPM enrollments created for this run, deleted at the end (not on a spawned server).
+        tpm_enrollments: Vec<String>,
         /// The server process, when this run spawned it (killed at the end).
         child: Option<Box<tokio::process::Child>>,
     },
@@ -163,11 +178,17 @@ pub async fn start(
         let admin = AdminClient::new(&format!("http://{admin_addr}"), Some(token.trim().into()))
             .map_err(server_err)?;
         let baseline = admin.rejections().await.map_err(server_err)?;
+        let tpm_baseline = admin
+            .requests("other", TPM_REFUSED)
+            .await
+            .map_err(server_err)?;
         return Ok(Started {
             target: Target::Remote {
                 admin,
                 baseline,
+                tpm_baseline,
                 groups: Vec::new(),
+                tpm_enrollments: Vec::new(),
                 child: Some(Box::new(child)),
             },
             addr: bound.devices,
@@ -229,20 +250,62 @@ pub async fn start(
             .map_err(server_err)?;
         groups.push(group.id.clone());
     }
-    let baseline = admin.rejections().await.map_err(server_err)?;
+    let mut target = Target::Remote {
+        baseline: admin.rejections().await.map_err(server_err)?,
+        tpm_baseline: admin
+            .requests("other", TPM_REFUSED)
+            .await
+            .map_err(server_err)?,
+        admin,
+        groups,
+        tpm_enrollments: Vec::new(),
+        child: None,
+    };
+    target
+        .enroll_tpm(&fleet.server_tpm_enrollments)
+        .await
+        .map_err(server_err)?;
     Ok(Started {
-        target: Target::Remote {
-            admin,
-            baseline,
-            groups,
-            child: None,
-        },
+        target,
         addr,
         server_ca,
     })
 }
 
+/// The code of a refused TPM request, as the server's counters label it.
+const TPM_REFUSED: &str = "4.01";
+
 impl Target {
+    /// Enroll these TPMs individually: into the embedded server's published enrollments, or over
+    /// the admin API (a remote target loses them after the run).
+    pub async fn enroll_tpm(&mut self, enrollments: &[TpmEnrollmentConfig]) -> Result<(), String> {
+        match self {
+            Target::Embedded { server, .. } => {
+                let published = server.attestor().enrollments();
+                for e in enrollments {
+                    let resolved = e
+                        .resolve(std::path::Path::new(""))
+                        .map_err(|e| e.to_string())?;
+                    published.upsert(resolved).map_err(|e| e.to_string())?;
+                }
+            }
+            Target::Remote {
+                admin,
+                tpm_enrollments,
+                child,
+                ..
+            } => {
+                for e in enrollments {
+                    admin.replace("/api/v1/tpm-enrollments", &e.id, e).await?;
+                    if child.is_none() {
+                        tpm_enrollments.push(e.id.clone());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Device connections the server has open now (for the hold executor's peak).
     pub async fn open_connections(&self) -> Option<u64> {
         match self {
@@ -266,6 +329,11 @@ impl Target {
                         .map(|r| (r.as_str().to_owned(), stats.rejected(*r)))
                         .filter(|(_, n)| *n > 0)
                         .collect(),
+                    tpm_refusals: Some(
+                        server
+                            .metrics()
+                            .requests(None, dps_server::proto::coap::Code::UNAUTHORIZED),
+                    ),
                     open_connections_at_peak: None,
                     // One process: the summary's own peak covers both.
                     peak_rss_bytes: None,
@@ -274,9 +342,16 @@ impl Target {
             Target::Remote {
                 admin,
                 baseline,
+                tpm_baseline,
                 groups,
+                tpm_enrollments,
                 child,
             } => {
+                let tpm_refusals = admin
+                    .requests("other", TPM_REFUSED)
+                    .await
+                    .ok()
+                    .map(|n| n.saturating_sub(tpm_baseline));
                 let histograms = admin
                     .get_json::<HistogramSnapshot>("/api/v1/histograms")
                     .await
@@ -302,6 +377,9 @@ impl Target {
                         .delete(&format!("/api/v1/enrollment-groups/{id}"))
                         .await;
                 }
+                for id in tpm_enrollments {
+                    let _ = admin.delete(&format!("/api/v1/tpm-enrollments/{id}")).await;
+                }
                 let kind = if child.is_some() { "spawned" } else { "remote" };
                 if let Some(mut child) = child {
                     // Its store is in memory: nothing to flush.
@@ -311,6 +389,7 @@ impl Target {
                     kind: kind.into(),
                     histograms,
                     rejections,
+                    tpm_refusals,
                     open_connections_at_peak: None,
                     peak_rss_bytes,
                 }

@@ -30,7 +30,7 @@ spawn = true
 [fleet]
 seed = 21
 devices = 40
-mix = { valid = 6, truncated = 1, identity = 1 }
+mix = { valid = 6, truncated = 1, identity = 1, tpm = 2 }
 [executor]
 kind = "hold"
 connect_concurrency = 8
@@ -123,7 +123,7 @@ server_ca = "{ca}"
 [fleet]
 seed = 22
 devices = 30
-mix = {{ valid = 3, unmatched = 1, blacklisted = 1, identity = 1 }}
+mix = {{ valid = 3, unmatched = 1, blacklisted = 1, identity = 1, tpm_wrong_ek = 1, tpm_replayed_nonce = 1, tpm_unenrolled = 1 }}
 [executor]
 kind = "closed-loop"
 concurrency = 4
@@ -137,6 +137,9 @@ concurrency = 4
     assert_eq!(finished.exit_code, exit::PASS, "{:#?}", s.mismatch_examples);
     assert_eq!(s.server.kind, "remote");
     assert_eq!(s.server_rejections, s.expected_rejections);
+    // The TPM enrollments went over the admin API and the server counted the refusals.
+    assert!(s.expected_tpm_refusals > 0);
+    assert_eq!(s.server_tpm_refusals, Some(s.expected_tpm_refusals));
     assert!(s.server.latency["handshake"].count >= s.provisioned);
     assert!(s.server.peak_rss_bytes.is_some_and(|b| b > 0));
 
@@ -153,4 +156,9 @@ concurrency = 4
         .expect("list");
     let listed = groups.as_array().map_or(0, Vec::len);
     assert_eq!(listed, 2, "{groups}");
+    let tpm: serde_json::Value = client
+        .get_json("/api/v1/tpm-enrollments")
+        .await
+        .expect("list");
+    assert_eq!(tpm.as_array().map_or(0, Vec::len), 0, "{tpm}");
 }

@@ -22,8 +22,8 @@ thresholds = ["mismatches == 0", "errors == 0"{extra_thresholds}]
 
 [fleet]
 seed = 3
-devices = 100
-mix = {{ valid = 10, truncated = 10, unmatched = 10, no_group = 10, blacklisted = 10, not_allowed = 10, expired = 10, forged = 10, bad_eku = 10, identity = 10 }}
+devices = 150
+mix = {{ valid = 10, truncated = 10, unmatched = 10, no_group = 10, blacklisted = 10, not_allowed = 10, expired = 10, forged = 10, bad_eku = 10, identity = 10, tpm = 10, tpm_wrong_ek = 6, tpm_replayed_nonce = 6, tpm_tampered_blob = 6, tpm_unenrolled = 6 }}
 
 [executor]
 {executor}
@@ -56,9 +56,13 @@ async fn every_class_gets_its_outcome_and_the_summary_matches_the_schema() {
         .expect("run");
     let s = &finished.outcome.summary;
     assert_eq!(finished.exit_code, exit::PASS, "{:#?}", s.mismatch_examples);
-    assert_eq!(s.devices, 100);
+    assert_eq!(s.devices, 150);
     assert_eq!(s.mismatches, 0);
-    for class in DeviceClass::ALL {
+    // swtpm devices need the tpm-sim build: tests/tpm_swtpm.rs runs them.
+    for class in DeviceClass::ALL
+        .into_iter()
+        .filter(|c| *c != DeviceClass::TpmSwtpm)
+    {
         let c = s
             .classes
             .get(&class)
@@ -67,6 +71,50 @@ async fn every_class_gets_its_outcome_and_the_summary_matches_the_schema() {
     }
     assert_eq!(s.server_rejections, s.expected_rejections);
     assert!(s.provisioned > 0 && s.provisioned < s.devices);
+    // Soft TPMs attested through both kinds of enrollment, then provisioned; every adversarial
+    // TPM got its 4.01, and the server counted exactly those.
+    let tpm = &s.classes[&DeviceClass::Tpm];
+    let individual = tpm.observed.get("provisioned:tpm-individual").copied();
+    let group = tpm.observed.get("provisioned:tpm-vendor").copied();
+    assert!(
+        individual.is_some() && group.is_some(),
+        "{:?}",
+        tpm.observed
+    );
+    for (class, label) in [
+        (DeviceClass::TpmWrongEk, "tpm_refused:attest:4.01"),
+        (DeviceClass::TpmReplayedNonce, "tpm_refused:attest:4.01"),
+        (DeviceClass::TpmTamperedBlob, "tpm_refused:attest:4.01"),
+        (DeviceClass::TpmUnenrolled, "tpm_refused:challenge:4.01"),
+    ] {
+        let c = &s.classes[&class];
+        assert_eq!(c.observed.get(label), Some(&c.devices), "{class:?}");
+    }
+    let refused: u64 = [
+        DeviceClass::TpmWrongEk,
+        DeviceClass::TpmReplayedNonce,
+        DeviceClass::TpmTamperedBlob,
+        DeviceClass::TpmUnenrolled,
+    ]
+    .iter()
+    .map(|c| s.classes[c].devices)
+    .sum();
+    assert_eq!(s.expected_tpm_refusals, refused);
+    assert_eq!(s.server_tpm_refusals, Some(refused));
+    // Replayed-nonce devices challenge twice (two connections), the others once.
+    let replayed = s.classes[&DeviceClass::TpmReplayedNonce].devices;
+    let tpm_devices: u64 = [
+        DeviceClass::Tpm,
+        DeviceClass::TpmWrongEk,
+        DeviceClass::TpmReplayedNonce,
+        DeviceClass::TpmTamperedBlob,
+        DeviceClass::TpmUnenrolled,
+    ]
+    .iter()
+    .map(|c| s.classes[c].devices)
+    .sum();
+    let challenges = s.latency[&dps_loadgen::metrics::Phase::TpmChallenge].count;
+    assert_eq!(challenges, tpm_devices + replayed);
     // Identity devices reconnected with the certificate they were issued.
     let identity = &s.classes[&DeviceClass::Identity];
     assert_eq!(
@@ -105,7 +153,7 @@ async fn every_class_gets_its_outcome_and_the_summary_matches_the_schema() {
 
     // `compare` reads what `run` wrote.
     let again = dps_loadgen::compare::load(&dir).expect("summary reads back");
-    assert_eq!(again.devices, 100);
+    assert_eq!(again.devices, 150);
     let table = dps_loadgen::compare::compare(&again, &again);
     assert!(table.contains("| mismatches | 0.0 | 0.0 | ±0 |"), "{table}");
 
@@ -158,7 +206,18 @@ async fn a_bad_scenario_is_refused_before_running() {
 #[test]
 fn shipped_scenarios_load() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    for name in ["quickstart.toml", "ci-smoke.toml", "knee.toml"] {
+    for name in [
+        "quickstart.toml",
+        "ci-smoke.toml",
+        "knee.toml",
+        "tpm-mix.toml",
+    ] {
+        if name == "tpm-mix.toml" && !cfg!(feature = "tpm-sim") {
+            let e = dps_loadgen::scenario::Scenario::load(&root.join(name))
+                .expect_err("tpm-mix needs the tpm-sim build");
+            assert!(e.to_string().contains("tpm-sim"), "{e}");
+            continue;
+        }
         dps_loadgen::scenario::Scenario::load(&root.join(name))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }

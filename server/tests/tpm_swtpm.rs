@@ -50,6 +50,41 @@ fn server_credentials_are_activated_by_swtpm_for_rsa_and_ecc_eks() {
 }
 
 #[test]
+fn a_seed_in_the_ek_template_gives_distinct_eks_that_come_back_identically() {
+    let swtpm = Swtpm::start().expect("swtpm");
+    // One ESAPI connection at a time: each device is dropped before the next connects.
+    let create = |seed: Option<&[u8; 32]>| {
+        SwtpmDevice::create_with_ek_seed(
+            swtpm.context().expect("ESAPI context"),
+            EkKind::EccP256,
+            seed,
+        )
+        .expect("EK and AK")
+    };
+    let default_ek = create(None).ek_public().to_vec();
+    let one = create(Some(&[1; 32])).ek_public().to_vec();
+    let two = create(Some(&[2; 32])).ek_public().to_vec();
+    assert_ne!(one, default_ek);
+    assert_ne!(one, two);
+    let mut again = create(Some(&[1; 32]));
+    assert_eq!(again.ek_public(), one.as_slice(), "same seed, same EK");
+    // Otherwise the default template: the server takes it as an EK.
+    let ek = Public::from_tpm2b(&one).expect("EK parses");
+    let default = Public::from_tpm2b(&default_ek).expect("EK parses");
+    assert_eq!(
+        (ek.attributes, &ek.auth_policy, ek.symmetric),
+        (default.attributes, &default.auth_policy, default.symmetric)
+    );
+    // A credential made for the first creation's EK is activated by the re-created one.
+    let ak = Public::from_tpm2b(again.ak_public()).expect("AK");
+    let made = make_credential(&ek, &ak.name(), &[9; 32]).expect("make credential");
+    let got = again
+        .activate_credential(&made.credential_blob, &made.encrypted_secret)
+        .expect("activate with the re-created EK");
+    assert_eq!(got, [9; 32]);
+}
+
+#[test]
 fn swtpm_credentials_are_recovered_by_the_soft_tpm() {
     let swtpm = Swtpm::start().expect("swtpm");
     let mut dev = device(&swtpm, EkKind::EccP256);

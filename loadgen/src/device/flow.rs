@@ -12,19 +12,20 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::{open_session, reconnects, stream_failure, DeviceContext, Observed, Session};
-use crate::fleet::Device;
+use crate::fleet::{Credentials, Device};
 use crate::metrics::Phase;
 
 type Phases = Vec<(Phase, Duration)>;
 
 /// What a successful provisioning left the device with.
-struct Provisioned {
-    owner: String,
+pub(super) struct Provisioned {
+    /// `devowneruuid`.
+    pub(super) owner: String,
     identity: CertificateDer<'static>,
     key: rcgen::KeyPair,
 }
 
-fn failed(error: impl Into<String>) -> Observed {
+pub(super) fn failed(error: impl Into<String>) -> Observed {
     Observed::Failed {
         error: error.into(),
     }
@@ -37,19 +38,15 @@ pub(super) async fn flow(
     ctx: &DeviceContext,
     phases: &mut Phases,
 ) -> (Observed, Option<Session>) {
-    let mut io = match open_session(
-        ctx,
-        dev.index,
-        dev.chain.clone(),
-        dev.key.clone_key(),
-        Phase::Handshake,
-        phases,
-    )
-    .await
-    {
-        Ok(io) => io,
-        Err(observed) => return (observed, None),
+    let (chain, key) = match &dev.credentials {
+        Credentials::X509 { chain, key } => (chain.clone(), key.clone_key()),
+        Credentials::Tpm(tpm) => return super::tpm::flow(dev, tpm, ctx, phases).await,
     };
+    let mut io =
+        match open_session(ctx, dev.index, Some((chain, key)), Phase::Handshake, phases).await {
+            Ok(io) => io,
+            Err(observed) => return (observed, None),
+        };
     if ctx.handshake_only {
         return (Observed::Attested, Some(io));
     }
@@ -67,8 +64,7 @@ pub(super) async fn flow(
     let mut io = match open_session(
         ctx,
         dev.index,
-        vec![first.identity],
-        identity_key,
+        Some((vec![first.identity], identity_key)),
         Phase::IdentityHandshake,
         phases,
     )
@@ -96,7 +92,11 @@ fn request(code: Code, token: u64, path: &str) -> Frame {
     Frame::request(code, &token.to_be_bytes(), path).with_accept(ContentFormat::OcfCbor.as_u16())
 }
 
-fn post<T: serde::Serialize>(token: u64, path: &str, body: &T) -> Result<Frame, Observed> {
+pub(super) fn post<T: serde::Serialize>(
+    token: u64,
+    path: &str,
+    body: &T,
+) -> Result<Frame, Observed> {
     let payload = body::to_cbor(body).map_err(|e| failed(e.to_string()))?;
     Ok(request(Code::POST, token, path)
         .with_content_format(ContentFormat::OcfCbor.as_u16())
@@ -128,7 +128,7 @@ async fn step<T: serde::de::DeserializeOwned>(
 
 /// Time, ownership, cloud configuration, credentials (for `device_id`, with a fresh key) and ACLs
 /// on one session.
-async fn provision(
+pub(super) async fn provision(
     io: &mut Session,
     index: usize,
     device_id: uuid::Uuid,

@@ -3,12 +3,16 @@
 //! fresh CSR, ACLs), checking every answer as a device would. Uses the server crate's codec.
 //!
 //! Variants: handshake-only; `identity` devices reconnect with the identity certificate they were
-//! issued and provision again; under the hold executor a device then stays connected and pings
-//! until released.
+//! issued and provision again; TPM devices connect without a client certificate and attest with
+//! the TPM nonce challenge first ([`tpm`]); under the hold executor a device then stays connected
+//! and pings until released.
 
 mod flow;
 pub mod hold;
+#[cfg(feature = "tpm-sim")]
+pub mod swtpm;
 pub mod tls;
+mod tpm;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -20,6 +24,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::fleet::tpm::TpmStep;
 use crate::fleet::{Device, DeviceClass};
 use crate::metrics::Phase;
 pub use tls::expected_alert;
@@ -45,8 +50,16 @@ pub enum Observed {
         /// `devowneruuid` from the ownership resource.
         owner: String,
     },
-    /// Handshake-only mode: the handshake was accepted.
+    /// Handshake-only mode: the handshake was accepted (a TPM device: its attestation).
     Attested,
+    /// A TPM device was refused at this step with this CoAP code, and the server then closed the
+    /// connection.
+    TpmRefused {
+        /// The step.
+        step: TpmStep,
+        /// The CoAP code, `c.dd`.
+        code: String,
+    },
     /// The server refused the handshake with this TLS alert.
     Rejected {
         /// The alert description (rustls's name, e.g. `UnknownCA`).
@@ -95,6 +108,9 @@ pub struct DeviceContext {
     pub sources: Vec<IpAddr>,
     /// Set under the hold executor.
     pub hold: Option<Arc<hold::HoldControl>>,
+    /// The swtpm processes `tpm_swtpm` devices run on (started for runs that have such devices).
+    #[cfg(feature = "tpm-sim")]
+    pub swtpm: Option<Arc<swtpm::SwtpmPool>>,
 }
 
 /// Source addresses for `devices` connections to `target`: on IPv4 loopback, `count` addresses
@@ -186,18 +202,17 @@ async fn connect_tcp(ctx: &DeviceContext, index: usize) -> std::io::Result<TcpSt
     socket.connect(ctx.addr).await
 }
 
-/// Open a session: TCP, TLS with `chain`/`key`, then the server's verdict (its CSM, or the alert).
-/// Records `Tcp` and `Handshake` (a refusal is a completed handshake too: its latency is the time
-/// to the alert).
+/// Open a session: TCP, TLS with `client` (chain, key; none for a TPM device), then the server's
+/// verdict (its CSM, or the alert). Records `Tcp` and `Handshake` (a refusal is a completed
+/// handshake too: its latency is the time to the alert).
 async fn open_session(
     ctx: &DeviceContext,
     index: usize,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     handshake: Phase,
     phases: &mut Vec<(Phase, Duration)>,
 ) -> Result<Session, Observed> {
-    let config = tls::client_config(chain, key, ctx.server_ca.as_ref())
+    let config = tls::client_config(client, ctx.server_ca.as_ref())
         .map_err(|error| Observed::Failed { error })?;
     let started = Instant::now();
     let tcp = connect_tcp(ctx, index)

@@ -55,10 +55,10 @@ impl ServerCertVerifier for AcceptAnyServer {
     }
 }
 
-/// The client config of one device session.
+/// The client config of one device session: with `client` (chain, key) as its certificate, or
+/// none (a TPM device, which attests inside the session).
 pub fn client_config(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     server_ca: Option<&CertificateDer<'static>>,
 ) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -75,9 +75,12 @@ pub fn client_config(
             builder.with_root_certificates(roots)
         }
     };
-    let mut config = builder
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| e.to_string())?;
+    let mut config = match client {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| e.to_string())?,
+        None => builder.with_no_client_auth(),
+    };
     // Every session is a fresh attestation; and the default session cache (256 slots) would cost
     // each device about 14 KiB.
     config.resumption = rustls::client::Resumption::disabled();

@@ -11,15 +11,18 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use dps_server::config::{GroupConfig, HubConfig};
+use dps_server::tpm::soft::{AkKind, EkKind, SoftAk, SoftEk, SoftTpm};
+use dps_server::tpm::TpmEnrollmentConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
 
-use super::{build, Device, DeviceClass, Expected, Fleet, FleetError, GroupInfo};
+use super::tpm::{TpmDevice, TpmKeys};
+use super::{build, Credentials, Device, DeviceClass, Expected, Fleet, FleetError, GroupInfo};
 use crate::scenario::FleetSpec;
 
 /// Version of the on-disk format and of the generator: bump it when either changes, so that old
 /// entries are regenerated instead of misread.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 /// Entries older than this are regenerated (device certificates are valid for five years, but a
 /// fleet should not silently age across releases).
@@ -92,16 +95,127 @@ struct FleetFile {
     server_ca: String,
     server_groups: Vec<GroupConfig>,
     hub: HubConfig,
+    server_tpm_enrollments: Vec<TpmEnrollmentConfig>,
+    server_tpm_groups: Vec<GroupConfig>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct DeviceFile {
     class: DeviceClass,
     common_name: String,
+    /// X.509 devices: the chain, DER, base64.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     chain: Vec<String>,
-    /// PKCS#8, base64.
+    /// X.509 devices: PKCS#8, base64.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     key: String,
+    /// TPM devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tpm: Option<TpmFile>,
     expected: Expected,
+}
+
+/// A TPM device on disk: binary fields base64.
+#[derive(Serialize, Deserialize)]
+struct TpmFile {
+    /// Soft TPM: `rsa2048` or `ecc_p256` EK, and its PKCS#8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ek: Option<(String, String)>,
+    /// Soft TPM: the AK's kind and PKCS#8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ak: Option<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ek_certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ek_chain: Vec<String>,
+    /// swtpm: the EK template seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ek_seed: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    presented_ek: Option<String>,
+    group_id: String,
+}
+
+fn ek_kind_name(k: EkKind) -> &'static str {
+    match k {
+        EkKind::Rsa2048 => "rsa2048",
+        EkKind::EccP256 => "ecc_p256",
+    }
+}
+
+fn ak_kind_name(k: AkKind) -> &'static str {
+    match k {
+        AkKind::Rsa2048 => "rsa2048",
+        AkKind::EccP256 => "ecc_p256",
+    }
+}
+
+fn tpm_to_file(t: &TpmDevice) -> Result<TpmFile, FleetError> {
+    let tpm_err = |e: dps_server::tpm::soft::SoftTpmError| FleetError::Tpm(e.to_string());
+    let mut file = TpmFile {
+        ek: None,
+        ak: None,
+        ek_certificate: None,
+        ek_chain: Vec::new(),
+        ek_seed: None,
+        presented_ek: t.presented_ek.as_deref().map(b64),
+        group_id: t.group_id.clone(),
+    };
+    match &t.keys {
+        TpmKeys::Soft(soft) => {
+            let req = soft.challenge_request();
+            file.ek = Some((
+                ek_kind_name(soft.ek().kind()).into(),
+                b64(&soft.ek().to_pkcs8().map_err(tpm_err)?),
+            ));
+            file.ak = Some((
+                ak_kind_name(soft.ak().kind()).into(),
+                b64(&soft.ak().to_pkcs8().map_err(tpm_err)?),
+            ));
+            file.ek_certificate = req.ek_certificate.as_deref().map(b64);
+            file.ek_chain = req.ek_chain.iter().map(|c| b64(c)).collect();
+        }
+        TpmKeys::Swtpm { ek_seed } => file.ek_seed = Some(b64(ek_seed)),
+    }
+    Ok(file)
+}
+
+fn tpm_from_file(f: TpmFile) -> Option<TpmDevice> {
+    let keys = match (f.ek, f.ak, f.ek_seed) {
+        (Some((ek_kind, ek)), Some((ak_kind, ak)), None) => {
+            let ek_kind = [EkKind::Rsa2048, EkKind::EccP256]
+                .into_iter()
+                .find(|k| ek_kind_name(*k) == ek_kind)?;
+            let ak_kind = [AkKind::Rsa2048, AkKind::EccP256]
+                .into_iter()
+                .find(|k| ak_kind_name(*k) == ak_kind)?;
+            let ek = SoftEk::from_pkcs8(ek_kind, &unb64(&ek)?).ok()?;
+            let ak = SoftAk::from_pkcs8(ak_kind, &unb64(&ak)?).ok()?;
+            let mut tpm = SoftTpm::from_keys(ek, ak);
+            if let Some(cert) = f.ek_certificate {
+                let chain = f
+                    .ek_chain
+                    .iter()
+                    .map(|c| unb64(c))
+                    .collect::<Option<Vec<_>>>()?;
+                tpm = tpm.with_ek_certificate(unb64(&cert)?, chain);
+            }
+            TpmKeys::Soft(Box::new(tpm))
+        }
+        (None, None, Some(seed)) => TpmKeys::Swtpm {
+            ek_seed: unb64(&seed)?.try_into().ok()?,
+        },
+        _ => return None,
+    };
+    let presented_ek = match f.presented_ek {
+        Some(p) => Some(unb64(&p)?),
+        None => None,
+    };
+    Some(TpmDevice {
+        keys,
+        presented_ek,
+        group_id: f.group_id,
+    })
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -119,28 +233,42 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FleetError + '_ {
     }
 }
 
-fn to_file(fleet: &Fleet) -> FleetFile {
-    FleetFile {
+fn to_file(fleet: &Fleet) -> Result<FleetFile, FleetError> {
+    let devices = fleet
+        .devices
+        .iter()
+        .map(|d| {
+            let mut file = DeviceFile {
+                class: d.class,
+                common_name: d.common_name.clone(),
+                chain: Vec::new(),
+                key: String::new(),
+                tpm: None,
+                expected: d.expected.clone(),
+            };
+            match &d.credentials {
+                Credentials::X509 { chain, key } => {
+                    file.chain = chain.iter().map(|c| b64(c)).collect();
+                    file.key = b64(key.secret_der());
+                }
+                Credentials::Tpm(t) => file.tpm = Some(tpm_to_file(t)?),
+            }
+            Ok(file)
+        })
+        .collect::<Result<_, FleetError>>()?;
+    Ok(FleetFile {
         format: FORMAT,
         generated_at_unix_s: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        devices: fleet
-            .devices
-            .iter()
-            .map(|d| DeviceFile {
-                class: d.class,
-                common_name: d.common_name.clone(),
-                chain: d.chain.iter().map(|c| b64(c)).collect(),
-                key: b64(d.key.secret_der()),
-                expected: d.expected.clone(),
-            })
-            .collect(),
+        devices,
         groups: fleet.groups.clone(),
         server_ca: b64(&fleet.server_ca),
         server_groups: fleet.server_groups.clone(),
         hub: fleet.hub.clone(),
-    }
+        server_tpm_enrollments: fleet.server_tpm_enrollments.clone(),
+        server_tpm_groups: fleet.server_tpm_groups.clone(),
+    })
 }
 
 /// The fleet in `file`, if it is of this format, young enough and every field decodes.
@@ -158,18 +286,23 @@ fn from_file(file: FleetFile) -> Option<Fleet> {
         .into_iter()
         .enumerate()
         .map(|(index, d)| {
-            let chain = d
-                .chain
-                .iter()
-                .map(|c| unb64(c).map(CertificateDer::from))
-                .collect::<Option<Vec<_>>>()?;
-            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(unb64(&d.key)?));
-            (!chain.is_empty()).then_some(Device {
+            let credentials = match d.tpm {
+                Some(t) => Credentials::Tpm(tpm_from_file(t)?),
+                None => {
+                    let chain = d
+                        .chain
+                        .iter()
+                        .map(|c| unb64(c).map(CertificateDer::from))
+                        .collect::<Option<Vec<_>>>()?;
+                    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(unb64(&d.key)?));
+                    (!chain.is_empty()).then_some(Credentials::X509 { chain, key })?
+                }
+            };
+            (d.class.is_tpm() == matches!(credentials, Credentials::Tpm(_))).then_some(Device {
                 index,
                 class: d.class,
                 common_name: d.common_name,
-                chain,
-                key,
+                credentials,
                 expected: d.expected,
             })
         })
@@ -180,6 +313,8 @@ fn from_file(file: FleetFile) -> Option<Fleet> {
         server_ca: CertificateDer::from(unb64(&file.server_ca)?),
         server_groups: file.server_groups,
         hub: file.hub,
+        server_tpm_enrollments: file.server_tpm_enrollments,
+        server_tpm_groups: file.server_tpm_groups,
     })
 }
 
@@ -224,7 +359,7 @@ pub fn load_or_build(spec: &FleetSpec, root: &Path) -> Result<Ready, FleetError>
         .tempdir_in(root)
         .map_err(io_err(root))?;
     let fleet = build(spec, staging.path())?;
-    let json = serde_json::to_vec(&to_file(&fleet)).map_err(|e| FleetError::Io {
+    let json = serde_json::to_vec(&to_file(&fleet)?).map_err(|e| FleetError::Io {
         path: "fleet.json".into(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
     })?;
@@ -272,8 +407,34 @@ mod tests {
             seed,
             devices: 12,
             key: crate::scenario::KeyType::P256,
-            mix: BTreeMap::from([(DeviceClass::Valid, 2), (DeviceClass::Truncated, 1)]),
+            mix: BTreeMap::from([
+                (DeviceClass::Valid, 2),
+                (DeviceClass::Truncated, 1),
+                (DeviceClass::Tpm, 2),
+                (DeviceClass::TpmSwtpm, 1),
+                (DeviceClass::TpmWrongEk, 1),
+            ]),
             cache: true,
+        }
+    }
+
+    /// What a device's credentials amount to, for comparing fleets.
+    fn credentials(d: &Device) -> String {
+        match &d.credentials {
+            Credentials::X509 { chain, key } => format!("{chain:?} {:?}", key.secret_der()),
+            Credentials::Tpm(t) => {
+                let keys = match &t.keys {
+                    TpmKeys::Soft(s) => format!(
+                        "{:?} {:?} {:?} {:?}",
+                        s.ek().to_pkcs8().expect("ek"),
+                        s.ak().to_pkcs8().expect("ak"),
+                        s.challenge_request().ek_certificate,
+                        s.challenge_request().ek_chain
+                    ),
+                    TpmKeys::Swtpm { ek_seed } => format!("{ek_seed:?}"),
+                };
+                format!("{keys} {:?} {}", t.presented_ek, t.group_id)
+            }
         }
     }
 
@@ -286,10 +447,20 @@ mod tests {
         assert!(again.reused);
         assert_eq!(first.dir.path(), again.dir.path());
         for (a, b) in first.fleet.devices.iter().zip(&again.fleet.devices) {
-            assert_eq!(a.chain, b.chain);
-            assert_eq!(a.key.secret_der(), b.key.secret_der());
+            assert_eq!(credentials(a), credentials(b));
             assert_eq!((a.class, &a.expected), (b.class, &b.expected));
         }
+        let classes: std::collections::BTreeSet<_> =
+            again.fleet.devices.iter().map(|d| d.class).collect();
+        assert!(
+            classes.contains(&DeviceClass::Tpm) && classes.contains(&DeviceClass::TpmSwtpm),
+            "{classes:?}"
+        );
+        assert_eq!(
+            first.fleet.server_tpm_enrollments,
+            again.fleet.server_tpm_enrollments
+        );
+        assert!(!again.fleet.server_tpm_enrollments.is_empty());
         assert_eq!(first.fleet.server_ca, again.fleet.server_ca);
         let other = load_or_build(&spec(6), root.path()).expect("other seed");
         assert!(!other.reused);

@@ -9,10 +9,14 @@
 //! - `premium` = [IntP, R], lead IntP, allow list = the CNs of the valid premium devices.
 //! - IntS ← R is configured nowhere: its devices authenticate through R but meet no lead.
 //!
+//! TPM classes attest without a client certificate through the TPM nonce challenge; their
+//! enrollments are described in [`tpm`].
+//!
 //! Class assignment and names follow the seed; keys are fresh randomness, so a fleet is reproduced
 //! exactly by the on-disk cache ([`cache`]), which a rerun with the same `[fleet]` reuses.
 
 pub mod cache;
+pub mod tpm;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,6 +25,7 @@ use dps_server::config::{ConfigFile, GroupConfig, HubConfig, LimitsSection, Serv
 use dps_server::enrollment::{LeadSelector, RejectReason};
 use dps_server::pki::{chain_pem, CertSpec, Issued, KeyAlg, PkiError};
 use dps_server::provision::owner_uuid;
+use dps_server::tpm::TpmEnrollmentConfig;
 use rcgen::{ExtendedKeyUsagePurpose, SanType};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
@@ -53,11 +58,29 @@ pub enum DeviceClass {
     /// Valid in `factory-b`; after provisioning it reconnects with the identity certificate it was
     /// issued and provisions again (renewal) in the same group.
     Identity,
+    /// Soft TPM, enrolled individually (even index) or through the `tpm-vendor` EK-certificate
+    /// group (odd index): attests, then provisions in that enrollment.
+    Tpm,
+    /// A TPM in a swtpm process (build feature `tpm-sim`), enrolled individually at run time:
+    /// attests, then provisions in `tpm-swtpm`.
+    TpmSwtpm,
+    /// Presents an enrolled EK without its private key: cannot activate the credential, so its
+    /// attest is refused with 4.01.
+    TpmWrongEk,
+    /// Attests correctly on one connection, then on a new one answers a fresh challenge with the
+    /// right secret but the first connection's quote (the old nonce): attest refused with 4.01.
+    TpmReplayedNonce,
+    /// The credential blob is altered on the way: ActivateCredential fails, the attest (with no
+    /// valid secret) is refused with 4.01.
+    TpmTamperedBlob,
+    /// No enrollment and no EK certificate (even index) or a foreign vendor's EK certificate
+    /// (odd): the challenge is refused with 4.01.
+    TpmUnenrolled,
 }
 
 impl DeviceClass {
     /// Every class.
-    pub const ALL: [DeviceClass; 10] = [
+    pub const ALL: [DeviceClass; 16] = [
         DeviceClass::Valid,
         DeviceClass::Truncated,
         DeviceClass::Unmatched,
@@ -68,6 +91,12 @@ impl DeviceClass {
         DeviceClass::Forged,
         DeviceClass::BadEku,
         DeviceClass::Identity,
+        DeviceClass::Tpm,
+        DeviceClass::TpmSwtpm,
+        DeviceClass::TpmWrongEk,
+        DeviceClass::TpmReplayedNonce,
+        DeviceClass::TpmTamperedBlob,
+        DeviceClass::TpmUnenrolled,
     ];
 
     /// The snake_case name.
@@ -83,7 +112,31 @@ impl DeviceClass {
             DeviceClass::Forged => "forged",
             DeviceClass::BadEku => "bad_eku",
             DeviceClass::Identity => "identity",
+            DeviceClass::Tpm => "tpm",
+            DeviceClass::TpmSwtpm => "tpm_swtpm",
+            DeviceClass::TpmWrongEk => "tpm_wrong_ek",
+            DeviceClass::TpmReplayedNonce => "tpm_replayed_nonce",
+            DeviceClass::TpmTamperedBlob => "tpm_tampered_blob",
+            DeviceClass::TpmUnenrolled => "tpm_unenrolled",
         }
+    }
+
+    /// Attests with a TPM (no client certificate).
+    pub fn is_tpm(self) -> bool {
+        matches!(
+            self,
+            DeviceClass::Tpm
+                | DeviceClass::TpmSwtpm
+                | DeviceClass::TpmWrongEk
+                | DeviceClass::TpmReplayedNonce
+                | DeviceClass::TpmTamperedBlob
+                | DeviceClass::TpmUnenrolled
+        )
+    }
+
+    /// Needs a TPM enrollment group (config-file only: not available on a remote target).
+    pub fn needs_tpm_group(self) -> bool {
+        matches!(self, DeviceClass::Tpm | DeviceClass::TpmTamperedBlob)
     }
 }
 
@@ -107,6 +160,28 @@ pub enum Expected {
         /// The reason the server must give.
         reason: RejectReason,
     },
+    /// A TPM device refused at this step of the nonce challenge with this CoAP code (e.g.
+    /// `4.01`), after which the server closes the connection.
+    TpmRefused {
+        /// The step.
+        step: tpm::TpmStep,
+        /// The CoAP response code, `c.dd`.
+        code: String,
+    },
+}
+
+/// How a device attests.
+#[derive(Debug)]
+pub enum Credentials {
+    /// Its manufacturer certificate in TLS.
+    X509 {
+        /// What it presents in TLS, leaf first.
+        chain: Vec<CertificateDer<'static>>,
+        /// Its key.
+        key: PrivateKeyDer<'static>,
+    },
+    /// Its TPM, through the nonce challenge on a connection without a client certificate.
+    Tpm(tpm::TpmDevice),
 }
 
 /// One simulated device.
@@ -116,12 +191,10 @@ pub struct Device {
     pub index: usize,
     /// Its class.
     pub class: DeviceClass,
-    /// Manufacturer certificate CN.
+    /// Manufacturer certificate CN (a TPM device's name; its EK certificate's CN if it has one).
     pub common_name: String,
-    /// What it presents in TLS, leaf first.
-    pub chain: Vec<CertificateDer<'static>>,
-    /// Its key.
-    pub key: PrivateKeyDer<'static>,
+    /// How it attests.
+    pub credentials: Credentials,
     /// What it must get.
     pub expected: Expected,
 }
@@ -149,6 +222,11 @@ pub struct Fleet {
     pub server_groups: Vec<GroupConfig>,
     /// The hub those groups link.
     pub hub: HubConfig,
+    /// Individual TPM enrollments of the soft TPM devices (in the embedded server's config;
+    /// created over the admin API of a remote target).
+    pub server_tpm_enrollments: Vec<TpmEnrollmentConfig>,
+    /// TPM enrollment groups the fleet needs (config file only).
+    pub server_tpm_groups: Vec<GroupConfig>,
 }
 
 /// Why the fleet could not be built.
@@ -171,6 +249,9 @@ pub enum FleetError {
     /// The config could not be serialized.
     #[error("config: {0}")]
     Toml(#[from] toml::ser::Error),
+    /// A soft TPM could not be generated.
+    #[error("TPM: {0}")]
+    Tpm(String),
 }
 
 /// splitmix64: a small, well-known deterministic generator for class assignment.
@@ -194,7 +275,7 @@ fn key_alg(k: KeyType) -> KeyAlg {
     }
 }
 
-fn ca(cn: &str, org: &str) -> CertSpec {
+pub(crate) fn ca(cn: &str, org: &str) -> CertSpec {
     let now = OffsetDateTime::now_utc();
     let mut spec =
         CertSpec::ca(cn).valid_between(now - Duration::days(3650), now + Duration::days(3650));
@@ -261,8 +342,46 @@ pub fn build(spec: &FleetSpec, dir: &Path) -> Result<Fleet, FleetError> {
     let mut devices = Vec::with_capacity(spec.devices);
     let mut deny = Vec::new();
     let mut allow = Vec::new();
+    let fleet_key = cache::key(spec);
+    let stable_id = |what: &str| {
+        // Stable per fleet: a rerun against a remote server replaces its own groups, and fleets
+        // of other seeds get other ids.
+        uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            format!("dpsbench/fleet/{fleet_key}/{what}").as_bytes(),
+        )
+        .to_string()
+    };
+    let vendors = tpm::TpmVendors::new(&org)?;
+    let tpm_group_id = stable_id(tpm::VENDOR);
+    let mut tpm_enrollments = Vec::new();
+    let mut tpm_group_used = false;
     for (index, class) in classes.into_iter().enumerate() {
         let cn = format!("{}-{:06}", class.as_str().to_uppercase(), index);
+        if class.is_tpm() {
+            let mut seed = [0u8; 32];
+            for chunk in seed.chunks_mut(8) {
+                chunk.copy_from_slice(&rng.next().to_be_bytes());
+            }
+            let generated = tpm::generate(
+                class,
+                index,
+                &cn,
+                &vendors,
+                (&stable_id(&format!("tpm/{index}")), &tpm_group_id),
+                seed,
+            )?;
+            tpm_enrollments.extend(generated.enrollment);
+            tpm_group_used |= generated.uses_group;
+            devices.push(Device {
+                index,
+                class,
+                common_name: cn,
+                credentials: Credentials::Tpm(generated.device),
+                expected: generated.expected,
+            });
+            continue;
+        }
         let device = CertSpec::device(&cn).with_key(alg);
         let rejected = |reason| Expected::Rejected { reason };
         let accepted = |g: &str| Expected::Accepted { group: g.into() };
@@ -334,6 +453,13 @@ pub fn build(spec: &FleetSpec, dir: &Path) -> Result<Fleet, FleetError> {
                     group: "factory-b".into(),
                 },
             ),
+            // Generated above.
+            DeviceClass::Tpm
+            | DeviceClass::TpmSwtpm
+            | DeviceClass::TpmWrongEk
+            | DeviceClass::TpmReplayedNonce
+            | DeviceClass::TpmTamperedBlob
+            | DeviceClass::TpmUnenrolled => continue,
         };
         let mut chain = vec![leaf.der().clone()];
         chain.extend(presented.into_iter().cloned());
@@ -341,8 +467,10 @@ pub fn build(spec: &FleetSpec, dir: &Path) -> Result<Fleet, FleetError> {
             index,
             class,
             common_name: cn,
-            chain,
-            key: leaf.key_der(),
+            credentials: Credentials::X509 {
+                chain,
+                key: leaf.key_der(),
+            },
             expected,
         });
     }
@@ -368,7 +496,6 @@ pub fn build(spec: &FleetSpec, dir: &Path) -> Result<Fleet, FleetError> {
 
     let mut groups = BTreeMap::new();
     let mut tables = Vec::new();
-    let fleet_key = cache::key(spec);
     for (name, int, expired_ok, deny, allow) in [
         ("factory-a", &int_a, false, deny, vec![]),
         ("factory-b", &int_b, false, vec![], vec![]),
@@ -377,13 +504,7 @@ pub fn build(spec: &FleetSpec, dir: &Path) -> Result<Fleet, FleetError> {
     ] {
         let owner = format!("{name}-owner");
         tables.push(GroupConfig {
-            // Stable per fleet: a rerun against a remote server replaces its own groups, and
-            // fleets of other seeds get other ids.
-            id: uuid::Uuid::new_v5(
-                &uuid::Uuid::NAMESPACE_OID,
-                format!("dpsbench/fleet/{fleet_key}/{name}").as_bytes(),
-            )
-            .to_string(),
+            id: stable_id(name),
             name: name.into(),
             owner: owner.clone(),
             certificate_chain: chain_pem([int.der(), root.der()]),
@@ -402,6 +523,20 @@ pub fn build(spec: &FleetSpec, dir: &Path) -> Result<Fleet, FleetError> {
             },
         );
     }
+    for name in [tpm::INDIVIDUAL, tpm::VENDOR, tpm::SWTPM] {
+        groups.insert(
+            name.to_owned(),
+            GroupInfo {
+                name: name.into(),
+                owner_uuid: owner_uuid(&tpm::owner(name)).to_string(),
+            },
+        );
+    }
+    let tpm_groups: Vec<GroupConfig> = if tpm_group_used {
+        vec![vendors.group(tpm_group_id)]
+    } else {
+        Vec::new()
+    };
     // Field by field, so sections this crate does not set keep their defaults.
     let mut config = ConfigFile::default();
     config.server = Some(ServerSection {
@@ -423,6 +558,8 @@ pub fn build(spec: &FleetSpec, dir: &Path) -> Result<Fleet, FleetError> {
     };
     config.hub = vec![hub.clone()];
     config.enrollment_group = tables.clone();
+    config.tpm_enrollment_group = tpm_groups.clone();
+    config.tpm_enrollment = tpm_enrollments.clone();
     // Nothing of a load run needs to outlive it.
     config.store.path = dps_server::config::IN_MEMORY_STORE.into();
     // A spawned server (`[target] spawn`) serves its admin API on an ephemeral loopback port.
@@ -444,5 +581,7 @@ pub fn build(spec: &FleetSpec, dir: &Path) -> Result<Fleet, FleetError> {
         server_ca: server_ca.der().clone(),
         server_groups: tables,
         hub,
+        server_tpm_enrollments: tpm_enrollments,
+        server_tpm_groups: tpm_groups,
     })
 }

@@ -110,6 +110,33 @@ impl AdminClient {
         }
     }
 
+    /// Create `value` under `collection`; if one with `id` exists, delete it and create again (for
+    /// collections without PUT, such as `/api/v1/tpm-enrollments`).
+    pub async fn replace<T: Serialize>(
+        &self,
+        collection: &str,
+        id: &str,
+        value: &T,
+    ) -> Result<(), String> {
+        let json = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+        let (status, body) = self
+            .send(Method::POST, collection, Some(json.clone()))
+            .await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        if status != StatusCode::CONFLICT {
+            return Err(Self::failed("POST", collection, status, &body));
+        }
+        self.delete(&format!("{collection}/{id}")).await?;
+        let (status, body) = self.send(Method::POST, collection, Some(json)).await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(Self::failed("POST", collection, status, &body))
+        }
+    }
+
     /// Delete `path`.
     pub async fn delete(&self, path: &str) -> Result<(), String> {
         let (status, body) = self.send(Method::DELETE, path, None).await?;
@@ -141,6 +168,13 @@ impl AdminClient {
     pub async fn gauge(&self, name: &str) -> Result<u64, String> {
         let text = self.prometheus().await?;
         sample(&text, name).ok_or_else(|| format!("/metrics has no {name}"))
+    }
+
+    /// `dps_requests_total` of `resource` (e.g. `other`, where the TPM resources count) answered
+    /// with `code` (e.g. `4.01`); 0 when the server has not answered any.
+    pub async fn requests(&self, resource: &str, code: &str) -> Result<u64, String> {
+        let name = format!("dps_requests_total{{resource=\"{resource}\",code=\"{code}\"}}");
+        Ok(sample(&self.prometheus().await?, &name).unwrap_or(0))
     }
 
     /// `dps_rejections_total` by reason.
@@ -175,6 +209,14 @@ mod tests {
         let text = "# HELP dps_open_connections x\ndps_open_connections 12\ndps_open_connections_other 3\ndps_rejections_total{reason=\"no_path\"} 4\ndps_rejections_total{reason=\"denied\"} 0\n";
         assert_eq!(sample(text, "dps_open_connections"), Some(12));
         assert_eq!(sample(text, "dps_missing"), None);
+        let requests = "dps_requests_total{resource=\"other\",code=\"4.01\"} 7\n";
+        assert_eq!(
+            sample(
+                requests,
+                "dps_requests_total{resource=\"other\",code=\"4.01\"}"
+            ),
+            Some(7)
+        );
         let r = rejections(text);
         assert_eq!(r.get("no_path"), Some(&4));
         assert_eq!(r.get("denied"), Some(&0));

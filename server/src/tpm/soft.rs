@@ -18,7 +18,7 @@
 use std::time::Instant;
 
 use aws_lc_rs::agreement::{self, UnparsedPublicKey};
-use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{self, KeySize, OaepPrivateDecryptingKey, PrivateDecryptingKey};
 use aws_lc_rs::signature::{
@@ -119,67 +119,108 @@ impl SoftEk {
     /// Generate an EK of `kind` in the default EK template.
     pub fn generate(kind: EkKind) -> Result<Self, SoftTpmError> {
         let crypto = SoftTpmError::Crypto;
-        let symmetric = Some(SymDef { key_bits: 128 });
+        match kind {
+            EkKind::Rsa2048 => Self::from_rsa(
+                PrivateDecryptingKey::generate(KeySize::Rsa2048)
+                    .map_err(|_| crypto("RSA key generation"))?,
+            ),
+            EkKind::EccP256 => Self::from_ecc(
+                agreement::PrivateKey::generate(&agreement::ECDH_P256)
+                    .map_err(|_| crypto("ECC key generation"))?,
+            ),
+        }
+    }
+
+    /// The EK whose private key is `pkcs8` (as [`SoftEk::to_pkcs8`] wrote it): a fleet of soft
+    /// TPMs kept on disk comes back with the same EKs, hence the same enrollments.
+    pub fn from_pkcs8(kind: EkKind, pkcs8: &[u8]) -> Result<Self, SoftTpmError> {
+        let rejected = |_| SoftTpmError::Crypto("EK private key does not parse");
         match kind {
             EkKind::Rsa2048 => {
-                let key = PrivateDecryptingKey::generate(KeySize::Rsa2048)
-                    .map_err(|_| crypto("RSA key generation"))?;
-                let spki = key
-                    .public_key()
-                    .as_der()
-                    .map_err(|_| crypto("RSA public key"))?
-                    .as_ref()
-                    .to_vec();
-                let parsed =
-                    rsa::PublicKey::from_der(&spki).map_err(|_| crypto("RSA public key"))?;
-                let c = rsa::PublicKeyComponents::<Vec<u8>>::from(&parsed);
-                let exponent = if c.e == [1, 0, 1] { 0 } else { be_u32(&c.e) };
-                let public = Public::new(
-                    HashAlg::Sha256,
-                    EK_ATTRIBUTES,
-                    EK_POLICY.to_vec(),
-                    symmetric,
-                    Scheme::Null,
-                    PublicKey::Rsa {
-                        bits: 2048,
-                        exponent,
-                        modulus: c.n,
-                    },
-                );
-                Ok(Self {
-                    public,
-                    private: EkPrivate::Rsa(key),
-                    spki,
-                })
+                Self::from_rsa(PrivateDecryptingKey::from_pkcs8(pkcs8).map_err(rejected)?)
             }
-            EkKind::EccP256 => {
-                let key = agreement::PrivateKey::generate(&agreement::ECDH_P256)
-                    .map_err(|_| crypto("ECC key generation"))?;
-                let point = key
-                    .compute_public_key()
-                    .map_err(|_| crypto("ECC public key"))?;
-                let point = point.as_ref();
-                let public = Public::new(
-                    HashAlg::Sha256,
-                    EK_ATTRIBUTES,
-                    EK_POLICY.to_vec(),
-                    symmetric,
-                    Scheme::Null,
-                    PublicKey::Ecc {
-                        curve: Curve::NistP256,
-                        x: point[1..33].to_vec(),
-                        y: point[33..65].to_vec(),
-                    },
-                );
-                let mut spki = P256_SPKI_PREFIX.to_vec();
-                spki.extend_from_slice(point);
-                Ok(Self {
-                    public,
-                    private: EkPrivate::Ecc(key),
-                    spki,
-                })
-            }
+            EkKind::EccP256 => Self::from_ecc(
+                agreement::PrivateKey::from_private_key_der(&agreement::ECDH_P256, pkcs8)
+                    .map_err(rejected)?,
+            ),
         }
+    }
+
+    /// The private key, PKCS#8 DER.
+    pub fn to_pkcs8(&self) -> Result<Vec<u8>, SoftTpmError> {
+        let der: Result<Pkcs8V1Der<'static>, _> = match &self.private {
+            EkPrivate::Rsa(key) => key.as_der(),
+            EkPrivate::Ecc(key) => key.as_der(),
+        };
+        der.map(|d| d.as_ref().to_vec())
+            .map_err(|_| SoftTpmError::Crypto("EK private key encoding"))
+    }
+
+    /// The key type.
+    pub fn kind(&self) -> EkKind {
+        match self.private {
+            EkPrivate::Rsa(_) => EkKind::Rsa2048,
+            EkPrivate::Ecc(_) => EkKind::EccP256,
+        }
+    }
+
+    fn from_rsa(key: PrivateDecryptingKey) -> Result<Self, SoftTpmError> {
+        let crypto = SoftTpmError::Crypto;
+        if key.key_size_bits() != 2048 {
+            return Err(crypto("the RSA EK template is 2048 bits"));
+        }
+        let spki = key
+            .public_key()
+            .as_der()
+            .map_err(|_| crypto("RSA public key"))?
+            .as_ref()
+            .to_vec();
+        let parsed = rsa::PublicKey::from_der(&spki).map_err(|_| crypto("RSA public key"))?;
+        let c = rsa::PublicKeyComponents::<Vec<u8>>::from(&parsed);
+        let exponent = if c.e == [1, 0, 1] { 0 } else { be_u32(&c.e) };
+        let public = Public::new(
+            HashAlg::Sha256,
+            EK_ATTRIBUTES,
+            EK_POLICY.to_vec(),
+            Some(SymDef { key_bits: 128 }),
+            Scheme::Null,
+            PublicKey::Rsa {
+                bits: 2048,
+                exponent,
+                modulus: c.n,
+            },
+        );
+        Ok(Self {
+            public,
+            private: EkPrivate::Rsa(key),
+            spki,
+        })
+    }
+
+    fn from_ecc(key: agreement::PrivateKey) -> Result<Self, SoftTpmError> {
+        let point = key
+            .compute_public_key()
+            .map_err(|_| SoftTpmError::Crypto("ECC public key"))?;
+        let point = point.as_ref();
+        let public = Public::new(
+            HashAlg::Sha256,
+            EK_ATTRIBUTES,
+            EK_POLICY.to_vec(),
+            Some(SymDef { key_bits: 128 }),
+            Scheme::Null,
+            PublicKey::Ecc {
+                curve: Curve::NistP256,
+                x: point[1..33].to_vec(),
+                y: point[33..65].to_vec(),
+            },
+        );
+        let mut spki = P256_SPKI_PREFIX.to_vec();
+        spki.extend_from_slice(point);
+        Ok(Self {
+            public,
+            private: EkPrivate::Ecc(key),
+            spki,
+        })
     }
 
     /// The EK's public area.
@@ -260,49 +301,92 @@ impl SoftAk {
     pub fn generate(kind: AkKind) -> Result<Self, SoftTpmError> {
         let crypto = SoftTpmError::Crypto;
         match kind {
-            AkKind::EccP256 => {
-                let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
-                    .map_err(|_| crypto("ECDSA key generation"))?;
-                let point = key.public_key().as_ref();
-                let public = Public::new(
-                    HashAlg::Sha256,
-                    AK_ATTRIBUTES,
-                    Vec::new(),
-                    None,
-                    Scheme::Ecdsa(HashAlg::Sha256),
-                    PublicKey::Ecc {
-                        curve: Curve::NistP256,
-                        x: point[1..33].to_vec(),
-                        y: point[33..65].to_vec(),
-                    },
-                );
-                Ok(Self {
-                    public,
-                    private: AkPrivate::Ecdsa(key),
-                })
-            }
+            AkKind::EccP256 => Ok(Self::from_ecdsa(
+                EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+                    .map_err(|_| crypto("ECDSA key generation"))?,
+            )),
+            AkKind::Rsa2048 => Ok(Self::from_rsa(
+                RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| crypto("RSA key generation"))?,
+            )),
+        }
+    }
+
+    /// The AK whose private key is `pkcs8` (as [`SoftAk::to_pkcs8`] wrote it).
+    pub fn from_pkcs8(kind: AkKind, pkcs8: &[u8]) -> Result<Self, SoftTpmError> {
+        let rejected = |_| SoftTpmError::Crypto("AK private key does not parse");
+        match kind {
+            AkKind::EccP256 => Ok(Self::from_ecdsa(
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+                    .map_err(rejected)?,
+            )),
             AkKind::Rsa2048 => {
-                let key = RsaKeyPair::generate(KeySize::Rsa2048)
-                    .map_err(|_| crypto("RSA key generation"))?;
-                let c = rsa::PublicKeyComponents::<Vec<u8>>::from(key.public_key());
-                let exponent = if c.e == [1, 0, 1] { 0 } else { be_u32(&c.e) };
-                let public = Public::new(
-                    HashAlg::Sha256,
-                    AK_ATTRIBUTES,
-                    Vec::new(),
-                    None,
-                    Scheme::Rsassa(HashAlg::Sha256),
-                    PublicKey::Rsa {
-                        bits: 2048,
-                        exponent,
-                        modulus: c.n,
-                    },
-                );
-                Ok(Self {
-                    public,
-                    private: AkPrivate::Rsa(key),
-                })
+                let key = RsaKeyPair::from_pkcs8(pkcs8).map_err(rejected)?;
+                if key.public_modulus_len() != 256 {
+                    return Err(SoftTpmError::Crypto("the RSA AK is 2048 bits"));
+                }
+                Ok(Self::from_rsa(key))
             }
+        }
+    }
+
+    /// The private key, PKCS#8 DER.
+    pub fn to_pkcs8(&self) -> Result<Vec<u8>, SoftTpmError> {
+        let encoding = |_| SoftTpmError::Crypto("AK private key encoding");
+        match &self.private {
+            AkPrivate::Ecdsa(key) => Ok(key.to_pkcs8v1().map_err(encoding)?.as_ref().to_vec()),
+            AkPrivate::Rsa(key) => {
+                let der: Pkcs8V1Der<'static> = key.as_der().map_err(encoding)?;
+                Ok(der.as_ref().to_vec())
+            }
+        }
+    }
+
+    /// The key type.
+    pub fn kind(&self) -> AkKind {
+        match self.private {
+            AkPrivate::Ecdsa(_) => AkKind::EccP256,
+            AkPrivate::Rsa(_) => AkKind::Rsa2048,
+        }
+    }
+
+    fn from_ecdsa(key: EcdsaKeyPair) -> Self {
+        let point = key.public_key().as_ref();
+        let public = Public::new(
+            HashAlg::Sha256,
+            AK_ATTRIBUTES,
+            Vec::new(),
+            None,
+            Scheme::Ecdsa(HashAlg::Sha256),
+            PublicKey::Ecc {
+                curve: Curve::NistP256,
+                x: point[1..33].to_vec(),
+                y: point[33..65].to_vec(),
+            },
+        );
+        Self {
+            public,
+            private: AkPrivate::Ecdsa(key),
+        }
+    }
+
+    fn from_rsa(key: RsaKeyPair) -> Self {
+        let c = rsa::PublicKeyComponents::<Vec<u8>>::from(key.public_key());
+        let exponent = if c.e == [1, 0, 1] { 0 } else { be_u32(&c.e) };
+        let public = Public::new(
+            HashAlg::Sha256,
+            AK_ATTRIBUTES,
+            Vec::new(),
+            None,
+            Scheme::Rsassa(HashAlg::Sha256),
+            PublicKey::Rsa {
+                bits: 2048,
+                exponent,
+                modulus: c.n,
+            },
+        );
+        Self {
+            public,
+            private: AkPrivate::Rsa(key),
         }
     }
 
@@ -484,6 +568,43 @@ mod tests {
                 assert_eq!(ek_bytes.len(), 2 + 122);
             }
         }
+    }
+
+    #[test]
+    fn keys_round_trip_through_pkcs8() {
+        for (ek, ak) in [
+            (EkKind::Rsa2048, AkKind::Rsa2048),
+            (EkKind::EccP256, AkKind::EccP256),
+        ] {
+            let t = SoftTpm::generate(ek, ak).expect("generate");
+            let ek_der = t.ek().to_pkcs8().expect("EK encodes");
+            let ak_der = t.ak().to_pkcs8().expect("AK encodes");
+            let back = SoftTpm::from_keys(
+                SoftEk::from_pkcs8(t.ek().kind(), &ek_der).expect("EK decodes"),
+                SoftAk::from_pkcs8(t.ak().kind(), &ak_der).expect("AK decodes"),
+            );
+            assert_eq!((back.ek().kind(), back.ak().kind()), (ek, ak));
+            assert_eq!(back.ek().public(), t.ek().public());
+            assert_eq!(back.ek().spki_der(), t.ek().spki_der());
+            assert_eq!(back.ak().public(), t.ak().public());
+            assert_eq!(back.registration_id(), t.registration_id());
+            // The restored EK activates what is made for the original, for the restored AK.
+            let made =
+                crate::tpm::make_credential(t.ek().public(), &back.ak().public().name(), &[7; 32])
+                    .expect("make credential");
+            assert_eq!(
+                back.activate_credential(&made.credential_blob, &made.encrypted_secret)
+                    .expect("activate"),
+                vec![7; 32]
+            );
+        }
+        assert!(SoftEk::from_pkcs8(EkKind::EccP256, b"junk").is_err());
+        let rsa_ek = SoftEk::generate(EkKind::Rsa2048).expect("rsa");
+        let der = rsa_ek.to_pkcs8().expect("der");
+        assert!(
+            SoftEk::from_pkcs8(EkKind::EccP256, &der).is_err(),
+            "kind is checked"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection};
+use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection, KeyCustomization};
 use tss_esapi::attributes::SessionAttributesBuilder;
 use tss_esapi::constants::SessionType;
 use tss_esapi::handles::{AuthHandle, KeyHandle, SessionHandle};
@@ -22,8 +22,8 @@ use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::PolicySession;
 use tss_esapi::structures::{
-    Data, Digest, EncryptedSecret, IdObject, Name, PcrSelectionListBuilder, PcrSlot,
-    SignatureScheme, SymmetricDefinition,
+    Data, Digest, EccParameter, EccPoint, EncryptedSecret, IdObject, Name, PcrSelectionListBuilder,
+    PcrSlot, PublicBuilder, PublicKeyRsa, SignatureScheme, SymmetricDefinition,
 };
 use tss_esapi::tcti_ldr::NetworkTPMConfig;
 use tss_esapi::traits::{Marshall, UnMarshall};
@@ -164,10 +164,54 @@ impl std::fmt::Debug for SwtpmDevice {
     }
 }
 
+/// The default EK template with `seed` in its unique field (the rest zero, as the template has
+/// it): the TPM derives another primary key from the same endorsement seed.
+enum EkUnique {
+    Ecc(EccPoint),
+    Rsa(PublicKeyRsa),
+}
+
+impl EkUnique {
+    fn new(kind: EkKind, seed: &[u8; 32]) -> Result<Self, SwtpmError> {
+        Ok(match kind {
+            EkKind::EccP256 => EkUnique::Ecc(EccPoint::new(
+                EccParameter::try_from(seed.to_vec())?,
+                EccParameter::try_from(vec![0u8; 32])?,
+            )),
+            EkKind::Rsa2048 => {
+                let mut unique = seed.to_vec();
+                unique.resize(256, 0);
+                EkUnique::Rsa(PublicKeyRsa::try_from(unique)?)
+            }
+        })
+    }
+}
+
+impl KeyCustomization for EkUnique {
+    fn template(&self, builder: PublicBuilder) -> PublicBuilder {
+        match self {
+            EkUnique::Ecc(point) => builder.with_ecc_unique_identifier(point.clone()),
+            EkUnique::Rsa(unique) => builder.with_rsa_unique_identifier(unique.clone()),
+        }
+    }
+}
+
 impl SwtpmDevice {
     /// Create the EK (default template of `kind`) and an AK of the same algorithm (ECDSA P-256 or
     /// RSASSA 2048, SHA-256) in the TPM behind `ctx`.
-    pub fn create(mut ctx: Context, kind: EkKind) -> Result<Self, SwtpmError> {
+    pub fn create(ctx: Context, kind: EkKind) -> Result<Self, SwtpmError> {
+        Self::create_with_ek_seed(ctx, kind, None)
+    }
+
+    /// [`SwtpmDevice::create`], with `ek_seed` (if given) in the EK template's unique field. The
+    /// EK keeps the default template's attributes, policy and parameters, but one TPM then holds
+    /// a distinct EK per seed, and re-creates the same EK for the same seed (primary keys are
+    /// derived from the endorsement seed and the template): how one swtpm plays many devices.
+    pub fn create_with_ek_seed(
+        mut ctx: Context,
+        kind: EkKind,
+        ek_seed: Option<&[u8; 32]>,
+    ) -> Result<Self, SwtpmError> {
         let (ek_alg, sig) = match kind {
             EkKind::Rsa2048 => (
                 AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
@@ -178,7 +222,10 @@ impl SwtpmDevice {
                 SignatureSchemeAlgorithm::EcDsa,
             ),
         };
-        let ek = ek::create_ek_object_2(&mut ctx, ek_alg, None)?;
+        let ek = match ek_seed {
+            None => ek::create_ek_object_2(&mut ctx, ek_alg, None)?,
+            Some(seed) => ek::create_ek_object_2(&mut ctx, ek_alg, EkUnique::new(kind, seed)?)?,
+        };
         let created = ak::create_ak_2(
             &mut ctx,
             ek,

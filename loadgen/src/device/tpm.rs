@@ -1,0 +1,251 @@
+//! A TPM device: TLS without a client certificate, the TPM nonce challenge (challenge, then
+//! ActivateCredential and Quote, then attest), then the same provisioning flow as an X.509 device.
+//!
+//! The adversarial classes play their attack inside the same exchange:
+//! - `tpm_wrong_ek` presents an enrolled EK it has no key for: its ActivateCredential must fail,
+//!   it answers with a made-up secret;
+//! - `tpm_tampered_blob` flips a bit of the credential blob (a man in the middle): its
+//!   ActivateCredential must fail, it answers with a made-up secret;
+//! - `tpm_replayed_nonce` attests correctly on a first connection (which must succeed), then on a
+//!   new connection activates the fresh credential correctly but sends the first connection's
+//!   quote, over the old nonce;
+//! - `tpm_unenrolled` is refused at the challenge.
+//!
+//! A refused device also checks that the server closed the connection after the error.
+
+use std::time::{Duration, Instant};
+
+use dps_server::proto::body::{
+    self, TpmAttestRequest, TpmAttestResponse, TpmChallengeRequest, TpmChallengeResponse,
+};
+use dps_server::proto::coap::Code;
+use dps_server::tpm::soft::SoftTpm;
+
+use super::flow::{failed, post, provision};
+use super::{open_session, stream_failure, DeviceContext, Observed, Session};
+use crate::fleet::tpm::{TpmDevice, TpmKeys, TpmStep};
+use crate::fleet::{Device, DeviceClass};
+use crate::metrics::Phase;
+
+type Phases = Vec<(Phase, Duration)>;
+
+const CHALLENGE: &str = "/api/v1/provisioning/tpm/challenge";
+const ATTEST: &str = "/api/v1/provisioning/tpm/attest";
+
+/// The device's run up to holding: what it observed, and its session when it ended attested or
+/// provisioned.
+pub(super) async fn flow(
+    dev: &Device,
+    tpm: &TpmDevice,
+    ctx: &DeviceContext,
+    phases: &mut Phases,
+) -> (Observed, Option<Session>) {
+    let attested = match &tpm.keys {
+        TpmKeys::Soft(soft) => soft_attest(dev, tpm, soft, ctx, phases).await,
+        TpmKeys::Swtpm { ek_seed } => swtpm_attest(dev, ek_seed, ctx, phases).await,
+    };
+    let (mut io, done, registration_id) = match attested {
+        Ok(a) => a,
+        Err(observed) => return (observed, None),
+    };
+    if done.registration_id != registration_id {
+        return (
+            failed(format!(
+                "attest: registration id {}, expected {registration_id}",
+                done.registration_id
+            )),
+            None,
+        );
+    }
+    if done.group != tpm.group_id {
+        return (
+            failed(format!(
+                "attest: admitted by group {:?}, expected {:?}",
+                done.group, tpm.group_id
+            )),
+            None,
+        );
+    }
+    if ctx.handshake_only {
+        return (Observed::Attested, Some(io));
+    }
+    match provision(&mut io, dev.index, uuid::Uuid::new_v4(), phases).await {
+        Ok(p) => (Observed::Provisioned { owner: p.owner }, Some(io)),
+        Err(observed) => (observed, None),
+    }
+}
+
+/// An attested session, the attest answer, and the registration id the device expects.
+type Attested = (Session, TpmAttestResponse, String);
+
+fn token(dev: &Device, k: u64) -> u64 {
+    ((dev.index as u64) << 8) + 0x40 + k
+}
+
+/// A connection without a client certificate.
+async fn anonymous(
+    ctx: &DeviceContext,
+    dev: &Device,
+    phases: &mut Phases,
+) -> Result<Session, Observed> {
+    open_session(ctx, dev.index, None, Phase::Handshake, phases).await
+}
+
+/// After an error the server must close the connection: the next read ends the stream.
+async fn refused(io: &mut Session, step: TpmStep, code: Code) -> Observed {
+    loop {
+        match io.read_frame().await {
+            Ok(Some(f)) if f.code.is_signal() => continue,
+            Ok(Some(f)) => {
+                return failed(format!(
+                    "{}: the server sent {} after refusing with {code} instead of closing",
+                    step.as_str(),
+                    f.code
+                ))
+            }
+            Ok(None) | Err(_) => {
+                return Observed::TpmRefused {
+                    step,
+                    code: code.to_string(),
+                }
+            }
+        }
+    }
+}
+
+/// POST `body` to the TPM resource of `step`; the decoded 2.04 answer, or what the device saw.
+async fn exchange<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+    io: &mut Session,
+    step: TpmStep,
+    token: u64,
+    body: &Req,
+    phases: &mut Phases,
+) -> Result<Resp, Observed> {
+    let (path, phase) = match step {
+        TpmStep::Challenge => (CHALLENGE, Phase::TpmChallenge),
+        TpmStep::Attest => (ATTEST, Phase::TpmAttest),
+    };
+    let started = Instant::now();
+    let resp = io
+        .exchange(&post(token, path, body)?)
+        .await
+        .map_err(|e| stream_failure(phase.as_str(), &e))?;
+    phases.push((phase, started.elapsed()));
+    if resp.code == Code::CHANGED {
+        return body::from_cbor(&resp.payload).map_err(|e| failed(format!("{phase}: {e}")));
+    }
+    if resp.code.is_error() {
+        return Err(refused(io, step, resp.code).await);
+    }
+    Err(failed(format!("{phase}: unexpected {}", resp.code)))
+}
+
+/// The soft TPM's exchange, with its class's attack.
+async fn soft_attest(
+    dev: &Device,
+    tpm: &TpmDevice,
+    soft: &SoftTpm,
+    ctx: &DeviceContext,
+    phases: &mut Phases,
+) -> Result<Attested, Observed> {
+    let mut req: TpmChallengeRequest = soft.challenge_request();
+    if let Some(ek) = &tpm.presented_ek {
+        req.ek_public = ek.clone();
+    }
+    let registration_id = dps_server::tpm::registration_id(&req.ek_public);
+    let mut io = anonymous(ctx, dev, phases).await?;
+    let ch: TpmChallengeResponse =
+        exchange(&mut io, TpmStep::Challenge, token(dev, 0), &req, phases).await?;
+    let answer = match dev.class {
+        DeviceClass::TpmWrongEk | DeviceClass::TpmTamperedBlob => {
+            let mut blob = ch.credential_blob.clone();
+            if dev.class == DeviceClass::TpmTamperedBlob {
+                if let Some(last) = blob.last_mut() {
+                    *last ^= 1;
+                }
+            }
+            if soft
+                .activate_credential(&blob, &ch.encrypted_secret)
+                .is_ok()
+            {
+                return Err(failed(format!(
+                    "{}: ActivateCredential recovered a secret it must not",
+                    dev.class.as_str()
+                )));
+            }
+            let (quote, signature) = soft.quote(&ch.nonce).map_err(|e| failed(e.to_string()))?;
+            TpmAttestRequest {
+                secret: vec![0; 32],
+                quote,
+                signature,
+            }
+        }
+        DeviceClass::TpmReplayedNonce => {
+            let first = soft
+                .attest_request(&ch)
+                .map_err(|e| failed(format!("first answer: {e}")))?;
+            let honest: Result<TpmAttestResponse, Observed> =
+                exchange(&mut io, TpmStep::Attest, token(dev, 1), &first, phases).await;
+            if let Err(observed) = honest {
+                return Err(failed(format!(
+                    "the first, honest attest did not succeed: {observed:?}"
+                )));
+            }
+            drop(io);
+            io = anonymous(ctx, dev, phases).await?;
+            let fresh: TpmChallengeResponse =
+                exchange(&mut io, TpmStep::Challenge, token(dev, 2), &req, phases).await?;
+            let secret = soft
+                .activate_credential(&fresh.credential_blob, &fresh.encrypted_secret)
+                .map_err(|e| failed(format!("second ActivateCredential: {e}")))?;
+            TpmAttestRequest {
+                secret,
+                quote: first.quote,
+                signature: first.signature,
+            }
+        }
+        _ => soft
+            .attest_request(&ch)
+            .map_err(|e| failed(format!("ActivateCredential or Quote: {e}")))?,
+    };
+    let done = exchange(&mut io, TpmStep::Attest, token(dev, 3), &answer, phases).await?;
+    Ok((io, done, registration_id))
+}
+
+/// The exchange on a swtpm of the run's pool, which this device holds until it has answered.
+#[cfg(feature = "tpm-sim")]
+async fn swtpm_attest(
+    dev: &Device,
+    ek_seed: &[u8; 32],
+    ctx: &DeviceContext,
+    phases: &mut Phases,
+) -> Result<Attested, Observed> {
+    let pool = ctx
+        .swtpm
+        .as_ref()
+        .ok_or_else(|| failed("tpm_swtpm device without a swtpm pool"))?;
+    let mut lease = pool.lease(dev.index).await.map_err(failed)?;
+    let req = lease.create(*ek_seed).await.map_err(failed)?;
+    let registration_id = dps_server::tpm::registration_id(&req.ek_public);
+    let mut io = anonymous(ctx, dev, phases).await?;
+    let ch: TpmChallengeResponse =
+        exchange(&mut io, TpmStep::Challenge, token(dev, 0), &req, phases).await?;
+    let answer = lease.answer(ch).await.map_err(failed)?;
+    drop(lease);
+    let done = exchange(&mut io, TpmStep::Attest, token(dev, 3), &answer, phases).await?;
+    Ok((io, done, registration_id))
+}
+
+/// Without the `tpm-sim` feature there is no swtpm (scenarios with such devices are refused
+/// before they run).
+#[cfg(not(feature = "tpm-sim"))]
+async fn swtpm_attest(
+    _dev: &Device,
+    _ek_seed: &[u8; 32],
+    _ctx: &DeviceContext,
+    _phases: &mut Phases,
+) -> Result<Attested, Observed> {
+    Err(failed(
+        "tpm_swtpm devices need dps-loadgen built with --features tpm-sim",
+    ))
+}

@@ -1,0 +1,298 @@
+//! The TPM devices of a fleet: soft TPMs (EK and AK in the fleet, so the cache brings them back
+//! with the same enrollments), TPMs in swtpm processes (only a seed in the fleet: the EK is derived
+//! in the swtpm at run time and enrolled then), and the adversarial TPM classes.
+//!
+//! Enrollments:
+//! - `tpm-individual`: one individual TPM enrollment per EK (owner `tpm-individual-owner`); soft
+//!   `tpm` devices of even index, and the EKs `tpm_wrong_ek` and `tpm_replayed_nonce` devices
+//!   present.
+//! - `tpm-vendor`: a TPM enrollment group over the fleet's TPM manufacturer chain (EK CA ← TPM
+//!   root, lead the EK CA); soft `tpm` devices of odd index and `tpm_tampered_blob` devices of odd
+//!   index present an EK certificate from it. TPM groups exist only in the server's config file,
+//!   so a remote target cannot run these classes.
+//! - `tpm-swtpm`: `tpm_swtpm` devices, enrolled individually at run time (their EKs are only known
+//!   once the swtpm processes run).
+
+use base64::Engine as _;
+use dps_server::config::GroupConfig;
+use dps_server::enrollment::LeadSelector;
+use dps_server::pki::{chain_pem, CertSpec, Issued};
+use dps_server::tpm::soft::{AkKind, EkKind, SoftEk, SoftTpm};
+use dps_server::tpm::TpmEnrollmentConfig;
+use serde::{Deserialize, Serialize};
+
+use super::{DeviceClass, Expected, FleetError, HUB};
+
+/// Group name (in [`super::Fleet::groups`]) of individually enrolled soft TPMs.
+pub const INDIVIDUAL: &str = "tpm-individual";
+/// Group name of the TPM enrollment group (EK certificates of the fleet's TPM vendor).
+pub const VENDOR: &str = "tpm-vendor";
+/// Group name of the swtpm devices' individual enrollments.
+pub const SWTPM: &str = "tpm-swtpm";
+
+/// Where a TPM device's exchange must end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TpmStep {
+    /// `POST /api/v1/provisioning/tpm/challenge`.
+    Challenge,
+    /// `POST /api/v1/provisioning/tpm/attest`.
+    Attest,
+}
+
+impl TpmStep {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TpmStep::Challenge => "challenge",
+            TpmStep::Attest => "attest",
+        }
+    }
+}
+
+/// Where a TPM device's keys are.
+#[derive(Debug)]
+pub enum TpmKeys {
+    /// In software, here.
+    Soft(Box<SoftTpm>),
+    /// In a swtpm of the run's pool: the EK is the default template with this seed in its unique
+    /// field (one swtpm holds a distinct EK per seed), the AK is created by the TPM per run.
+    Swtpm {
+        /// The EK template's unique seed.
+        ek_seed: [u8; 32],
+    },
+}
+
+/// A TPM device: its keys and what its challenge presents.
+#[derive(Debug)]
+pub struct TpmDevice {
+    /// The keys.
+    pub keys: TpmKeys,
+    /// `tpm_wrong_ek`: the enrolled EK (TPM2B_PUBLIC) it presents instead of its own, without
+    /// the private key.
+    pub presented_ek: Option<Vec<u8>>,
+    /// The enrollment group id the attest answer must name; empty for an individual enrollment.
+    pub group_id: String,
+}
+
+/// The fleet's TPM manufacturer, and a foreign one for EK certificates no group trusts.
+pub struct TpmVendors {
+    root: Issued,
+    ek_ca: Issued,
+    foreign_ca: Issued,
+}
+
+impl TpmVendors {
+    /// New vendor PKIs for the fleet `org`.
+    pub fn new(org: &str) -> Result<Self, FleetError> {
+        let ca = super::ca;
+        let root = Issued::self_signed(&ca("TPM Manufacturer Root CA", org))?;
+        let ek_ca = root.issue(&ca("TPM Manufacturer EK CA", org))?;
+        let foreign_ca = Issued::self_signed(&ca("TPM Manufacturer EK CA", "someone else"))?;
+        Ok(Self {
+            root,
+            ek_ca,
+            foreign_ca,
+        })
+    }
+
+    /// The `tpm-vendor` TPM enrollment group (chain inline, lead: the EK CA).
+    pub fn group(&self, id: String) -> GroupConfig {
+        GroupConfig {
+            id,
+            name: VENDOR.into(),
+            owner: owner(VENDOR),
+            certificate_chain: chain_pem([self.ek_ca.der(), self.root.der()]),
+            lead_certificate: LeadSelector::Index(0),
+            expired_certificates_allowed: false,
+            allow_common_names: Vec::new(),
+            deny_common_names: Vec::new(),
+            hub_ids: vec![HUB.into()],
+            pre_shared_key: None,
+        }
+    }
+}
+
+/// The owner of a TPM group name.
+pub fn owner(group: &str) -> String {
+    format!("{group}-owner")
+}
+
+/// An individual enrollment of `ek_public` (TPM2B_PUBLIC) under `group` (its owner), named `name`.
+pub fn enrollment(id: String, name: &str, group: &str, ek_public: &[u8]) -> TpmEnrollmentConfig {
+    TpmEnrollmentConfig {
+        id,
+        name: name.into(),
+        owner: owner(group),
+        endorsement_key: Some(base64::engine::general_purpose::STANDARD.encode(ek_public)),
+        endorsement_key_file: None,
+        registration_id: Some(dps_server::tpm::registration_id(ek_public)),
+        hub_ids: vec![HUB.into()],
+        pre_shared_key: None,
+    }
+}
+
+/// A generated TPM device and the individual enrollment it needs, if any.
+pub struct Generated {
+    /// The device.
+    pub device: TpmDevice,
+    /// What it must get.
+    pub expected: Expected,
+    /// Its individual enrollment (name `cn`), to be written into the server's config.
+    pub enrollment: Option<TpmEnrollmentConfig>,
+    /// Whether it needs the `tpm-vendor` group.
+    pub uses_group: bool,
+}
+
+/// Soft TPM key types of device `index`: one in twenty RSA-2048 (key generation takes tens of
+/// milliseconds), the others ECC P-256.
+fn kinds(index: usize) -> (EkKind, AkKind) {
+    if index % 20 == 7 || index % 20 == 12 {
+        (EkKind::Rsa2048, AkKind::Rsa2048)
+    } else {
+        (EkKind::EccP256, AkKind::EccP256)
+    }
+}
+
+/// Generate the TPM device `index` of `class` named `cn`: `enrollment_id` is the id its individual
+/// enrollment gets (if it has one), `group_id` the `tpm-vendor` group's id, `swtpm_seed` the EK
+/// seed of a swtpm device.
+pub fn generate(
+    class: DeviceClass,
+    index: usize,
+    cn: &str,
+    vendors: &TpmVendors,
+    (enrollment_id, group_id): (&str, &str),
+    swtpm_seed: [u8; 32],
+) -> Result<Generated, FleetError> {
+    let soft = || {
+        let (ek, ak) = kinds(index);
+        SoftTpm::generate(ek, ak).map_err(|e| FleetError::Tpm(e.to_string()))
+    };
+    let certified = |tpm: SoftTpm, ca: &Issued| -> Result<SoftTpm, FleetError> {
+        let cert = ca.issue_for_public_key(&CertSpec::endorsement_key(cn), tpm.ek().spki_der())?;
+        // Every fourth certified TPM also sends the EK CA, which the group's chain has anyway.
+        let chain = if index % 4 == 3 {
+            vec![ca.der().to_vec()]
+        } else {
+            Vec::new()
+        };
+        Ok(tpm.with_ek_certificate(cert.to_vec(), chain))
+    };
+    let individual = |tpm: &SoftTpm| {
+        Some(enrollment(
+            enrollment_id.into(),
+            cn,
+            INDIVIDUAL,
+            &tpm.ek().public().to_tpm2b(),
+        ))
+    };
+    let accepted = |g: &str| Expected::Accepted { group: g.into() };
+    let refused = |step| Expected::TpmRefused {
+        step,
+        code: "4.01".into(),
+    };
+    let device = |keys, group_id: &str| TpmDevice {
+        keys,
+        presented_ek: None,
+        group_id: group_id.into(),
+    };
+    let generated = match class {
+        DeviceClass::Tpm if index % 2 == 0 => {
+            let tpm = soft()?;
+            let enrollment = individual(&tpm);
+            Generated {
+                device: device(TpmKeys::Soft(Box::new(tpm)), ""),
+                expected: accepted(INDIVIDUAL),
+                enrollment,
+                uses_group: false,
+            }
+        }
+        DeviceClass::Tpm => Generated {
+            device: device(
+                TpmKeys::Soft(Box::new(certified(soft()?, &vendors.ek_ca)?)),
+                group_id,
+            ),
+            expected: accepted(VENDOR),
+            enrollment: None,
+            uses_group: true,
+        },
+        DeviceClass::TpmSwtpm => Generated {
+            device: device(
+                TpmKeys::Swtpm {
+                    ek_seed: swtpm_seed,
+                },
+                "",
+            ),
+            expected: accepted(SWTPM),
+            enrollment: None,
+            uses_group: false,
+        },
+        DeviceClass::TpmWrongEk => {
+            // The EK of another TPM is enrolled; this device presents it without its key.
+            let victim =
+                SoftEk::generate(EkKind::EccP256).map_err(|e| FleetError::Tpm(e.to_string()))?;
+            let presented = victim.public().to_tpm2b();
+            Generated {
+                enrollment: Some(enrollment(enrollment_id.into(), cn, INDIVIDUAL, &presented)),
+                device: TpmDevice {
+                    keys: TpmKeys::Soft(Box::new(soft()?)),
+                    presented_ek: Some(presented),
+                    group_id: String::new(),
+                },
+                expected: refused(TpmStep::Attest),
+                uses_group: false,
+            }
+        }
+        DeviceClass::TpmReplayedNonce => {
+            let tpm = soft()?;
+            let enrollment = individual(&tpm);
+            Generated {
+                device: device(TpmKeys::Soft(Box::new(tpm)), ""),
+                expected: refused(TpmStep::Attest),
+                enrollment,
+                uses_group: false,
+            }
+        }
+        DeviceClass::TpmTamperedBlob if index % 2 == 0 => {
+            let tpm = soft()?;
+            let enrollment = individual(&tpm);
+            Generated {
+                device: device(TpmKeys::Soft(Box::new(tpm)), ""),
+                expected: refused(TpmStep::Attest),
+                enrollment,
+                uses_group: false,
+            }
+        }
+        DeviceClass::TpmTamperedBlob => Generated {
+            device: device(
+                TpmKeys::Soft(Box::new(certified(soft()?, &vendors.ek_ca)?)),
+                group_id,
+            ),
+            expected: refused(TpmStep::Attest),
+            enrollment: None,
+            uses_group: true,
+        },
+        DeviceClass::TpmUnenrolled => {
+            // Even: no enrollment and no EK certificate; odd: a certificate of a foreign vendor.
+            let tpm = if index % 2 == 0 {
+                soft()?
+            } else {
+                certified(soft()?, &vendors.foreign_ca)?
+            };
+            Generated {
+                device: device(TpmKeys::Soft(Box::new(tpm)), ""),
+                expected: refused(TpmStep::Challenge),
+                enrollment: None,
+                uses_group: false,
+            }
+        }
+        other => {
+            return Err(FleetError::Tpm(format!(
+                "{} is not a TPM class",
+                other.as_str()
+            )))
+        }
+    };
+    Ok(generated)
+}
