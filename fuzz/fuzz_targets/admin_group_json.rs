@@ -43,6 +43,8 @@ fn harness() -> &'static Harness {
             static_group_ids: static_ids,
             static_hub_ids: HashSet::new(),
             provisioner: None,
+            tpm: None,
+            static_tpm_ids: HashSet::new(),
         });
         Harness { rt, app, arena }
     })
