@@ -243,6 +243,8 @@ pub struct LimitsOverride {
     pub failed_handshakes_per_ip_per_s: Option<u32>,
     /// Burst of the failed-handshake budget.
     pub failed_handshakes_burst: Option<u32>,
+    /// Handshakes in progress at once per source address (0 = no cap).
+    pub pending_handshakes_per_ip: Option<u32>,
 }
 
 impl LimitsOverride {
@@ -268,6 +270,9 @@ impl LimitsOverride {
         }
         if let Some(v) = self.failed_handshakes_burst {
             l.failed_handshakes_burst = v;
+        }
+        if let Some(v) = self.pending_handshakes_per_ip {
+            l.pending_handshakes_per_ip = v;
         }
     }
 

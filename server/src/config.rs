@@ -145,6 +145,9 @@ pub struct LimitsSection {
     pub failed_handshakes_per_ip_per_s: u32,
     /// Bucket size of `failed_handshakes_per_ip_per_s`: failures allowed in a burst.
     pub failed_handshakes_burst: u32,
+    /// Handshakes in progress at once per source address; further connections from it are closed
+    /// at accept until one finishes. 0 = no cap.
+    pub pending_handshakes_per_ip: u32,
 }
 
 impl Default for LimitsSection {
@@ -158,6 +161,7 @@ impl Default for LimitsSection {
             busy_retry_after_s: 5,
             failed_handshakes_per_ip_per_s: 0,
             failed_handshakes_burst: 100,
+            pending_handshakes_per_ip: 0,
         }
     }
 }

@@ -102,6 +102,7 @@ pub struct Server {
     limits: LimitsSection,
     rate: RequestRate,
     failures: crate::shed::FailureBudget,
+    pending: crate::shed::PendingHandshakes,
     store: Arc<Store>,
     records: RecordWriter,
     metrics: Arc<Metrics>,
@@ -333,6 +334,7 @@ impl Server {
                 limits.failed_handshakes_per_ip_per_s,
                 limits.failed_handshakes_burst,
             ),
+            pending: crate::shed::PendingHandshakes::new(limits.pending_handshakes_per_ip),
             limits,
             store,
             records,
@@ -465,6 +467,11 @@ impl Server {
     }
 
     async fn serve_connection(&self, stream: tokio::net::TcpStream, peer: std::net::SocketAddr) {
+        let Some(place) = self.pending.enter(peer.ip()) else {
+            // Its address already has as many handshakes in progress as it may.
+            self.metrics.record_shed();
+            return;
+        };
         let _open = self.metrics.connection_guard();
         let handshake = Duration::from_millis(self.limits.handshake_timeout_ms);
         let started = std::time::Instant::now();
@@ -493,6 +500,7 @@ impl Server {
             }
             Ok(Ok(tls)) => tls,
         };
+        drop(place);
         self.metrics.record_handshake(started.elapsed());
         let device = match tls.get_ref().1.peer_certificates() {
             None => None,

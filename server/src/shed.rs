@@ -105,3 +105,87 @@ mod tests {
         assert!(off.admits(bad), "0 turns shedding off");
     }
 }
+
+/// Handshakes in progress per source address, capped: connections that open and then say nothing
+/// (or trickle a ClientHello) cost a task, buffers and a timer each until the handshake timeout;
+/// one address may hold only so many of them at once. Devices that finish their handshake leave
+/// the count at once, so only stalled or slow handshakes hold a place.
+#[derive(Debug)]
+pub struct PendingHandshakes {
+    limit: u32,
+    shards: Vec<Mutex<HashMap<IpAddr, u32>>>,
+}
+
+/// One place taken in [`PendingHandshakes`]; given back when dropped.
+#[derive(Debug)]
+pub struct PendingPlace<'a> {
+    owner: &'a PendingHandshakes,
+    ip: IpAddr,
+}
+
+impl Drop for PendingPlace<'_> {
+    fn drop(&mut self) {
+        if let Some(shard) = self.owner.shard(&self.ip) {
+            let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = map.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+impl PendingHandshakes {
+    /// At most `limit` handshakes in progress per address; 0 = no cap.
+    pub fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard(&self, ip: &IpAddr) -> Option<&Mutex<HashMap<IpAddr, u32>>> {
+        let byte = match ip {
+            IpAddr::V4(v4) => v4.octets()[3],
+            IpAddr::V6(v6) => v6.octets()[15],
+        };
+        self.shards.get(usize::from(byte) % SHARDS)
+    }
+
+    /// A place for a new handshake from `ip`; `None` when it already has `limit` in progress
+    /// (`Some(None)` is "no cap": nothing to give back).
+    pub fn enter(&self, ip: IpAddr) -> Option<Option<PendingPlace<'_>>> {
+        if self.limit == 0 {
+            return Some(None);
+        }
+        let shard = self.shard(&ip)?;
+        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(Some(PendingPlace { owner: self, ip }))
+    }
+}
+
+#[cfg(test)]
+mod pending_tests {
+    use super::*;
+
+    #[test]
+    fn places_are_capped_per_address_and_come_back() {
+        let p = PendingHandshakes::new(2);
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        let first = p.enter(a).expect("first");
+        let _second = p.enter(a).expect("second");
+        assert!(p.enter(a).is_none(), "third refused");
+        assert!(p.enter(b).is_some(), "other addresses unaffected");
+        drop(first);
+        assert!(p.enter(a).is_some(), "a place came back");
+        assert!(matches!(PendingHandshakes::new(0).enter(a), Some(None)));
+    }
+}
