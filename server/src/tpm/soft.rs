@@ -6,13 +6,19 @@
 //! TPMS_ATTEST carrying the nonce, signed by the AK), and turns a challenge response into the
 //! attest request. Keys live in memory; a `SoftTpm` is `Send + Sync` and cheap to share.
 //!
-//! ```no_run
-//! use dps_server::tpm::soft::{AkKind, EkKind, SoftTpm};
+//! ```
+//! use dps_server::proto::body::TpmChallengeResponse;
+//! use dps_server::tpm::soft::{AkKind, EkKind, SoftTpm, SoftTpmError};
+//!
+//! // The second request, from the server's answer to the first.
+//! fn answer(tpm: &SoftTpm, response: &TpmChallengeResponse) -> Result<(), SoftTpmError> {
+//!     let _attest = tpm.attest_request(response)?; // POST /api/v1/provisioning/tpm/attest
+//!     Ok(())
+//! }
+//!
 //! let tpm = SoftTpm::generate(EkKind::EccP256, AkKind::EccP256)?;
-//! let request = tpm.challenge_request(); // POST /api/v1/provisioning/tpm/challenge
-//! # let response: dps_server::proto::body::TpmChallengeResponse = unimplemented!();
-//! let attest = tpm.attest_request(&response)?; // POST /api/v1/provisioning/tpm/attest
-//! # Ok::<(), dps_server::tpm::soft::SoftTpmError>(())
+//! let _request = tpm.challenge_request(); // POST /api/v1/provisioning/tpm/challenge
+//! # Ok::<(), SoftTpmError>(())
 //! ```
 
 use std::time::Instant;
