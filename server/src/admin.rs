@@ -101,6 +101,16 @@ pub fn router(state: AdminState) -> Router {
             "/enrollment-groups/{id}",
             get(groups::get).put(groups::replace).delete(groups::delete),
         )
+        .route(
+            "/tpm-enrollment-groups",
+            get(groups::tpm_list).post(groups::tpm_create),
+        )
+        .route(
+            "/tpm-enrollment-groups/{id}",
+            get(groups::tpm_get)
+                .put(groups::tpm_replace)
+                .delete(groups::tpm_delete),
+        )
         .route("/hubs", get(hubs::list).post(hubs::create))
         .route(
             "/hubs/{id}",

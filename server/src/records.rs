@@ -102,6 +102,12 @@ pub trait Persistence: Send + Sync {
     fn delete_group(&self, id: &Uuid) -> Result<bool, StoreError>;
     /// Every admin-managed group.
     fn groups(&self) -> Result<Vec<GroupConfig>, StoreError>;
+    /// Insert or replace an admin-managed TPM enrollment group.
+    fn put_tpm_group(&self, group: &GroupConfig) -> Result<(), StoreError>;
+    /// Delete a TPM enrollment group; `false` if absent.
+    fn delete_tpm_group(&self, id: &Uuid) -> Result<bool, StoreError>;
+    /// Every admin-managed TPM enrollment group.
+    fn tpm_groups(&self) -> Result<Vec<GroupConfig>, StoreError>;
     /// Insert or replace a hub.
     fn put_hub(&self, hub: &HubConfig) -> Result<(), StoreError>;
     /// Delete a hub; `false` if absent.

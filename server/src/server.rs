@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::config::{Config, ConfigError, LimitsSection, StoreLocation};
 use crate::connection::{self, ConnectionLimits, DeviceSession, Profile, RequestRate};
-use crate::enrollment::{Arena, CertId, EnrollmentGroup, GroupError};
+use crate::enrollment::{Arena, Attestation, CertId, EnrollmentGroup, GroupError};
 use crate::metrics::Metrics;
 use crate::provision::{Hub, Identities, IdentityCa, ProvisionError, Provisioner};
 use crate::records::{Persistence, StoreError};
@@ -162,9 +162,21 @@ fn merged_groups_and_hubs(
     }
     let mut groups = config.groups.clone();
     let base = config.path.parent().unwrap_or(Path::new("."));
-    for stored in store.groups().map_err(store_err)? {
+    let stored_groups = store
+        .groups()
+        .map_err(store_err)?
+        .into_iter()
+        .map(|g| (g, Attestation::X509))
+        .chain(
+            store
+                .tpm_groups()
+                .map_err(store_err)?
+                .into_iter()
+                .map(|g| (g, Attestation::Tpm)),
+        );
+    for (stored, kind) in stored_groups {
         let group = stored
-            .resolve(base)
+            .resolve_as(base, kind)
             .map_err(|reason| ServerError::StoredGroup {
                 location: location.to_owned(),
                 reason,

@@ -155,3 +155,95 @@ async fn tpm_enrollments_over_the_admin_api() {
         .is_none());
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpm_enrollment_groups_over_the_admin_api() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let configured = SoftTpm::generate(EkKind::EccP256, AkKind::EccP256).expect("tpm");
+    setup(
+        dir.path(),
+        &configured.ek().public().to_tpm2b(),
+        &TpmVendor::new("Acme"),
+        30_000,
+    );
+    let config = Config::load(&dir.path().join("config.toml")).expect("config");
+    let running = start_with(&config).await;
+
+    // A second TPM vendor, enrolled over the API.
+    let globex = TpmVendor::new("Globex");
+    let id = "5e1f0000-0000-4000-8000-0000000000c1";
+    let chain = dps_server::pki::chain_pem([globex.int.der(), globex.root.der()]);
+    let body = serde_json::json!({
+        "id": id, "name": "globex-tpms", "owner": "globex-owner",
+        "certificate_chain": chain, "hub_ids": [dps_server::init::ids::HUB],
+    });
+    let uri = "/api/v1/tpm-enrollment-groups";
+    let (status, created) = call(&running, &config, "POST", uri, Some(body.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, _) = call(&running, &config, "POST", uri, Some(body.clone())).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // Listed with the configured TPM group, and not among the X.509 groups.
+    let (_, list) = call(&running, &config, "GET", uri, None).await;
+    let ids: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|g| g["id"].as_str())
+        .collect();
+    assert!(ids.contains(&id) && ids.contains(&TPM_GROUP), "{ids:?}");
+    let (_, x509) = call(&running, &config, "GET", "/api/v1/enrollment-groups", None).await;
+    assert!(
+        !x509.to_string().contains(id) && !x509.to_string().contains(TPM_GROUP),
+        "{x509}"
+    );
+    let (status, _) = call(
+        &running,
+        &config,
+        "GET",
+        &format!("/api/v1/enrollment-groups/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the X.509 route does not see it"
+    );
+
+    // A Globex TPM attests into it at once, and again after a restart (from the store).
+    let tpm = SoftTpm::generate(EkKind::EccP256, AkKind::EccP256).expect("tpm");
+    let cert = globex.ek_certificate(&tpm);
+    let tpm = tpm.with_ek_certificate(cert, vec![]);
+    let mut dev = anonymous(dir.path(), running.addr).await;
+    let ch: TpmChallengeResponse = decoded(
+        &challenge(&mut dev, &tpm.challenge_request()).await,
+        Code::CHANGED,
+    );
+    let done: TpmAttestResponse = decoded(
+        &attest(&mut dev, &tpm.attest_request(&ch).expect("answer")).await,
+        Code::CHANGED,
+    );
+    assert_eq!(done.group, id);
+    drop(dev);
+    running.stop().await;
+    let running = start_with(&config).await;
+    let mut dev = anonymous(dir.path(), running.addr).await;
+    let ch: TpmChallengeResponse = decoded(
+        &challenge(&mut dev, &tpm.challenge_request()).await,
+        Code::CHANGED,
+    );
+    let done: TpmAttestResponse = decoded(
+        &attest(&mut dev, &tpm.attest_request(&ch).expect("answer")).await,
+        Code::CHANGED,
+    );
+    assert_eq!(done.group, id, "after a restart");
+    drop(dev);
+
+    // Deleted: Globex TPMs are refused again.
+    let (status, _) = call(&running, &config, "DELETE", &format!("{uri}/{id}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let mut dev = anonymous(dir.path(), running.addr).await;
+    let resp = challenge(&mut dev, &tpm.challenge_request()).await;
+    assert_eq!(resp.code, Code::UNAUTHORIZED);
+    running.stop().await;
+}

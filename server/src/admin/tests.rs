@@ -28,6 +28,7 @@ const TOKEN: &str = "s3cret-admin-token";
 #[derive(Default)]
 struct MemInner {
     groups: BTreeMap<Uuid, GroupConfig>,
+    tpm_groups: BTreeMap<Uuid, GroupConfig>,
     hubs: BTreeMap<Uuid, HubConfig>,
     records: BTreeMap<String, ProvisioningRecord>,
 }
@@ -68,6 +69,20 @@ impl Persistence for MemStore {
     }
     fn groups(&self) -> Result<Vec<GroupConfig>, StoreError> {
         Ok(self.inner().groups.values().cloned().collect())
+    }
+    fn put_tpm_group(&self, group: &GroupConfig) -> Result<(), StoreError> {
+        self.writable()?;
+        self.inner()
+            .tpm_groups
+            .insert(key(&group.id)?, group.clone());
+        Ok(())
+    }
+    fn delete_tpm_group(&self, id: &Uuid) -> Result<bool, StoreError> {
+        self.writable()?;
+        Ok(self.inner().tpm_groups.remove(id).is_some())
+    }
+    fn tpm_groups(&self) -> Result<Vec<GroupConfig>, StoreError> {
+        Ok(self.inner().tpm_groups.values().cloned().collect())
     }
     fn put_hub(&self, hub: &HubConfig) -> Result<(), StoreError> {
         self.writable()?;

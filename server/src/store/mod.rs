@@ -33,6 +33,8 @@ pub use writer::{
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const GROUPS: TableDefinition<&str, &str> = TableDefinition::new("groups");
+/// TPM enrollment groups (same JSON as `groups`; kept apart so each kind reads back as itself).
+const TPM_GROUPS: TableDefinition<&str, &str> = TableDefinition::new("tpm_groups");
 const HUBS: TableDefinition<&str, &str> = TableDefinition::new("hubs");
 const RECORDS: TableDefinition<&str, &str> = TableDefinition::new("records");
 const DEVICES: TableDefinition<&str, &str> = TableDefinition::new("devices");
@@ -130,7 +132,15 @@ impl Store {
                     )))
                 }
             }
-            for table in [GROUPS, HUBS, RECORDS, DEVICES, IDENTITIES, TPM_ENROLLMENTS] {
+            for table in [
+                GROUPS,
+                TPM_GROUPS,
+                HUBS,
+                RECORDS,
+                DEVICES,
+                IDENTITIES,
+                TPM_ENROLLMENTS,
+            ] {
                 txn.open_table(table).map_err(store_err)?;
             }
         }
@@ -340,6 +350,26 @@ impl Persistence for Store {
 
     fn groups(&self) -> Result<Vec<GroupConfig>, StoreError> {
         all(&self.db, GROUPS)
+    }
+
+    fn put_tpm_group(&self, group: &GroupConfig) -> Result<(), StoreError> {
+        let key = uuid_key("TPM enrollment group", &group.id)?;
+        let txn = self.db.begin_write().map_err(store_err)?;
+        {
+            let mut table = txn.open_table(TPM_GROUPS).map_err(store_err)?;
+            table
+                .insert(key.as_str(), encode(group)?.as_str())
+                .map_err(store_err)?;
+        }
+        txn.commit().map_err(store_err)
+    }
+
+    fn delete_tpm_group(&self, id: &Uuid) -> Result<bool, StoreError> {
+        delete(&self.db, TPM_GROUPS, id)
+    }
+
+    fn tpm_groups(&self) -> Result<Vec<GroupConfig>, StoreError> {
+        all(&self.db, TPM_GROUPS)
     }
 
     fn put_hub(&self, hub: &HubConfig) -> Result<(), StoreError> {
