@@ -12,7 +12,7 @@ use crate::collect::{ClassCounts, Collector, Second};
 use crate::device::{self, DeviceContext};
 use crate::fleet::{self, DeviceClass};
 use crate::metrics::{Phase, Quantiles, Recorder};
-use crate::scenario::{ExecutorSpec, Loaded};
+use crate::scenario::Loaded;
 use crate::target::{self, ServerView};
 use crate::threshold::{Metric, RateOf};
 use crate::{attack, executor, system};
@@ -616,14 +616,4 @@ fn attack_summary(
         devices_during: during.len(),
         settle_ms: leftover.map_or(0, |(_, t)| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
     })
-}
-
-/// The executor kind's name, for reports.
-pub fn executor_name(e: &ExecutorSpec) -> &'static str {
-    match e {
-        ExecutorSpec::ClosedLoop { .. } => "closed-loop",
-        ExecutorSpec::ConstantArrivalRate { .. } => "constant-arrival-rate",
-        ExecutorSpec::RampingArrivalRate { .. } => "ramping-arrival-rate",
-        ExecutorSpec::Hold { .. } => "hold",
-    }
 }

@@ -10,7 +10,6 @@ use base64::Engine as _;
 use common::server::*;
 use common::tpm::*;
 use dps_server::config::Config;
-use dps_server::proto::body::{TpmAttestResponse, TpmChallengeResponse};
 use dps_server::proto::coap::Code;
 use dps_server::tpm::soft::{AkKind, EkKind, SoftTpm};
 use http_body_util::BodyExt;
@@ -112,14 +111,7 @@ async fn tpm_enrollments_over_the_admin_api() {
 
     // Published at once: the TPM attests.
     let mut dev = anonymous(dir.path(), running.addr).await;
-    let ch: TpmChallengeResponse = decoded(
-        &challenge(&mut dev, &tpm.challenge_request()).await,
-        Code::CHANGED,
-    );
-    let done: TpmAttestResponse = decoded(
-        &attest(&mut dev, &tpm.attest_request(&ch).expect("answer")).await,
-        Code::CHANGED,
-    );
+    let done = attested(&mut dev, &tpm).await;
     assert_eq!(done.registration_id, tpm.registration_id());
     drop(dev);
     running.stop().await;
@@ -215,27 +207,13 @@ async fn tpm_enrollment_groups_over_the_admin_api() {
     let cert = globex.ek_certificate(&tpm);
     let tpm = tpm.with_ek_certificate(cert, vec![]);
     let mut dev = anonymous(dir.path(), running.addr).await;
-    let ch: TpmChallengeResponse = decoded(
-        &challenge(&mut dev, &tpm.challenge_request()).await,
-        Code::CHANGED,
-    );
-    let done: TpmAttestResponse = decoded(
-        &attest(&mut dev, &tpm.attest_request(&ch).expect("answer")).await,
-        Code::CHANGED,
-    );
+    let done = attested(&mut dev, &tpm).await;
     assert_eq!(done.group, id);
     drop(dev);
     running.stop().await;
     let running = start_with(&config).await;
     let mut dev = anonymous(dir.path(), running.addr).await;
-    let ch: TpmChallengeResponse = decoded(
-        &challenge(&mut dev, &tpm.challenge_request()).await,
-        Code::CHANGED,
-    );
-    let done: TpmAttestResponse = decoded(
-        &attest(&mut dev, &tpm.attest_request(&ch).expect("answer")).await,
-        Code::CHANGED,
-    );
+    let done = attested(&mut dev, &tpm).await;
     assert_eq!(done.group, id, "after a restart");
     drop(dev);
 

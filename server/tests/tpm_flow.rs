@@ -154,14 +154,7 @@ async fn rsa_ek_and_rsa_ak_attest_through_the_ek_certificate_group() {
         tpm.with_ek_certificate(cert, vec![])
     };
     let mut dev = anonymous(f.dir.path(), f.running.addr).await;
-    let ch: TpmChallengeResponse = decoded(
-        &challenge(&mut dev, &tpm.challenge_request()).await,
-        Code::CHANGED,
-    );
-    let done: TpmAttestResponse = decoded(
-        &attest(&mut dev, &tpm.attest_request(&ch).expect("answer")).await,
-        Code::CHANGED,
-    );
+    let done = attested(&mut dev, &tpm).await;
     assert_eq!(done.group, TPM_GROUP);
     assert_eq!(done.registration_id, tpm.registration_id());
     let own: OwnershipResponse = decoded(

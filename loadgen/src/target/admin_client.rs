@@ -13,6 +13,15 @@ use serde::Serialize;
 /// Largest admin answer read (histogram snapshots are a few hundred kB at most).
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
+/// What to do when a POST finds the id taken.
+#[derive(Debug, Clone, Copy)]
+enum Existing {
+    /// Replace it with PUT.
+    Put,
+    /// Delete it, then POST again.
+    DeleteAndCreate,
+}
+
 /// An admin API at `http://host:port` with an optional bearer token.
 #[derive(Debug, Clone)]
 pub struct AdminClient {
@@ -84,12 +93,35 @@ impl AdminClient {
         )
     }
 
-    /// Create `value` under `collection`, or replace the one with `id` if it exists.
+    /// Create `value` under `collection`, or replace the one with `id` if it exists (PUT).
     pub async fn upsert<T: Serialize>(
         &self,
         collection: &str,
         id: &str,
         value: &T,
+    ) -> Result<(), String> {
+        self.create_or(collection, id, value, Existing::Put).await
+    }
+
+    /// Create `value` under `collection`; if one with `id` exists, delete it and create again (for
+    /// collections without PUT, such as `/api/v1/tpm-enrollments`).
+    pub async fn replace<T: Serialize>(
+        &self,
+        collection: &str,
+        id: &str,
+        value: &T,
+    ) -> Result<(), String> {
+        self.create_or(collection, id, value, Existing::DeleteAndCreate)
+            .await
+    }
+
+    /// POST `value`; on 409, deal with the existing `id` as `existing` says.
+    async fn create_or<T: Serialize>(
+        &self,
+        collection: &str,
+        id: &str,
+        value: &T,
+        existing: Existing,
     ) -> Result<(), String> {
         let json = serde_json::to_vec(value).map_err(|e| e.to_string())?;
         let (status, body) = self
@@ -102,38 +134,18 @@ impl AdminClient {
             return Err(Self::failed("POST", collection, status, &body));
         }
         let path = format!("{collection}/{id}");
-        let (status, body) = self.send(Method::PUT, &path, Some(json)).await?;
+        let (method, target) = match existing {
+            Existing::Put => (Method::PUT, path.as_str()),
+            Existing::DeleteAndCreate => {
+                self.delete(&path).await?;
+                (Method::POST, collection)
+            }
+        };
+        let (status, body) = self.send(method.clone(), target, Some(json)).await?;
         if status.is_success() {
             Ok(())
         } else {
-            Err(Self::failed("PUT", &path, status, &body))
-        }
-    }
-
-    /// Create `value` under `collection`; if one with `id` exists, delete it and create again (for
-    /// collections without PUT, such as `/api/v1/tpm-enrollments`).
-    pub async fn replace<T: Serialize>(
-        &self,
-        collection: &str,
-        id: &str,
-        value: &T,
-    ) -> Result<(), String> {
-        let json = serde_json::to_vec(value).map_err(|e| e.to_string())?;
-        let (status, body) = self
-            .send(Method::POST, collection, Some(json.clone()))
-            .await?;
-        if status.is_success() {
-            return Ok(());
-        }
-        if status != StatusCode::CONFLICT {
-            return Err(Self::failed("POST", collection, status, &body));
-        }
-        self.delete(&format!("{collection}/{id}")).await?;
-        let (status, body) = self.send(Method::POST, collection, Some(json)).await?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(Self::failed("POST", collection, status, &body))
+            Err(Self::failed(method.as_str(), target, status, &body))
         }
     }
 

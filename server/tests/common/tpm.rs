@@ -110,6 +110,21 @@ pub async fn attest(dev: &mut FramedIo<TlsStream<TcpStream>>, req: &TpmAttestReq
         .expect("attest exchange")
 }
 
+/// Challenge and attest with a soft TPM; both must succeed (2.04). The attest answer.
+pub async fn attested(
+    dev: &mut FramedIo<TlsStream<TcpStream>>,
+    tpm: &SoftTpm,
+) -> dps_server::proto::body::TpmAttestResponse {
+    let ch: dps_server::proto::body::TpmChallengeResponse = super::server::decoded(
+        &challenge(dev, &tpm.challenge_request()).await,
+        dps_server::proto::coap::Code::CHANGED,
+    );
+    super::server::decoded(
+        &attest(dev, &tpm.attest_request(&ch).expect("answer")).await,
+        dps_server::proto::coap::Code::CHANGED,
+    )
+}
+
 /// After an error the server closes: the next read ends the stream.
 pub async fn closed(dev: &mut FramedIo<TlsStream<TcpStream>>) -> bool {
     loop {
