@@ -74,8 +74,17 @@ impl std::fmt::Debug for SwtpmPool {
 }
 
 fn create(swtpm: &Swtpm, seed: &[u8; 32]) -> Result<SwtpmDevice, String> {
-    let ctx = swtpm.context().map_err(|e| e.to_string())?;
-    SwtpmDevice::create_with_ek_seed(ctx, EkKind::EccP256, Some(seed)).map_err(|e| e.to_string())
+    let once = || {
+        let ctx = swtpm.context().map_err(|e| e.to_string())?;
+        SwtpmDevice::create_with_ek_seed(ctx, EkKind::EccP256, Some(seed))
+            .map_err(|e| e.to_string())
+    };
+    // swtpm serves one client at a time: a connection opened while it is still closing the
+    // previous one can get a garbled first response. One more try on a fresh connection.
+    once().or_else(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        once()
+    })
 }
 
 /// A swtpm's thread: starts the process, serves jobs until told to stop (or every sender is gone),

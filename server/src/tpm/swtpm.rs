@@ -55,11 +55,15 @@ pub struct Swtpm {
 }
 
 fn free_port_pair() -> Option<u16> {
-    for _ in 0..50 {
-        let l = TcpListener::bind("127.0.0.1:0").ok()?;
-        let port = l.local_addr().ok()?.port();
-        drop(l);
-        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+    // Below Linux's ephemeral range (32768 and up): a port taken from it could meanwhile become
+    // the source port of some outgoing connection (a load run makes thousands) before swtpm binds.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 6_000) * 2;
+    for _ in 0..200 {
+        let step = NEXT.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        let port = u16::try_from(20_000 + (base - 20_000 + step) % 12_000).ok()?;
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 1) {
             return Some(port);
         }
     }
