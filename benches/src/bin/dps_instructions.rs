@@ -278,11 +278,20 @@ fn tool_version(cmd: &str, arg: &str) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// glibc picks memcpy/memset/strlen variants by the CPU (SSE2, AVX2, EVEX, ERMS), so the same
+/// binary counted on another host ran other instructions: a CI host counted 6% more in the
+/// copy-heavy CBOR case than the machine that recorded the baseline. The counted processes get the
+/// SSE2 variants, which every x86-64 host has. (aws-lc's own dispatch is left alone: its choice
+/// is the crypto a server really runs, and the handshake counts agreed across hosts to 0.02%.)
+const PINNED_GLIBC_TUNABLES: &str = "glibc.cpu.hwcaps=-AVX_Fast_Unaligned_Load,-ERMS,-FSRM,-AVX2,\
+    -AVX,-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-EVEX,-BMI2,-RTM";
+
 /// Count one case under callgrind: instructions per measured call.
 fn count(label: &str, args: &[String], reps: u32, dir: &Path) -> Result<u64, String> {
     let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
     let out = dir.join(format!("{}.callgrind", label.replace('/', "_")));
     let status = Command::new("valgrind")
+        .env("GLIBC_TUNABLES", PINNED_GLIBC_TUNABLES)
         .args([
             "--tool=callgrind",
             "--collect-atstart=no",

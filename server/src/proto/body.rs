@@ -8,6 +8,8 @@
 //! standard base64 string instead, as Go's `encoding/json` does for `[]byte`. No `serde_bytes`
 //! dependency is needed.
 
+use std::cell::RefCell;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -97,11 +99,45 @@ impl TryFrom<u16> for ContentFormat {
     }
 }
 
+thread_local! {
+    /// Per-thread encoding buffer of [`to_cbor`]: ciborium writes a body in many small pushes, and
+    /// growing a fresh `Vec` through them cost about nine reallocations per credentials response
+    /// (a third of its encoding instructions, and a count that varied with the heap's layout).
+    static CBOR_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A scratch buffer that grew past this (a huge body) is released rather than kept per thread.
+const CBOR_SCRATCH_KEEP: usize = 64 * 1024;
+
 /// Serializes `value` as CBOR.
+///
+/// Encodes into a per-thread scratch buffer and returns an exact-size copy: one allocation per
+/// body instead of a chain of reallocations.
 pub fn to_cbor<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, BodyError> {
-    let mut out = Vec::new();
-    ciborium::ser::into_writer(value, &mut out).map_err(|e| BodyError::Encode(e.to_string()))?;
-    Ok(out)
+    CBOR_SCRATCH.with(|cell| {
+        // A Serialize impl that itself encodes CBOR re-enters here: it gets a fresh buffer.
+        let Ok(mut scratch) = cell.try_borrow_mut() else {
+            return encode_cbor_into(value, Vec::new());
+        };
+        let buffer = std::mem::take(&mut *scratch);
+        encode_cbor_into(value, buffer).map(|encoded| {
+            let copy = encoded.clone();
+            if encoded.capacity() <= CBOR_SCRATCH_KEEP {
+                *scratch = encoded;
+            }
+            copy
+        })
+    })
+}
+
+/// Encodes `value` into `buffer` (cleared first).
+fn encode_cbor_into<T: Serialize + ?Sized>(
+    value: &T,
+    mut buffer: Vec<u8>,
+) -> Result<Vec<u8>, BodyError> {
+    buffer.clear();
+    ciborium::ser::into_writer(value, &mut buffer).map_err(|e| BodyError::Encode(e.to_string()))?;
+    Ok(buffer)
 }
 
 /// Deserializes exactly one CBOR item filling all of `bytes` (trailing bytes are an error).

@@ -372,3 +372,51 @@ fn content_formats() {
         .to_string()
         .contains('0'));
 }
+
+/// A Serialize impl that encodes CBOR itself while `to_cbor` holds the thread's scratch buffer.
+struct Nested(Vec<u32>);
+
+impl Serialize for Nested {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let inner = to_cbor(&self.0).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_bytes(&inner)
+    }
+}
+
+/// A body that fails half-way through its encoding.
+struct FailsHalfWay;
+
+impl Serialize for FailsHalfWay {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(2))?;
+        seq.serialize_element("written before the failure")?;
+        Err(serde::ser::Error::custom("refused"))
+    }
+}
+
+/// The same value encoded into a fresh buffer, without the scratch.
+fn fresh<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::ser::into_writer(value, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn the_scratch_buffer_never_leaks_between_bodies() {
+    let big = Value::Bytes(vec![7u8; 3 * CBOR_SCRATCH_KEEP]);
+    let small = TimeResponse {
+        time: "2026-01-01T00:00:00Z".into(),
+    };
+    // A big body, then a small one: the small one's bytes are exactly its own.
+    assert_eq!(to_cbor(&big).unwrap(), fresh(&big));
+    assert_eq!(to_cbor(&small).unwrap(), fresh(&small));
+    assert_eq!(to_cbor(&small).unwrap(), fresh(&small));
+    // Re-entrant encoding gets its own buffer and both levels come out whole.
+    let outer = to_cbor(&Nested(vec![1, 2, 3])).unwrap();
+    let bytes = from_cbor::<Value>(&outer).unwrap().into_bytes().unwrap();
+    assert_eq!(from_cbor::<Vec<u32>>(&bytes).unwrap(), vec![1, 2, 3]);
+    // A failed encoding is an error, and what it wrote does not reach the next body.
+    assert!(matches!(to_cbor(&FailsHalfWay), Err(BodyError::Encode(_))));
+    assert_eq!(to_cbor(&small).unwrap(), fresh(&small));
+}
