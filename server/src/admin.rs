@@ -11,6 +11,7 @@
 //!   the EK as base64 TPM2B_PUBLIC; config-file ones are read-only.
 //! - `/api/v1/provisioning-records[/{key-or-device-id}]` and `/api/v1/histograms`.
 //!
+//! Connections have a header-read timeout, a request deadline (408) and a cap ([`AdminLimits`]).
 //! Bodies are JSON, at most 1 MiB (413 beyond). Every error is answered as `{"error": "<reason>"}`.
 //! Store calls run on the blocking thread pool; changes are serialized by one admin write lock.
 
@@ -36,9 +37,12 @@ use crate::records::{Persistence, StoreError};
 mod groups;
 mod hubs;
 mod records;
+mod serve;
 #[cfg(test)]
 mod tests;
 mod tpm;
+
+pub use serve::AdminLimits;
 
 /// Largest request body accepted, bytes.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -138,14 +142,25 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// Serve the admin API on `listener` until `shutdown` resolves; requests in flight then finish.
+/// Connections get the default [`AdminLimits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with_limits(listener, state, AdminLimits::default(), shutdown).await
+}
+
+/// [`serve`] with explicit connection limits (header-read timeout, request deadline, cap).
+pub async fn serve_with_limits(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    limits: AdminLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let metrics = state.metrics.clone();
+    let on_refused = move || metrics.record_admin_refused();
+    serve::serve_router(listener, router(state), limits, on_refused, shutdown).await
 }
 
 /// An error answer: a status and `{"error": message}`.

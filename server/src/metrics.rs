@@ -157,6 +157,7 @@ pub struct Metrics {
     rejected: [AtomicU64; RejectReason::ALL.len()],
     handshake_failures: AtomicU64,
     shed: AtomicU64,
+    admin_refused: AtomicU64,
     open_connections: AtomicI64,
     /// `REQUEST_ROWS` rows of 256 codes.
     requests: Box<[AtomicU64]>,
@@ -189,6 +190,7 @@ impl Metrics {
             rejected: std::array::from_fn(|_| AtomicU64::new(0)),
             handshake_failures: AtomicU64::new(0),
             shed: AtomicU64::new(0),
+            admin_refused: AtomicU64::new(0),
             open_connections: AtomicI64::new(0),
             requests: (0..REQUEST_ROWS * 256).map(|_| AtomicU64::new(0)).collect(),
             handshake: Recorder::new(),
@@ -228,6 +230,16 @@ impl Metrics {
     /// Connections closed at accept by shedding.
     pub fn shed(&self) -> u64 {
         self.shed.load(Ordering::Relaxed)
+    }
+
+    /// An admin API connection was closed at accept: all its places were taken.
+    pub fn record_admin_refused(&self) {
+        self.admin_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Admin API connections closed at accept because all places were taken.
+    pub fn admin_refused(&self) -> u64 {
+        self.admin_refused.load(Ordering::Relaxed)
     }
 
     /// A request was answered with `code` after `took`. `step` is the resource's provisioning step
@@ -348,6 +360,17 @@ impl Metrics {
             "counter",
         );
         let _ = writeln!(out, "dps_connections_shed_total {}", self.shed());
+        header(
+            &mut out,
+            "dps_admin_connections_refused_total",
+            "Admin API connections closed at accept: all its connection places were taken.",
+            "counter",
+        );
+        let _ = writeln!(
+            out,
+            "dps_admin_connections_refused_total {}",
+            self.admin_refused()
+        );
         header(
             &mut out,
             "dps_open_connections",

@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::pki::{chain_pem, CertSpec, Issued};
 use crate::records::{Persistence, ProvisioningRecord, Step, StepResult, StoreError};
 
+mod connections;
 mod groups;
 mod hubs_records;
 
@@ -394,10 +395,15 @@ async fn unknown_routes_and_methods_answer_json() {
     assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
 }
 
-#[tokio::test]
-async fn serve_answers_on_a_socket_and_shuts_down() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let f = fixture();
+/// The admin API served on a loopback socket with `limits`, until the returned sender fires.
+async fn spawn_served(
+    f: &Fixture,
+    limits: super::AdminLimits,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -414,9 +420,22 @@ async fn serve_answers_on_a_socket_and_shuts_down() {
         static_tpm_ids: HashSet::new(),
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(super::serve(listener, state, async move {
-        let _ = rx.await;
-    }));
+    let server = tokio::spawn(super::serve_with_limits(
+        listener,
+        state,
+        limits,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    (addr, tx, server)
+}
+
+#[tokio::test]
+async fn serve_answers_on_a_socket_and_shuts_down() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let f = fixture();
+    let (addr, tx, server) = spawn_served(&f, super::AdminLimits::default()).await;
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
