@@ -194,8 +194,16 @@ impl Running {
     }
 }
 
-fn client_config(kind: AttackKind) -> Option<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+/// The attackers' TLS client, built once per attack and shared by its connections.
+///
+/// It offers X25519 only: the default provider's first key share is X25519MLKEM768, whose key
+/// generation cost the attacker (which shares the machine with the devices here) about as much as
+/// the server spends shedding it, and a real storm's CPU is somebody else's. The server's work is
+/// the same either way: it sheds the storm at accept, before any TLS.
+fn client_config(kind: AttackKind) -> Option<Arc<rustls::ClientConfig>> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    let provider = Arc::new(provider);
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .ok()?
@@ -209,7 +217,7 @@ fn client_config(kind: AttackKind) -> Option<rustls::ClientConfig> {
         _ => builder.with_no_client_auth(),
     };
     config.resumption = rustls::client::Resumption::disabled();
-    Some(config)
+    Some(Arc::new(config))
 }
 
 /// Wait until the server closes `stream` or `end` comes; true if the server closed it.
@@ -229,7 +237,7 @@ async fn attacker(
     (addr, source): (SocketAddr, Option<std::net::IpAddr>),
     end: Instant,
     c: &Counters,
-    client: Arc<Option<rustls::ClientConfig>>,
+    client: Arc<Option<Arc<rustls::ClientConfig>>>,
 ) {
     loop {
         if Instant::now() >= end {
@@ -248,7 +256,7 @@ async fn attacker(
             (AttackKind::IdleTcp, _) => until_closed(&mut tcp, end).await,
             (_, None) => return,
             (kind, Some(config)) => {
-                let connector = tokio_rustls::TlsConnector::from(Arc::new(config.clone()));
+                let connector = tokio_rustls::TlsConnector::from(config.clone());
                 let name = ServerName::IpAddress(addr.ip().into());
                 match tokio::time::timeout_at(end.into(), connector.connect(name, tcp)).await {
                     Err(_) => false,

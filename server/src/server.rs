@@ -429,7 +429,7 @@ impl Server {
             if !self.failures.admits(peer.ip()) {
                 // Its failed handshakes spent its budget: no TLS work for it until it refills.
                 self.metrics.record_shed();
-                drop(stream);
+                close_at_once(stream);
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -482,6 +482,7 @@ impl Server {
         let Some(place) = self.pending.enter(peer.ip()) else {
             // Its address already has as many handshakes in progress as it may.
             self.metrics.record_shed();
+            close_at_once(stream);
             return;
         };
         let _open = self.metrics.connection_guard();
@@ -559,4 +560,12 @@ impl Server {
         .await;
         tracing::debug!(%peer, ?ending, "connection ended");
     }
+}
+
+/// Closes a shed connection with a reset (`SO_LINGER` 0): no FIN handshake and no TIME_WAIT entry
+/// for a connection that never got a byte, so a storm of them costs the kernel as little as it can.
+fn close_at_once(stream: tokio::net::TcpStream) {
+    // A socket that cannot take the option is closed normally.
+    let _ = stream.set_zero_linger();
+    drop(stream);
 }
