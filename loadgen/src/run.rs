@@ -12,7 +12,7 @@ use crate::collect::{ClassCounts, Collector, Second};
 use crate::device::{self, DeviceContext};
 use crate::fleet::{self, DeviceClass};
 use crate::metrics::{Phase, Quantiles, Recorder};
-use crate::scenario::Loaded;
+use crate::scenario::{ExecutorSpec, Loaded};
 use crate::target::{self, ServerView};
 use crate::threshold::{Metric, RateOf};
 use crate::{attack, executor, system};
@@ -121,6 +121,23 @@ pub enum RunError {
     /// Local I/O (temp dir, sockets).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The machine cannot give a hold of this size the file descriptors it needs: refused before
+    /// any device starts, instead of failing part-way with "too many open files".
+    #[error(
+        "holding {devices} devices needs {needed} open files per process, but this process may \
+         open at most {limit} (hard limit {hard}); raise the hard limit (`ulimit -Hn`, systemd \
+         LimitNOFILE, or a root shell with CAP_SYS_RESOURCE) or hold fewer devices"
+    )]
+    OpenFiles {
+        /// Devices the hold executor would keep connected at once.
+        devices: usize,
+        /// Descriptors that takes in this process (and in a spawned server).
+        needed: u64,
+        /// The soft limit after raising it.
+        limit: u64,
+        /// The hard limit.
+        hard: u64,
+    },
 }
 
 /// One threshold's verdict.
@@ -292,10 +309,22 @@ pub async fn run(
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Outcome, RunError> {
     let scenario = &loaded.scenario;
+    // An in-process server holds the other end of every connection; a spawned one has its own.
+    let embedded = scenario.target.address.is_none() && !scenario.target.spawn;
+    let needed = system::descriptors_for(scenario.fleet.devices, embedded);
+    let limit = system::raise_open_files(needed)?;
+    if matches!(scenario.executor, ExecutorSpec::Hold { .. }) && needed > limit.soft {
+        // Every device stays connected at once (and a spawned server needs as many, under the
+        // same hard limit): refuse before the fleet is even built.
+        return Err(RunError::OpenFiles {
+            devices: scenario.fleet.devices,
+            needed,
+            limit: limit.soft,
+            hard: limit.hard,
+        });
+    }
     let ready = fleet::cache::load_or_build(&scenario.fleet, &fleet::cache::cache_root())?;
     let fleet = Arc::new(ready.fleet);
-    let embedded = scenario.target.address.is_none();
-    let limit = system::raise_open_files(system::descriptors_for(fleet.devices.len(), embedded))?;
     let store_dir = tempfile::tempdir()?;
     // Mutable for the swtpm devices' enrollments (feature tpm-sim).
     #[cfg_attr(not(feature = "tpm-sim"), allow(unused_mut))]

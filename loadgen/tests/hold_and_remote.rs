@@ -162,3 +162,33 @@ concurrency = 4
         .expect("list");
     assert_eq!(tpm.as_array().map_or(0, Vec::len), 0, "{tpm}");
 }
+
+#[tokio::test]
+async fn a_hold_beyond_the_open_file_limit_is_refused_before_it_starts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // Far beyond any hard limit (fs.nr_open is at most 2^30): refused before the fleet is built,
+    // which at this size would take hours.
+    let scenario = write(
+        dir.path(),
+        "hold-huge.toml",
+        r#"name = "hold-huge"
+[target]
+spawn = true
+[fleet]
+seed = 22
+devices = 2000000000
+mix = { valid = 1 }
+[executor]
+kind = "hold"
+hold = "1s"
+"#,
+    );
+    let err = match run_scenario(&scenario, None, &|_| {}).await {
+        Ok(_) => panic!("a hold of two billion devices ran"),
+        Err(e) => e,
+    };
+    assert_eq!(err.exit_code(), exit::ABORTED);
+    let text = err.to_string();
+    assert!(text.contains("open files"), "{text}");
+    assert!(text.contains("2000000000 devices"), "{text}");
+}
