@@ -63,8 +63,10 @@ pub struct HandshakeFixture {
     pub variants: Vec<Variant>,
 }
 
+/// The server's provider, also for the stock variant: the same suites in the same order, so the
+/// variants differ only in the client-certificate verifier.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    Arc::new(dps_server::tls::device_port_provider())
 }
 
 /// Our server configuration over `pki`: one group `[Int1, Root]`, lead Int1.
@@ -102,6 +104,7 @@ pub fn stock(
         .with_single_cert(vec![pki.server_cert.clone()], pki.server_key())
         .expect("server certificate");
     config.session_storage = Arc::new(NoServerSessionStorage {});
+    dps_server::tls::prefer_server_suites(&mut config);
     Arc::new(config)
 }
 
