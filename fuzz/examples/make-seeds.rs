@@ -207,6 +207,54 @@ fn tpm_corpus(seed: &dyn Fn(&str, &str, &[u8])) {
             ak_rsa.key.clone(),
         ),
     ));
+    // Two EKs that parse but are refused by MakeCredential: the ECC fixture EK with the lowest bit
+    // of y flipped (off the curve), and the RSA fixture EK with an even modulus.
+    let ek_ecc = publics[1].1.clone();
+    let PublicKey::Ecc { curve, x, y } = &ek_ecc.key else {
+        panic!("ECC fixture EK")
+    };
+    let mut y1 = y.clone();
+    if let Some(last) = y1.last_mut() {
+        *last ^= 1;
+    }
+    assert!(!fx::on_curve(*curve, x, &y1));
+    let off_curve = PublicKey::Ecc {
+        curve: *curve,
+        x: x.clone(),
+        y: y1,
+    };
+    let ek_rsa = publics[0].1.clone();
+    let PublicKey::Rsa {
+        bits,
+        exponent,
+        modulus,
+    } = &ek_rsa.key
+    else {
+        panic!("RSA fixture EK")
+    };
+    let mut even = modulus.clone();
+    if let Some(last) = even.last_mut() {
+        *last &= 0xfe;
+    }
+    let even = PublicKey::Rsa {
+        bits: *bits,
+        exponent: *exponent,
+        modulus: even,
+    };
+    for (name, template, key) in [
+        ("ek-ecc-off-curve", &ek_ecc, off_curve),
+        ("ek-rsa-even-modulus", &ek_rsa, even),
+    ] {
+        let p = Public::new(
+            template.name_alg,
+            template.attributes,
+            template.auth_policy.clone(),
+            template.symmetric,
+            template.scheme,
+            key,
+        );
+        publics.push((name.into(), p));
+    }
     for (name, p) in &publics {
         seed("tpm_public", name, &p.to_tpm2b());
         seed("tpm_public", &format!("{name}-tpmt"), p.tpmt());
