@@ -1,10 +1,13 @@
 //! `make-seeds fixtures`: regenerate the fixed PKI under `fixtures/` (new keys; the committed
 //! corpora then need `make-seeds corpus` again).
+//! `make-seeds tpm-fixtures`: regenerate only the TPM fixtures under `fixtures/tpm/` (soft TPM
+//! keys and quotes; `fixtures` does this too).
 //! `make-seeds corpus`: write the small seed corpora under `corpus/<target>/seed-*` from the
 //! fixtures.
 
 use std::path::Path;
 
+use dps_fuzz::tpm::{self as fx, tpm_fixture, tpm_fixtures_dir, NONCE};
 use dps_fuzz::{cert, fixture, fixtures_dir, join_records, GROUP_A, GROUP_B};
 use dps_server::pki::{chain_pem, device_csr, CertSpec, Issued};
 use dps_server::proto::body::{
@@ -12,16 +15,25 @@ use dps_server::proto::body::{
     TpmChallengeRequest,
 };
 use dps_server::proto::coap::{Code, Frame};
+use dps_server::tpm::marshal::{
+    ClockInfo, Curve, HashAlg, PcrSelection, PublicKey, Scheme, Signature, SymDef,
+};
+use dps_server::tpm::soft::{AkKind, EkKind, SoftTpm, AK_ATTRIBUTES, EK_ATTRIBUTES, EK_POLICY};
+use dps_server::tpm::{alg, Attest, Public};
 use rcgen::KeyUsagePurpose;
 use time::macros::datetime;
 
 fn main() {
     let what = std::env::args().nth(1).unwrap_or_default();
     match what.as_str() {
-        "fixtures" => fixtures(),
+        "fixtures" => {
+            fixtures();
+            tpm_fixtures();
+        }
+        "tpm-fixtures" => tpm_fixtures(),
         "corpus" => corpus(),
         _ => {
-            eprintln!("usage: make-seeds fixtures|corpus");
+            eprintln!("usage: make-seeds fixtures|tpm-fixtures|corpus");
             std::process::exit(2);
         }
     }
@@ -80,6 +92,238 @@ fn fixtures() {
     let key = rcgen::KeyPair::generate().expect("key");
     write(&dir.join("csr-key.pem"), key.serialize_pem());
     println!("fixtures written to {}", dir.display());
+}
+
+/// Soft TPM EKs and AKs (RSA-2048 and ECC P-256, the default templates), the ECC AK's private key,
+/// and a quote over [`NONCE`] by each AK. The signatures are picked so that their values have no
+/// leading zero byte (nor n - s for ECDSA): the signature target compares values, and then there
+/// is exactly one encoding of each.
+fn tpm_fixtures() {
+    let dir = tpm_fixtures_dir();
+    for (name, ek, ak) in [
+        ("rsa", EkKind::Rsa2048, AkKind::Rsa2048),
+        ("ecc", EkKind::EccP256, AkKind::EccP256),
+    ] {
+        let (tpm, attest, sig) = loop {
+            let tpm = SoftTpm::generate(ek, ak).expect("soft tpm");
+            let (attest, sig) = tpm.quote(&NONCE).expect("quote");
+            let unambiguous = match Signature::parse(&sig).expect("signature") {
+                Signature::Rsassa { sig, .. } => sig[0] != 0,
+                Signature::Ecdsa { r, s, .. } => {
+                    r[0] != 0 && s[0] != 0 && fx::p256_negate_scalar(&s)[0] != 0
+                }
+                Signature::Rsapss { .. } => false,
+            };
+            if unambiguous {
+                break (tpm, attest, sig);
+            }
+        };
+        write(
+            &dir.join(format!("ek-{name}.tpm2b")),
+            tpm.ek().public().to_tpm2b(),
+        );
+        write(
+            &dir.join(format!("ak-{name}.tpm2b")),
+            tpm.ak().public().to_tpm2b(),
+        );
+        write(&dir.join(format!("quote-{name}.attest")), attest);
+        write(&dir.join(format!("quote-{name}.sig")), sig);
+        if ak == AkKind::EccP256 {
+            write(
+                &dir.join("ak-ecc.pk8"),
+                tpm.ak().to_pkcs8().expect("AK private key"),
+            );
+        }
+    }
+    // Loading checks them (the quotes verify, the key matches its public area).
+    fx::fixtures();
+    println!("TPM fixtures written to {}", dir.display());
+}
+
+/// Seeds of the three TPM targets: the fixtures, plus public areas the soft TPM does not make
+/// (P-384 with its base point as the key, RSA-4096, SHA-384/512 name algorithms, AES-256, PSS).
+fn tpm_corpus(seed: &dyn Fn(&str, &str, &[u8])) {
+    let mut publics: Vec<(String, Public)> = ["ek-rsa", "ek-ecc", "ak-rsa", "ak-ecc"]
+        .iter()
+        .map(|n| {
+            let p = Public::from_tpm2b(&tpm_fixture(&format!("{n}.tpm2b"))).expect("fixture");
+            (n.to_string(), p)
+        })
+        .collect();
+    let (gx, gy) = fx::generator(Curve::NistP384);
+    let p384 = PublicKey::Ecc {
+        curve: Curve::NistP384,
+        x: gx,
+        y: gy,
+    };
+    publics.push((
+        "ek-p384-sha384".into(),
+        Public::new(
+            HashAlg::Sha384,
+            EK_ATTRIBUTES,
+            vec![0x38; 48],
+            Some(SymDef { key_bits: 256 }),
+            Scheme::Null,
+            p384.clone(),
+        ),
+    ));
+    publics.push((
+        "ak-p384".into(),
+        Public::new(
+            HashAlg::Sha256,
+            AK_ATTRIBUTES,
+            Vec::new(),
+            None,
+            Scheme::Ecdsa(HashAlg::Sha384),
+            p384,
+        ),
+    ));
+    let mut modulus = vec![0xc3; 512];
+    modulus[0] = 0xe1;
+    publics.push((
+        "ek-rsa4096-sha512".into(),
+        Public::new(
+            HashAlg::Sha512,
+            EK_ATTRIBUTES,
+            EK_POLICY.to_vec(),
+            Some(SymDef { key_bits: 256 }),
+            Scheme::Null,
+            PublicKey::Rsa {
+                bits: 4096,
+                exponent: 3,
+                modulus,
+            },
+        ),
+    ));
+    let ak_rsa = &publics[2].1;
+    publics.push((
+        "ak-rsa-pss".into(),
+        Public::new(
+            ak_rsa.name_alg,
+            ak_rsa.attributes,
+            Vec::new(),
+            None,
+            Scheme::Rsapss(HashAlg::Sha256),
+            ak_rsa.key.clone(),
+        ),
+    ));
+    // Two EKs that parse but are refused by MakeCredential: the ECC fixture EK with the lowest bit
+    // of y flipped (off the curve), and the RSA fixture EK with an even modulus.
+    let ek_ecc = publics[1].1.clone();
+    let PublicKey::Ecc { curve, x, y } = &ek_ecc.key else {
+        panic!("ECC fixture EK")
+    };
+    let mut y1 = y.clone();
+    if let Some(last) = y1.last_mut() {
+        *last ^= 1;
+    }
+    assert!(!fx::on_curve(*curve, x, &y1));
+    let off_curve = PublicKey::Ecc {
+        curve: *curve,
+        x: x.clone(),
+        y: y1,
+    };
+    let ek_rsa = publics[0].1.clone();
+    let PublicKey::Rsa {
+        bits,
+        exponent,
+        modulus,
+    } = &ek_rsa.key
+    else {
+        panic!("RSA fixture EK")
+    };
+    let mut even = modulus.clone();
+    if let Some(last) = even.last_mut() {
+        *last &= 0xfe;
+    }
+    let even = PublicKey::Rsa {
+        bits: *bits,
+        exponent: *exponent,
+        modulus: even,
+    };
+    for (name, template, key) in [
+        ("ek-ecc-off-curve", &ek_ecc, off_curve),
+        ("ek-rsa-even-modulus", &ek_rsa, even),
+    ] {
+        let p = Public::new(
+            template.name_alg,
+            template.attributes,
+            template.auth_policy.clone(),
+            template.symmetric,
+            template.scheme,
+            key,
+        );
+        publics.push((name.into(), p));
+    }
+    for (name, p) in &publics {
+        seed("tpm_public", name, &p.to_tpm2b());
+        seed("tpm_public", &format!("{name}-tpmt"), p.tpmt());
+    }
+
+    // tpm_attest: [mode][TPMS_ATTEST]; bit 0 picks the AK, bit 1 signs the data afresh.
+    let with_mode = |mode: u8, bytes: &[u8]| [&[mode][..], bytes].concat();
+    let (ecc_attest, rsa_attest) = (
+        tpm_fixture("quote-ecc.attest"),
+        tpm_fixture("quote-rsa.attest"),
+    );
+    seed("tpm_attest", "ecc", &with_mode(0, &ecc_attest));
+    seed("tpm_attest", "rsa", &with_mode(1, &rsa_attest));
+    seed("tpm_attest", "ecc-resigned", &with_mode(2, &ecc_attest));
+    let banks = Attest {
+        magic: alg::TPM_GENERATED_VALUE,
+        qualified_signer: Vec::new(),
+        extra_data: Vec::new(),
+        clock_info: ClockInfo {
+            clock: u64::MAX,
+            reset_count: 1,
+            restart_count: 2,
+            safe: false,
+        },
+        firmware_version: 7,
+        pcr_select: [HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512]
+            .iter()
+            .map(|h| PcrSelection {
+                hash: h.id(),
+                select: vec![0xff, 0, 0x80, 1],
+            })
+            .collect(),
+        pcr_digest: vec![0x42; 64],
+    };
+    seed(
+        "tpm_attest",
+        "banks-resigned",
+        &with_mode(3, &banks.marshal()),
+    );
+
+    // tpm_signature: [mode][TPMT_SIGNATURE]; mode % 4 picks the AK: ECC, ECC with scheme NULL,
+    // RSA, RSA with scheme NULL.
+    let (ecc_sig, rsa_sig) = (tpm_fixture("quote-ecc.sig"), tpm_fixture("quote-rsa.sig"));
+    seed("tpm_signature", "ecc", &with_mode(0, &ecc_sig));
+    seed("tpm_signature", "ecc-null", &with_mode(1, &ecc_sig));
+    seed("tpm_signature", "rsa", &with_mode(2, &rsa_sig));
+    seed("tpm_signature", "rsa-null", &with_mode(3, &rsa_sig));
+    seed("tpm_signature", "rsa-to-ecc", &with_mode(0, &rsa_sig));
+    let Signature::Rsassa { sig, .. } = Signature::parse(&rsa_sig).expect("fixture") else {
+        panic!("RSASSA fixture")
+    };
+    let pss = Signature::Rsapss {
+        hash: HashAlg::Sha384,
+        sig,
+    };
+    seed("tpm_signature", "pss-sha384", &with_mode(3, &pss.marshal()));
+    let Signature::Ecdsa { r, s, .. } = Signature::parse(&ecc_sig).expect("fixture") else {
+        panic!("ECDSA fixture")
+    };
+    let sha384 = Signature::Ecdsa {
+        hash: HashAlg::Sha384,
+        r,
+        s,
+    };
+    seed(
+        "tpm_signature",
+        "ecdsa-sha384",
+        &with_mode(1, &sha384.marshal()),
+    );
 }
 
 fn corpus() {
@@ -272,5 +516,7 @@ expired_certificates_allowed = true
         let refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
         seed("authenticate", name, &join_records(&refs));
     }
+
+    tpm_corpus(&seed);
     println!("seed corpora written under {}", base.display());
 }

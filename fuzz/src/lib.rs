@@ -5,6 +5,8 @@
 //! Fixtures are read at run time (not `include_str!`) so that `make-seeds` can build before they
 //! exist.
 
+pub mod tpm;
+
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::OnceLock;
