@@ -236,7 +236,7 @@ pub enum PublicKey {
         bits: u16,
         /// The exponent as marshalled (0 means 65537).
         exponent: u32,
-        /// The modulus, big-endian, exactly `bits / 8` bytes.
+        /// The modulus, big-endian, exactly `bits / 8` bytes with the top bit set.
         modulus: Vec<u8>,
     },
     /// An ECC key (KDF scheme NULL).
@@ -353,7 +353,11 @@ impl Public {
                     ));
                 }
                 let modulus = r.tpm2b(MAX_RSA_BYTES, "RSA modulus too long")?.to_vec();
-                if modulus.len() != usize::from(bits / 8) || modulus.first() == Some(&0) {
+                // keyBits bits exactly: the top bit of the first byte is set (a TPM's RSA key
+                // generation guarantees it; 0x17... would be a 2045-bit modulus).
+                if modulus.len() != usize::from(bits / 8)
+                    || !modulus.first().is_some_and(|b| b & 0x80 != 0)
+                {
                     return Err(MarshalError::Invalid(
                         "RSA modulus does not have keyBits bits",
                     ));

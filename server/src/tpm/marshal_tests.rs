@@ -132,6 +132,26 @@ fn rsa_modulus_must_have_key_bits() {
         Public::from_tpm2b(&short.to_tpm2b()),
         Err(MarshalError::Invalid(_))
     ));
+    // The right length, but a 2045-bit value (found by the tpm_public fuzz target).
+    let mut low = modulus.clone();
+    low[0] = 0x17;
+    let low = Public::new(
+        p.name_alg,
+        p.attributes,
+        p.auth_policy.clone(),
+        p.symmetric,
+        p.scheme,
+        PublicKey::Rsa {
+            bits: 2048,
+            exponent: 0,
+            modulus: low,
+        },
+    );
+    assert!(matches!(
+        Public::from_tpm2b(&low.to_tpm2b()),
+        Err(MarshalError::Invalid(_))
+    ));
+    assert!(Public::from_tpm2b(&p.to_tpm2b()).is_ok());
 }
 
 #[test]
