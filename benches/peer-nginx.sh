@@ -369,16 +369,16 @@ loadgen_run() { # side concurrency
 say "calibration: closed-loop concurrency $CONCURRENCIES on each server"
 CAL="$WORK/calibration.md"
 {
-    echo "| concurrency | nginx handshakes/s | ours handshakes/s |"
-    echo "|---:|---:|---:|"
+    echo "| concurrency | nginx handshakes/s | nginx p50 / p99 ms | ours handshakes/s | ours p50 / p99 ms |"
+    echo "|---:|---:|---:|---:|---:|"
 } >"$CAL"
 best_nginx=0 best_ours=0 c_nginx="" c_ours=""
 for c in $CONCURRENCIES; do
     loadgen_run nginx "$c"
-    read -r n_rate _ <"$WORK/result"
+    read -r n_rate n_p50 n_p99 _ <"$WORK/result"
     loadgen_run ours "$c"
-    read -r o_rate _ <"$WORK/result"
-    echo "| $c | $n_rate | $o_rate |" >>"$CAL"
+    read -r o_rate o_p50 o_p99 _ <"$WORK/result"
+    echo "| $c | $n_rate | $n_p50 / $n_p99 | $o_rate | $o_p50 / $o_p99 |" >>"$CAL"
     say "  c=$c: nginx $n_rate/s, ours $o_rate/s"
     if awk -v a="$n_rate" -v b="$best_nginx" 'BEGIN { exit !(a > b) }'; then best_nginx=$n_rate c_nginx=$c; fi
     if awk -v a="$o_rate" -v b="$best_ours" 'BEGIN { exit !(a > b) }'; then best_ours=$o_rate c_ours=$c; fi
@@ -511,7 +511,7 @@ $sym
             P_OURS="ours: $(share dps-server) % in its binary (rustls, aws-lc, tokio; see the symbols), $(share libc.so.6) % in libc, $(share '[kernel.kallsyms]') % in the kernel"
         fi
     done
-    PROFILE_SUMMARY="Profiles (perf, below): $P_NGINX; $P_OURS."
+    PROFILE_SUMMARY="Profiles (perf, below): $P_NGINX; $P_OURS. Ours spends its time mostly in aws-lc's P-256 (ecp_nistz256), SHA-384 (sha512 block) and X25519 code; nginx's libcrypto has no symbols here, and its libc share is allocation and pthread read-write locks, which nginx's single-threaded workers only take through OpenSSL."
 fi
 
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -547,8 +547,9 @@ together: at most $CORES cores / (server + client CPU per handshake).
   either server; ceilings about $ST_CEIL_NGINX and $ST_CEIL_OURS connections/s, a ratio of
   $(ratio "$ST_CEIL_OURS" "$ST_CEIL_NGINX") (measured: $ST_RATIO).
 
-The client's share pulls the ratio towards 1 whatever the servers do, so on this machine no
-client can show the servers' own difference in handshakes/s. That difference is the servers' CPU
+The client's share pulls the ratio towards 1 whatever the servers do: with these server costs
+the ratio in handshakes/s could reach 2× on $CORES shared cores only with a client spending
+$(awk -v n="$CPU_NGINX" -v o="$CPU_OURS" 'BEGIN { if (n > 2 * o) printf "under %.0f µs per handshake", n - 2 * o; else print "no CPU at all (and not even then)" }'). That difference is the servers' CPU
 per handshake (user + system time of their processes over the run, divided by the handshakes,
 which does not depend on the client): nginx needs $CPU_RATIO× the CPU ours does with the load
 generator's handshakes, $ST_CPU_RATIO× with s_time's (which add an HTTP request, answered by
@@ -611,7 +612,10 @@ Rounds (nginx c=$c_nginx, ours c=$c_ours), interleaved:
 
 $(cat "$LG")
 
-Scenario (the nginx one; ours differs in name and port):
+In a closed loop latency grows with the concurrency (p50 ≈ concurrency / rate), so compare the
+two servers' latencies at equal concurrency, in the calibration table.
+
+Scenario (the nginx one; ours differs in name, port and concurrency):
 
 \`\`\`toml
 $(sed "s|$WORK|\$WORK|g" "$WORK/nginx-c$c_nginx.toml")
