@@ -549,7 +549,7 @@ together: at most $CORES cores / (server + client CPU per handshake).
 
 The client's share pulls the ratio towards 1 whatever the servers do: with these server costs
 the ratio in handshakes/s could reach 2× on $CORES shared cores only with a client spending
-$(awk -v n="$CPU_NGINX" -v o="$CPU_OURS" 'BEGIN { if (n > 2 * o) printf "under %.0f µs per handshake", n - 2 * o; else print "no CPU at all (and not even then)" }'). That difference is the servers' CPU
+$(awk -v n="$CPU_NGINX" -v o="$CPU_OURS" 'BEGIN { if (n > 2 * o) printf "under %.0f µs per handshake", n - 2 * o; else print "no CPU at all (and not even then)" }'). The servers' own difference is their CPU
 per handshake (user + system time of their processes over the run, divided by the handshakes,
 which does not depend on the client): nginx needs $CPU_RATIO× the CPU ours does with the load
 generator's handshakes, $ST_CPU_RATIO× with s_time's (which add an HTTP request, answered by
@@ -615,7 +615,7 @@ $(cat "$LG")
 In a closed loop latency grows with the concurrency (p50 ≈ concurrency / rate), so compare the
 two servers' latencies at equal concurrency, in the calibration table.
 
-Scenario (the nginx one; ours differs in name, port and concurrency):
+Scenario (the nginx one; ours differs in name and port$([[ $c_nginx == "$c_ours" ]] || echo ", and concurrency")):
 
 \`\`\`toml
 $(sed "s|$WORK|\$WORK|g" "$WORK/nginx-c$c_nginx.toml")
