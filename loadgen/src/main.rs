@@ -51,6 +51,18 @@ enum Command {
         #[arg(long)]
         limits_json: Option<String>,
     },
+    /// Write a scenario's fleet (from the cache, generated if needed) as files for servers the
+    /// load generator does not start: our server's config.toml with its certificates and keys,
+    /// and for a peer TLS server the fleet's trust anchors (client-ca.pem), server-ca.pem, a
+    /// valid device (device.pem/.key), a device of an unknown CA (stranger.pem/.key) and
+    /// peer.json. Exit codes: 0 done, 2 bad scenario, 3 failed.
+    ExportFleet {
+        /// The scenario whose [fleet] to export.
+        scenario: PathBuf,
+        /// The directory to write (created if needed).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the deltas between two runs (B relative to A): a summary.json or a result directory each.
     Compare {
         /// The baseline run.
@@ -123,6 +135,36 @@ fn server_run(
     }
 }
 
+/// `export-fleet`: the scenario's fleet as files (see [`dps_loadgen::fleet::export`]); prints
+/// what it wrote as JSON.
+fn export_fleet(scenario: &std::path::Path, out: &std::path::Path) -> ExitCode {
+    let loaded = match dps_loadgen::scenario::Scenario::load(scenario) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(dps_loadgen::exit::BAD_SCENARIO);
+        }
+    };
+    let spec = &loaded.scenario.fleet;
+    let exported =
+        dps_loadgen::fleet::cache::load_or_build(spec, &dps_loadgen::fleet::cache::cache_root())
+            .and_then(|ready| dps_loadgen::fleet::export::export(&ready, spec.key, out));
+    match exported {
+        Ok(e) => {
+            let _ = writeln!(
+                std::io::stdout().lock(),
+                "{}",
+                serde_json::to_string(&e).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(dps_loadgen::exit::ABORTED)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (scenario, results, quiet) = match cli.command {
@@ -138,6 +180,7 @@ fn main() -> ExitCode {
             store,
             limits_json,
         } => return server_run(&config, listen, admin_listen, store, limits_json),
+        Command::ExportFleet { scenario, out } => return export_fleet(&scenario, &out),
         Command::Compare { a, b } => {
             return match (
                 dps_loadgen::compare::load(&a),

@@ -308,6 +308,16 @@ pub async fn run(
     loaded: &Loaded,
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Outcome, RunError> {
+    run_with_cache(loaded, &fleet::cache::cache_root(), progress).await
+}
+
+/// [`run`] with the fleet cache under `cache_root` (a test's own, so that a server it set up from
+/// the same cached fleet knows the run's devices).
+pub async fn run_with_cache(
+    loaded: &Loaded,
+    cache_root: &std::path::Path,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<Outcome, RunError> {
     let scenario = &loaded.scenario;
     // An in-process server holds the other end of every connection; a spawned one has its own.
     let embedded = scenario.target.address.is_none() && !scenario.target.spawn;
@@ -323,7 +333,7 @@ pub async fn run(
             hard: limit.hard,
         });
     }
-    let ready = fleet::cache::load_or_build(&scenario.fleet, &fleet::cache::cache_root())?;
+    let ready = fleet::cache::load_or_build(&scenario.fleet, cache_root)?;
     let fleet = Arc::new(ready.fleet);
     let store_dir = tempfile::tempdir()?;
     // Mutable for the swtpm devices' enrollments (feature tpm-sim).
@@ -336,6 +346,11 @@ pub async fn run(
         addr: started_target.addr,
         server_ca: started_target.server_ca,
         handshake_only: scenario.device.handshake_only,
+        tls: device::tls::TlsOptions {
+            version: scenario.device.tls_version,
+            key_exchange: scenario.device.key_exchange,
+        },
+        tls_only: scenario.target.tls_only,
         timeout: scenario.device.timeout,
         sources: device::source_addresses(
             &started_target.addr,
@@ -645,4 +660,85 @@ fn attack_summary(
         devices_during: during.len(),
         settle_ms: leftover.map_or(0, |(_, t)| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+
+    /// A TLS-only run end to end against our own server set up from the exported fleet (as
+    /// `benches/peer-nginx.sh` does): every device is accepted, and the server's own count says
+    /// it verified each one (the run itself only sees the handshakes complete).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_only_run_against_a_server_set_up_from_the_exported_fleet() {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let exported = tempfile::tempdir().expect("tempdir");
+        let scenario = |address: &str| {
+            format!(
+                r#"
+[target]
+address = "{address}"
+server_ca = "{}"
+tls_only = true
+[fleet]
+seed = 5
+devices = 12
+mix = {{ valid = 1 }}
+[executor]
+kind = "closed-loop"
+concurrency = 3
+[device]
+handshake_only = true
+tls_version = "1.3"
+key_exchange = "x25519"
+"#,
+                exported.path().join("server-ca.pem").display()
+            )
+        };
+        let spec = Scenario::parse(&scenario("127.0.0.1:1"), "x.toml", "x")
+            .expect("scenario")
+            .scenario
+            .fleet;
+        let ready = fleet::cache::load_or_build(&spec, cache.path()).expect("fleet");
+        fleet::export::export(&ready, spec.key, exported.path()).expect("export");
+        drop(ready);
+
+        let config =
+            dps_server::config::Config::load(&exported.path().join("config.toml")).expect("config");
+        let server = Arc::new(dps_server::server::Server::from_config(&config).expect("server"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.clone().run(listener, async {
+            let _ = stopped.await;
+        }));
+
+        let loaded =
+            Scenario::parse(&scenario(&addr.to_string()), "x.toml", "x").expect("scenario");
+        let outcome = run_with_cache(&loaded, cache.path(), &|_| {})
+            .await
+            .expect("run");
+        let s = &outcome.summary;
+        assert!(
+            s.fleet_reused,
+            "the run must use the fleet the server was set up with"
+        );
+        assert_eq!((s.handshakes, s.mismatches, s.errors), (12, 0, 0), "{s:?}");
+        assert_eq!(s.server.kind, "tls-only");
+        assert_eq!(server.metrics().handshakes_accepted(), 12);
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../summary.schema.json")).expect("schema");
+        let json = serde_json::to_value(s).expect("summary json");
+        let validator = jsonschema::validator_for(&schema).expect("valid schema");
+        let errors: Vec<String> = validator
+            .iter_errors(&json)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        let _ = stop.send(());
+        let _ = task.await;
+    }
 }

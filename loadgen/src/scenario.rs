@@ -182,10 +182,42 @@ pub struct TargetSpec {
     /// required unless `device.skip_server_verification`.
     #[serde(default)]
     pub server_ca: Option<String>,
+    /// `address` is a TLS server that is not driven by the load generator (a peer such as nginx
+    /// configured with the fleet's trust anchors, or a DPS already configured with the fleet's
+    /// groups): it has no admin API and nothing is created on it, so only `valid` devices run,
+    /// handshake only, and a device reads the verdict from how the server ends the connection
+    /// (see [`crate::device`]). This is what lets one executor measure our server and a peer the
+    /// same way.
+    #[serde(default)]
+    pub tls_only: bool,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// A TLS protocol version a device can be pinned to (`[device] tls_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TlsVersion {
+    /// TLS 1.2 only.
+    #[serde(rename = "1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// The one key-exchange group a device offers (`[device] key_exchange`): comparisons between
+/// servers must not depend on which group each prefers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyExchange {
+    /// X25519.
+    X25519,
+    /// ECDHE over P-256 (secp256r1).
+    P256,
+    /// ECDHE over P-384 (secp384r1).
+    P384,
 }
 
 /// `[device]`: what each simulated device does.
@@ -207,6 +239,13 @@ pub struct DeviceSpec {
     /// ports (about 28,000 per source address). 0 = one per 20,000 devices, at least 1.
     #[serde(default)]
     pub source_addresses: u8,
+    /// Offer only this TLS version; absent: TLS 1.3 and 1.2 (1.3 preferred).
+    #[serde(default)]
+    pub tls_version: Option<TlsVersion>,
+    /// Offer only this key-exchange group; absent: rustls's defaults (X25519MLKEM768, X25519,
+    /// P-256, P-384), so the server picks.
+    #[serde(default)]
+    pub key_exchange: Option<KeyExchange>,
 }
 
 fn default_device_timeout() -> Duration {
@@ -220,6 +259,8 @@ impl Default for DeviceSpec {
             skip_server_verification: false,
             timeout: default_device_timeout(),
             source_addresses: 0,
+            tls_version: None,
+            key_exchange: None,
         }
     }
 }
@@ -358,11 +399,15 @@ impl Scenario {
                 "a spawned server is the fleet's own; it cannot also have an address".into(),
             ));
         }
+        if target.tls_only {
+            tls_only_checks(&scenario).map_err(|(key, message)| invalid(&key, message.into()))?;
+        }
         if target.address.is_some() {
-            if target.admin.is_none() {
+            if target.admin.is_none() && !target.tls_only {
                 return Err(invalid(
                     "target.admin",
-                    "a remote target needs its admin API URL (the fleet's groups are created there)"
+                    "a remote target needs its admin API URL (the fleet's groups are created \
+                     there), or tls_only = true for a server that has none"
                         .into(),
                 ));
             }
@@ -487,6 +532,57 @@ impl Scenario {
     }
 }
 
+/// What a `tls_only` target can serve: the key and the reason of the first thing it cannot.
+fn tls_only_checks(scenario: &Scenario) -> Result<(), (String, &'static str)> {
+    let target = &scenario.target;
+    let refuse = |key: &str, why| Err((key.to_owned(), why));
+    if target.address.is_none() {
+        return refuse(
+            "target.address",
+            "a TLS-only target is a running server: give its address",
+        );
+    }
+    if target.admin.is_some() || target.admin_token_file.is_some() {
+        return refuse(
+            "target.admin",
+            "a TLS-only target has no admin API (drop admin and admin_token_file, or tls_only)",
+        );
+    }
+    if !scenario.device.handshake_only {
+        return refuse(
+            "device.handshake_only",
+            "a TLS-only target cannot provision devices: set handshake_only = true",
+        );
+    }
+    // Other classes expect a refusal for a DPS-specific reason (group lists, expiry policy) or a
+    // TPM attestation over CoAP; any verifier of the fleet's trust anchors accepts valid chains.
+    if let Some((class, _)) = scenario
+        .fleet
+        .mix
+        .iter()
+        .find(|(c, w)| **c != DeviceClass::Valid && **w > 0)
+    {
+        return refuse(
+            &format!("fleet.mix.{}", class.as_str()),
+            "a TLS-only target runs valid devices only (it has no groups, and tells refusals \
+             apart only by TLS alert)",
+        );
+    }
+    if matches!(scenario.executor, ExecutorSpec::Hold { .. }) {
+        return refuse(
+            "executor.kind",
+            "the hold executor pings over CoAP, which a TLS-only target does not speak",
+        );
+    }
+    if !scenario.attack.is_empty() {
+        return refuse(
+            "attack",
+            "attacks are judged with the server's own counters, which a TLS-only target lacks",
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,6 +629,95 @@ concurrency = 4
         )
         .expect_err("threshold");
         assert!(e.to_string().contains("thresholds[0]"), "{e}");
+    }
+
+    const PEER: &str = r#"
+[target]
+address = "127.0.0.1:8443"
+server_ca = "ca.pem"
+tls_only = true
+[fleet]
+devices = 10
+mix = { valid = 1 }
+[executor]
+kind = "closed-loop"
+concurrency = 4
+[device]
+handshake_only = true
+tls_version = "1.3"
+key_exchange = "x25519"
+"#;
+
+    #[test]
+    fn tls_only_targets_take_an_address_without_admin_api() {
+        let l = Scenario::parse(PEER, "x.toml", "x").expect("a TLS-only peer");
+        assert!(l.scenario.target.tls_only);
+        assert!(l.scenario.target.admin.is_none());
+        assert_eq!(l.scenario.device.tls_version, Some(TlsVersion::Tls13));
+        assert_eq!(l.scenario.device.key_exchange, Some(KeyExchange::X25519));
+        let p256 = PEER.replace("\"x25519\"", "\"p256\"");
+        let l = Scenario::parse(&p256, "x.toml", "x").expect("P-256");
+        assert_eq!(l.scenario.device.key_exchange, Some(KeyExchange::P256));
+        // By default neither is pinned.
+        let l = Scenario::parse(GOOD, "x.toml", "x").expect("valid");
+        assert_eq!(l.scenario.device.tls_version, None);
+        assert_eq!(l.scenario.device.key_exchange, None);
+    }
+
+    #[test]
+    fn tls_only_targets_refuse_what_they_cannot_serve() {
+        let refused = |text: String, key: &str| {
+            let e = Scenario::parse(&text, "x.toml", "x").expect_err(key);
+            assert!(e.to_string().contains(key), "{key}: {e}");
+            e.to_string()
+        };
+        // An address without an admin API is still a mistake unless it says tls_only.
+        let e = refused(PEER.replace("tls_only = true\n", ""), "target.admin");
+        assert!(e.contains("tls_only"), "{e}");
+        refused(
+            PEER.replace(
+                "tls_only = true",
+                "tls_only = true\nadmin = \"http://127.0.0.1:2\"",
+            ),
+            "target.admin",
+        );
+        refused(
+            PEER.replace("address = \"127.0.0.1:8443\"\n", ""),
+            "target.address",
+        );
+        refused(
+            PEER.replace("handshake_only = true", "handshake_only = false"),
+            "device.handshake_only",
+        );
+        refused(
+            PEER.replace("valid = 1", "valid = 1, expired = 1"),
+            "fleet.mix.expired",
+        );
+        refused(
+            PEER.replace("valid = 1", "valid = 1, tpm_wrong_ek = 1"),
+            "fleet.mix.tpm_wrong_ek",
+        );
+        refused(
+            PEER.replace(
+                "kind = \"closed-loop\"\nconcurrency = 4",
+                "kind = \"hold\"\nhold = \"1s\"",
+            ),
+            "executor.kind",
+        );
+        refused(
+            PEER.replace("server_ca = \"ca.pem\"\n", ""),
+            "target.server_ca",
+        );
+        // A class with weight 0 is no device at all.
+        Scenario::parse(
+            &PEER.replace("valid = 1", "valid = 1, forged = 0"),
+            "x.toml",
+            "x",
+        )
+        .expect("zero weight");
+        let e = refused(PEER.replace("\"x25519\"", "\"x448\""), "x448");
+        assert!(e.contains("line"), "{e}");
+        refused(PEER.replace("\"1.3\"", "\"1.1\""), "1.1");
     }
 
     #[test]

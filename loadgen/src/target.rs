@@ -2,6 +2,8 @@
 //! remote (a running DPS whose admin API receives the fleet's hub and groups before the run and
 //! loses them after). Either way the run ends with the server's own view: its handshake and
 //! matching histograms, its rejection counts by reason and its count of refused TPM requests.
+//! A TLS-only target (`[target] tls_only`, e.g. nginx as a peer) is only an address: nothing is
+//! set up on it and it has no view of its own.
 //!
 //! TPM enrollments: the fleet's individual TPM enrollments are in the embedded (and spawned)
 //! server's config; a remote target gets them over `/api/v1/tpm-enrollments` and loses them after
@@ -32,7 +34,7 @@ pub use admin_client::AdminClient;
 /// What the server says about the run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServerView {
-    /// `embedded`, `spawned` or `remote`.
+    /// `embedded`, `spawned`, `remote` or `tls-only`.
     pub kind: String,
     /// The server's histograms (µs): `handshake`, `matching`, `resource.<step>`. For a remote
     /// server they cover its whole life, not only this run.
@@ -76,6 +78,8 @@ pub enum Target {
         /// The server process, when this run spawned it (killed at the end).
         child: Option<Box<tokio::process::Child>>,
     },
+    /// A TLS server that is not driven by the load generator: no set-up, no counters.
+    TlsOnly,
 }
 
 /// The executable a spawned server runs: `$DPS_LOADGEN_SERVER_EXE` (a `dps-loadgen` binary; tests
@@ -227,6 +231,13 @@ pub async fn start(
         ),
         _ => None,
     };
+    if scenario.target.tls_only {
+        return Ok(Started {
+            target: Target::TlsOnly,
+            addr,
+            server_ca,
+        });
+    }
     let url = scenario.target.admin.as_deref().unwrap_or_default();
     let token = match &scenario.target.admin_token_file {
         Some(path) => Some(
@@ -302,6 +313,8 @@ impl Target {
                     }
                 }
             }
+            Target::TlsOnly if enrollments.is_empty() => {}
+            Target::TlsOnly => return Err("a TLS-only target has no TPM enrollments".into()),
         }
         Ok(())
     }
@@ -311,12 +324,17 @@ impl Target {
         match self {
             Target::Embedded { server, .. } => Some(server.metrics().open_connections()),
             Target::Remote { admin, .. } => admin.gauge("dps_open_connections").await.ok(),
+            Target::TlsOnly => None,
         }
     }
 
     /// Stop the embedded server, or clean up the remote one; either way, read its view.
     pub async fn finish(self) -> ServerView {
         match self {
+            Target::TlsOnly => ServerView {
+                kind: "tls-only".into(),
+                ..ServerView::default()
+            },
             Target::Embedded { server, task, stop } => {
                 let _ = stop.send(());
                 let _ = task.await;

@@ -42,6 +42,10 @@ pub(super) async fn flow(
         Credentials::X509 { chain, key } => (chain.clone(), key.clone_key()),
         Credentials::Tpm(tpm) => return super::tpm::flow(dev, tpm, ctx, phases).await,
     };
+    if ctx.tls_only {
+        let observed = super::handshake_then_close(ctx, dev.index, (chain, key), phases).await;
+        return (observed, None);
+    }
     let mut io =
         match open_session(ctx, dev.index, Some((chain, key)), Phase::Handshake, phases).await {
             Ok(io) => io,

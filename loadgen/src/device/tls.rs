@@ -8,6 +8,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
+use crate::scenario::{KeyExchange, TlsVersion};
+
 /// Accepts any server certificate but still checks the handshake signatures, like a device
 /// configured without a server trust anchor.
 #[derive(Debug)]
@@ -55,15 +57,45 @@ impl ServerCertVerifier for AcceptAnyServer {
     }
 }
 
+/// What a device offers in its ClientHello beyond its certificate: pinned so that two servers are
+/// compared on the same protocol version and key exchange, whatever each would prefer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// Only this version; `None`: TLS 1.3 and 1.2.
+    pub version: Option<TlsVersion>,
+    /// Only this key-exchange group; `None`: the provider's defaults.
+    pub key_exchange: Option<KeyExchange>,
+}
+
+/// The aws-lc-rs provider, restricted to `key_exchange` when one is pinned.
+fn provider(key_exchange: Option<KeyExchange>) -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::aws_lc_rs::kx_group;
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if let Some(kx) = key_exchange {
+        provider.kx_groups = vec![match kx {
+            KeyExchange::X25519 => kx_group::X25519,
+            KeyExchange::P256 => kx_group::SECP256R1,
+            KeyExchange::P384 => kx_group::SECP384R1,
+        }];
+    }
+    provider
+}
+
 /// The client config of one device session: with `client` (chain, key) as its certificate, or
 /// none (a TPM device, which attests inside the session).
 pub fn client_config(
     client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     server_ca: Option<&CertificateDer<'static>>,
+    options: TlsOptions,
 ) -> Result<rustls::ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(provider(options.key_exchange));
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match options.version {
+        None => rustls::DEFAULT_VERSIONS,
+        Some(TlsVersion::Tls13) => &[&rustls::version::TLS13],
+        Some(TlsVersion::Tls12) => &[&rustls::version::TLS12],
+    };
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .map_err(|e| e.to_string())?;
     let builder = match server_ca {
         None => builder

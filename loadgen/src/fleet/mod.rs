@@ -16,6 +16,7 @@
 //! exactly by the on-disk cache ([`cache`]), which a rerun with the same `[fleet]` reuses.
 
 pub mod cache;
+pub mod export;
 pub mod tpm;
 
 use std::collections::BTreeMap;
@@ -252,6 +253,9 @@ pub enum FleetError {
     /// A soft TPM could not be generated.
     #[error("TPM: {0}")]
     Tpm(String),
+    /// The fleet lacks what an export needs.
+    #[error("export: {0}")]
+    Export(&'static str),
 }
 
 /// splitmix64: a small, well-known deterministic generator for class assignment.

@@ -217,9 +217,14 @@ pub fn markdown(s: &Summary) -> String {
         } else {
             "generator"
         },
-        s.server
-            .peak_rss_bytes
-            .map_or_else(|| "in the same process".into(), mib),
+        s.server.peak_rss_bytes.map_or_else(
+            || match s.server.kind.as_str() {
+                "embedded" => "in the same process".into(),
+                "tls-only" => "not known (TLS-only target)".into(),
+                _ => "not known".into(),
+            },
+            mib
+        ),
         s.open_files_limit,
         if s.fleet_reused {
             "reused from the cache"
