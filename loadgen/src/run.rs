@@ -344,12 +344,17 @@ pub async fn run_with_cache(
     let swtpm = swtpm::prepare(&fleet, &scenario.executor, &mut started_target.target).await?;
     let ctx = DeviceContext {
         addr: started_target.addr,
-        server_ca: started_target.server_ca,
         handshake_only: scenario.device.handshake_only,
-        tls: device::tls::TlsOptions {
-            version: scenario.device.tls_version,
-            key_exchange: scenario.device.key_exchange,
-        },
+        tls: Arc::new(
+            device::tls::ClientBase::new(
+                started_target.server_ca.as_ref(),
+                device::tls::TlsOptions {
+                    version: scenario.device.tls_version,
+                    key_exchange: scenario.device.key_exchange,
+                },
+            )
+            .map_err(RunError::Server)?,
+        ),
         tls_only: scenario.target.tls_only,
         timeout: scenario.device.timeout,
         sources: device::source_addresses(

@@ -207,17 +207,23 @@ pub enum TlsVersion {
     Tls13,
 }
 
-/// The one key-exchange group a device offers (`[device] key_exchange`): comparisons between
-/// servers must not depend on which group each prefers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The key-exchange group(s) a device offers (`[device] key_exchange`). The default is X25519
+/// alone: what the TLS stacks of constrained devices (mbedTLS, wolfSSL) offer, and one group
+/// whichever server is measured, so comparisons do not depend on which group each prefers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyExchange {
     /// X25519.
+    #[default]
     X25519,
     /// ECDHE over P-256 (secp256r1).
     P256,
     /// ECDHE over P-384 (secp384r1).
     P384,
+    /// The post-quantum hybrid X25519MLKEM768 alone.
+    X25519Mlkem768,
+    /// rustls's defaults (X25519MLKEM768, X25519, P-256, P-384): the server picks.
+    Any,
 }
 
 /// `[device]`: what each simulated device does.
@@ -242,10 +248,9 @@ pub struct DeviceSpec {
     /// Offer only this TLS version; absent: TLS 1.3 and 1.2 (1.3 preferred).
     #[serde(default)]
     pub tls_version: Option<TlsVersion>,
-    /// Offer only this key-exchange group; absent: rustls's defaults (X25519MLKEM768, X25519,
-    /// P-256, P-384), so the server picks.
+    /// The key-exchange group(s) offered; default X25519 alone ([`KeyExchange`]).
     #[serde(default)]
-    pub key_exchange: Option<KeyExchange>,
+    pub key_exchange: KeyExchange,
 }
 
 fn default_device_timeout() -> Duration {
@@ -260,7 +265,7 @@ impl Default for DeviceSpec {
             timeout: default_device_timeout(),
             source_addresses: 0,
             tls_version: None,
-            key_exchange: None,
+            key_exchange: KeyExchange::X25519,
         }
     }
 }
@@ -654,14 +659,20 @@ key_exchange = "x25519"
         assert!(l.scenario.target.tls_only);
         assert!(l.scenario.target.admin.is_none());
         assert_eq!(l.scenario.device.tls_version, Some(TlsVersion::Tls13));
-        assert_eq!(l.scenario.device.key_exchange, Some(KeyExchange::X25519));
+        assert_eq!(l.scenario.device.key_exchange, KeyExchange::X25519);
         let p256 = PEER.replace("\"x25519\"", "\"p256\"");
         let l = Scenario::parse(&p256, "x.toml", "x").expect("P-256");
-        assert_eq!(l.scenario.device.key_exchange, Some(KeyExchange::P256));
-        // By default neither is pinned.
+        assert_eq!(l.scenario.device.key_exchange, KeyExchange::P256);
+        let any = PEER.replace("\"x25519\"", "\"any\"");
+        let l = Scenario::parse(&any, "x.toml", "x").expect("any");
+        assert_eq!(l.scenario.device.key_exchange, KeyExchange::Any);
+        let pq = PEER.replace("\"x25519\"", "\"x25519mlkem768\"");
+        let l = Scenario::parse(&pq, "x.toml", "x").expect("hybrid");
+        assert_eq!(l.scenario.device.key_exchange, KeyExchange::X25519Mlkem768);
+        // By default the version is not pinned, and devices offer X25519 alone.
         let l = Scenario::parse(GOOD, "x.toml", "x").expect("valid");
         assert_eq!(l.scenario.device.tls_version, None);
-        assert_eq!(l.scenario.device.key_exchange, None);
+        assert_eq!(l.scenario.device.key_exchange, KeyExchange::X25519);
     }
 
     #[test]

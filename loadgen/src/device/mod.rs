@@ -98,12 +98,11 @@ pub struct DeviceRun {
 pub struct DeviceContext {
     /// The server's device port.
     pub addr: SocketAddr,
-    /// The CA the server certificate chains to; `None`: accept any server certificate.
-    pub server_ca: Option<CertificateDer<'static>>,
     /// Stop after the handshake.
     pub handshake_only: bool,
-    /// The TLS version and key exchange devices offer (pinned for comparisons between servers).
-    pub tls: tls::TlsOptions,
+    /// The devices' TLS client: how they verify the server (the CA its certificate chains to, or
+    /// none) and the TLS version and key exchange they offer.
+    pub tls: Arc<tls::ClientBase>,
     /// The target is a TLS server that is not a DPS (`[target] tls_only`): no CSM comes after the
     /// handshake, so the device closes and reads the verdict from the server's end of the
     /// connection ([`handshake_then_close`]).
@@ -218,8 +217,8 @@ async fn open_session(
     handshake: Phase,
     phases: &mut Vec<(Phase, Duration)>,
 ) -> Result<Session, Observed> {
-    let config = tls::client_config(client, ctx.server_ca.as_ref(), ctx.tls)
-        .map_err(|error| Observed::Failed { error })?;
+    let config =
+        tls::client_config(client, &ctx.tls).map_err(|error| Observed::Failed { error })?;
     let started = Instant::now();
     let tcp = connect_tcp(ctx, index)
         .await
@@ -285,7 +284,7 @@ pub async fn handshake_then_close(
     phases: &mut Vec<(Phase, Duration)>,
 ) -> Observed {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let config = match tls::client_config(Some(client), ctx.server_ca.as_ref(), ctx.tls) {
+    let config = match tls::client_config(Some(client), &ctx.tls) {
         Ok(config) => config,
         Err(error) => return Observed::Failed { error },
     };
@@ -445,12 +444,17 @@ mod tests {
     ) -> DeviceContext {
         DeviceContext {
             addr,
-            server_ca: Some(ca),
             handshake_only: true,
-            tls: tls::TlsOptions {
-                version: Some(TlsVersion::Tls13),
-                key_exchange: Some(kx),
-            },
+            tls: Arc::new(
+                tls::ClientBase::new(
+                    Some(&ca),
+                    tls::TlsOptions {
+                        version: Some(TlsVersion::Tls13),
+                        key_exchange: kx,
+                    },
+                )
+                .expect("client base"),
+            ),
             tls_only: true,
             timeout: Duration::from_secs(10),
             sources: Vec::new(),

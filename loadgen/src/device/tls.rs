@@ -63,50 +63,83 @@ impl ServerCertVerifier for AcceptAnyServer {
 pub struct TlsOptions {
     /// Only this version; `None`: TLS 1.3 and 1.2.
     pub version: Option<TlsVersion>,
-    /// Only this key-exchange group; `None`: the provider's defaults.
-    pub key_exchange: Option<KeyExchange>,
+    /// The key-exchange group(s) offered.
+    pub key_exchange: KeyExchange,
 }
 
-/// The aws-lc-rs provider, restricted to `key_exchange` when one is pinned.
-fn provider(key_exchange: Option<KeyExchange>) -> rustls::crypto::CryptoProvider {
+/// The aws-lc-rs provider, offering the groups of `key_exchange`.
+fn provider(key_exchange: KeyExchange) -> rustls::crypto::CryptoProvider {
     use rustls::crypto::aws_lc_rs::kx_group;
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    if let Some(kx) = key_exchange {
-        provider.kx_groups = vec![match kx {
-            KeyExchange::X25519 => kx_group::X25519,
-            KeyExchange::P256 => kx_group::SECP256R1,
-            KeyExchange::P384 => kx_group::SECP384R1,
-        }];
-    }
+    let only = match key_exchange {
+        KeyExchange::Any => return provider,
+        KeyExchange::X25519 => kx_group::X25519,
+        KeyExchange::P256 => kx_group::SECP256R1,
+        KeyExchange::P384 => kx_group::SECP384R1,
+        KeyExchange::X25519Mlkem768 => kx_group::X25519MLKEM768,
+    };
+    provider.kx_groups = vec![only];
     provider
+}
+
+static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+static TLS12_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+
+/// What every device session of a run shares in its TLS client: the provider, the versions and
+/// the server verifier (its trust anchor parsed once). Building these per connection cost the
+/// generator, which shares the machine with the server in most runs, CPU on every device.
+#[derive(Debug)]
+pub struct ClientBase {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    versions: &'static [&'static rustls::SupportedProtocolVersion],
+    verifier: Arc<dyn ServerCertVerifier>,
+}
+
+impl ClientBase {
+    /// Devices that verify the server against `server_ca` (`None`: accept any server
+    /// certificate) and offer `options`.
+    pub fn new(
+        server_ca: Option<&CertificateDer<'static>>,
+        options: TlsOptions,
+    ) -> Result<Self, String> {
+        let provider = Arc::new(provider(options.key_exchange));
+        let versions: &'static [&'static rustls::SupportedProtocolVersion] = match options.version {
+            None => rustls::DEFAULT_VERSIONS,
+            Some(TlsVersion::Tls13) => TLS13_ONLY,
+            Some(TlsVersion::Tls12) => TLS12_ONLY,
+        };
+        let verifier: Arc<dyn ServerCertVerifier> = match server_ca {
+            None => Arc::new(AcceptAnyServer(provider.clone())),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(ca.clone()).map_err(|e| e.to_string())?;
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider.clone(),
+                )
+                .build()
+                .map_err(|e| e.to_string())?
+            }
+        };
+        Ok(ClientBase {
+            provider,
+            versions,
+            verifier,
+        })
+    }
 }
 
 /// The client config of one device session: with `client` (chain, key) as its certificate, or
 /// none (a TPM device, which attests inside the session).
 pub fn client_config(
     client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-    server_ca: Option<&CertificateDer<'static>>,
-    options: TlsOptions,
+    base: &ClientBase,
 ) -> Result<rustls::ClientConfig, String> {
-    let provider = Arc::new(provider(options.key_exchange));
-    let versions: &[&'static rustls::SupportedProtocolVersion] = match options.version {
-        None => rustls::DEFAULT_VERSIONS,
-        Some(TlsVersion::Tls13) => &[&rustls::version::TLS13],
-        Some(TlsVersion::Tls12) => &[&rustls::version::TLS12],
-    };
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
-        .map_err(|e| e.to_string())?;
-    let builder = match server_ca {
-        None => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider))),
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(ca.clone()).map_err(|e| e.to_string())?;
-            builder.with_root_certificates(roots)
-        }
-    };
+    let builder = rustls::ClientConfig::builder_with_provider(base.provider.clone())
+        .with_protocol_versions(base.versions)
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(base.verifier.clone());
     let mut config = match client {
         Some((chain, key)) => builder
             .with_client_auth_cert(chain, key)

@@ -356,7 +356,7 @@ impl Public {
                 // keyBits bits exactly: the top bit of the first byte is set (a TPM's RSA key
                 // generation guarantees it; 0x17... would be a 2045-bit modulus).
                 if modulus.len() != usize::from(bits / 8)
-                    || !modulus.first().is_some_and(|b| b & 0x80 != 0)
+                    || modulus.first().is_none_or(|b| b & 0x80 == 0)
                 {
                     return Err(MarshalError::Invalid(
                         "RSA modulus does not have keyBits bits",
