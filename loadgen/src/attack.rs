@@ -245,11 +245,28 @@ async fn attacker(
         }
         c.attempted.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let Ok(Ok(mut tcp)) = tokio::time::timeout_at(end.into(), connect(addr, source)).await
-        else {
-            // Refused or out of time: pause a little so a refusing server is not spun against.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
+        let mut tcp = match tokio::time::timeout_at(end.into(), connect(addr, source)).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                // Accepted and reset before the connect call returned: a server shedding at
+                // accept is that fast. The connection was opened and closed by the server; a
+                // storm comes straight back.
+                c.opened.fetch_add(1, Ordering::Relaxed);
+                c.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut v) = c.close_ms.lock() {
+                    v.push(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+                }
+                if kind == AttackKind::HandshakeStorm {
+                    continue;
+                }
+                tokio::time::sleep_until(end.into()).await;
+                return;
+            }
+            _ => {
+                // Refused or out of time: pause a little so a refusing server is not spun against.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         c.opened.fetch_add(1, Ordering::Relaxed);
         let closed = match (kind, client.as_ref()) {
