@@ -1,6 +1,7 @@
 //! dps-server: an IoT Device Provisioning Service (plgd-compatible) and the library the load
 //! generator reuses. Start with [`enrollment`] (attestation), [`config`] and [`check_chain`].
 
+pub mod accept;
 pub mod admin;
 pub mod check_chain;
 pub mod config;

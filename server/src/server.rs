@@ -412,11 +412,18 @@ impl Server {
         // Connections beyond the limit are told to come back (5.03 + Max-Age) rather than queued;
         // beyond this second, smaller budget they are closed at once.
         let overflow = Arc::new(Semaphore::new((max as usize / 10).clamp(1, 1024)));
+        let acceptor = match crate::accept::Acceptor::new(listener) {
+            Ok(acceptor) => acceptor,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot poll the device listener");
+                return;
+            }
+        };
         tokio::pin!(shutdown);
         loop {
-            let (stream, peer) = tokio::select! {
+            let (pending, peer) = tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
+                accepted = acceptor.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
                         // Out of file descriptors and similar: back off instead of spinning.
@@ -429,9 +436,16 @@ impl Server {
             if !self.failures.admits(peer.ip()) {
                 // Its failed handshakes spent its budget: no TLS work for it until it refills.
                 self.metrics.record_shed();
-                close_at_once(stream);
+                pending.reset();
                 continue;
             }
+            let stream = match pending.admit() {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot register an accepted connection");
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 let Ok(permit) = overflow.clone().try_acquire_owned() else {
@@ -454,7 +468,7 @@ impl Server {
                 drop(permit);
             });
         }
-        drop(listener);
+        drop(acceptor);
         if tokio::time::timeout(DRAIN_TIMEOUT, permits.acquire_many(max))
             .await
             .is_err()
