@@ -166,6 +166,10 @@ http {
         ssl_certificate_key $FLEET/server.key;
         ssl_protocols TLSv1.3;
         ssl_ecdh_curve X25519;
+        # The suite order of our device port (TLS 1.3's mandatory suite first), chosen by the
+        # server on both sides.
+        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384;
+        ssl_prefer_server_ciphers on;
         ssl_verify_client on;
         ssl_verify_depth $VERIFY_DEPTH;
         ssl_client_certificate $FLEET/client-ca.pem;
@@ -511,7 +515,7 @@ $sym
             P_OURS="ours: $(share dps-server) % in its binary (rustls, aws-lc, tokio; see the symbols), $(share libc.so.6) % in libc, $(share '[kernel.kallsyms]') % in the kernel"
         fi
     done
-    PROFILE_SUMMARY="Profiles (perf, below): $P_NGINX; $P_OURS. Ours spends its time mostly in aws-lc's P-256 (ecp_nistz256), SHA-384 (sha512 block) and X25519 code; nginx's libcrypto has no symbols here, and its libc share is allocation and pthread read-write locks, which nginx's single-threaded workers only take through OpenSSL."
+    PROFILE_SUMMARY="Profiles (perf, below): $P_NGINX; $P_OURS. Ours spends its time mostly in aws-lc's P-256 (ecp_nistz256), SHA-256 and X25519 code (its top symbols are listed below); nginx's libcrypto has no symbols here, and its libc share is allocation and pthread read-write locks, which nginx's single-threaded workers only take through OpenSSL."
 fi
 
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -582,8 +586,9 @@ $PROFILE_SUMMARY
 - The same server certificate and P-256 key (\`server.pem\` = certificate + its CA).
 - TLS 1.3 only, X25519 only (nginx \`ssl_protocols TLSv1.3\`, \`ssl_ecdh_curve X25519\`; our
   server offers rustls's defaults, so the group is pinned by the clients, which offer X25519
-  alone; s_client shows the result below). Cipher suite: each server's choice from the client's
-  list (in the checks below).
+  alone; s_client shows the result below). Cipher suite: the server's choice on both, in the
+  same order (TLS_AES_128_GCM_SHA256 first: ours by its device-port preference, nginx by
+  \`ssl_conf_command Ciphersuites\` + \`ssl_prefer_server_ciphers on\`; in the checks below).
 - Every handshake is full: the clients never resume; nginx \`ssl_session_cache off\`,
   \`ssl_session_tickets off\`, \`ssl_conf_command NumTickets 0\` (without it OpenSSL still sends
   two tickets per handshake); our server has no session storage and no ticketer.
