@@ -109,6 +109,22 @@ fn unsupported_algorithms_are_named() {
     ));
 }
 
+/// `p` (an RSA public) with its modulus replaced.
+fn with_modulus(p: &Public, modulus: Vec<u8>) -> Public {
+    Public::new(
+        p.name_alg,
+        p.attributes,
+        p.auth_policy.clone(),
+        p.symmetric,
+        p.scheme,
+        PublicKey::Rsa {
+            bits: 2048,
+            exponent: 0,
+            modulus,
+        },
+    )
+}
+
 #[test]
 fn rsa_modulus_must_have_key_bits() {
     let t = SoftTpm::generate(EkKind::Rsa2048, AkKind::EccP256).expect("soft tpm");
@@ -116,18 +132,8 @@ fn rsa_modulus_must_have_key_bits() {
     let PublicKey::Rsa { modulus, .. } = &p.key else {
         panic!("rsa")
     };
-    let short = Public::new(
-        p.name_alg,
-        p.attributes,
-        p.auth_policy.clone(),
-        p.symmetric,
-        p.scheme,
-        PublicKey::Rsa {
-            bits: 2048,
-            exponent: 0,
-            modulus: modulus[1..].to_vec(),
-        },
-    );
+    // A byte short.
+    let short = with_modulus(p, modulus[1..].to_vec());
     assert!(matches!(
         Public::from_tpm2b(&short.to_tpm2b()),
         Err(MarshalError::Invalid(_))
@@ -135,20 +141,8 @@ fn rsa_modulus_must_have_key_bits() {
     // The right length, but a 2045-bit value (found by the tpm_public fuzz target).
     let mut low = modulus.clone();
     low[0] = 0x17;
-    let low = Public::new(
-        p.name_alg,
-        p.attributes,
-        p.auth_policy.clone(),
-        p.symmetric,
-        p.scheme,
-        PublicKey::Rsa {
-            bits: 2048,
-            exponent: 0,
-            modulus: low,
-        },
-    );
     assert!(matches!(
-        Public::from_tpm2b(&low.to_tpm2b()),
+        Public::from_tpm2b(&with_modulus(p, low).to_tpm2b()),
         Err(MarshalError::Invalid(_))
     ));
     assert!(Public::from_tpm2b(&p.to_tpm2b()).is_ok());
