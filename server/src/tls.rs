@@ -30,31 +30,66 @@ use crate::tpm::TpmEnrollments;
 /// certificate check, e.g. on CertificateVerify).
 const HANDOFF_TTL: Duration = Duration::from_secs(60);
 
-/// Identity of a presented chain, the key of the hand-off: 128 bits of SipHash under two secret
-/// per-process keys. Nobody outside can aim for a collision without the keys, accidental ones
-/// among the few pending hand-offs are out of reach, and it costs a tenth of hashing every
-/// certificate with SHA-256 twice per handshake. (A miss only means the verdict is computed again.)
-#[derive(Debug, Clone)]
-struct ChainKeys(std::hash::RandomState, std::hash::RandomState);
+/// Bytes at the end of each certificate (its signature) that the hand-off key covers.
+const CHAIN_KEY_TAIL: usize = 32;
 
-impl Default for ChainKeys {
-    fn default() -> Self {
-        Self(std::hash::RandomState::new(), std::hash::RandomState::new())
+/// Where a presented chain's verdict waits in the hand-off: SipHash under a secret per-process key
+/// of the number of certificates and each one's length and last [`CHAIN_KEY_TAIL`] bytes (its
+/// signature). The key only places the entry: a pending verdict is handed over only to the chain
+/// whose bytes equal the ones it was judged for, all of them (see [`PresentedChain`]). A
+/// collision, accidental or not, only means a miss, and a miss only means the verdict is computed
+/// again.
+#[derive(Debug, Clone, Default)]
+struct ChainKeys(std::hash::RandomState);
+
+impl ChainKeys {
+    fn of(&self, certs: &[CertificateDer<'_>]) -> u64 {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        let mut h = self.0.build_hasher();
+        h.write_usize(certs.len());
+        for c in certs {
+            let tail = c.get(c.len().saturating_sub(CHAIN_KEY_TAIL)..).unwrap_or(c);
+            h.write_usize(c.len());
+            h.write(tail);
+        }
+        h.finish()
     }
 }
 
-impl ChainKeys {
-    fn of(&self, certs: &[CertificateDer<'_>]) -> [u64; 2] {
-        use std::hash::{BuildHasher as _, Hasher as _};
-        let mut a = self.0.build_hasher();
-        let mut b = self.1.build_hasher();
+/// The exact bytes of a presented chain: each certificate's length (8 bytes, little-endian) then
+/// its DER, in order.
+#[derive(Debug)]
+struct PresentedChain(Box<[u8]>);
+
+impl PresentedChain {
+    fn of(certs: &[CertificateDer<'_>]) -> Self {
+        let mut out = Vec::with_capacity(certs.iter().map(|c| c.len() + 8).sum());
         for c in certs {
-            for h in [&mut a, &mut b] {
-                h.write_usize(c.len());
-                h.write(c);
-            }
+            out.extend_from_slice(&(c.len() as u64).to_le_bytes());
+            out.extend_from_slice(c);
         }
-        [a.finish(), b.finish()]
+        Self(out.into_boxed_slice())
+    }
+
+    /// Is this exactly `certs`, certificate by certificate?
+    fn is(&self, certs: &[CertificateDer<'_>]) -> bool {
+        let mut rest: &[u8] = &self.0;
+        for c in certs {
+            let Some((len, tail)) = rest.split_first_chunk::<8>() else {
+                return false;
+            };
+            if u64::from_le_bytes(*len) != c.len() as u64 {
+                return false;
+            }
+            let Some((der, tail)) = tail.split_at_checked(c.len()) else {
+                return false;
+            };
+            if der != c.as_ref() {
+                return false;
+            }
+            rest = tail;
+        }
+        rest.is_empty()
     }
 }
 
@@ -103,27 +138,36 @@ pub struct Admission {
     pub identity: Option<IdentitySession>,
 }
 
-/// Verdicts waiting for their connection, keyed by the presented chain.
+/// Verdicts waiting for their connection, placed by the presented chain's [`ChainKeys`] and
+/// handed over only to exactly that chain.
 #[derive(Debug, Default)]
 struct Handoff {
     keys: ChainKeys,
-    pending: Mutex<HashMap<[u64; 2], (Admission, Instant)>>,
+    pending: Mutex<HashMap<u64, (PresentedChain, Admission, Instant)>>,
 }
 
 impl Handoff {
-    fn put(&self, key: [u64; 2], accepted: Admission) {
+    fn put(&self, chain: &[CertificateDer<'_>], accepted: Admission) {
+        let key = self.keys.of(chain);
+        let presented = PresentedChain::of(chain);
         let Ok(mut map) = self.pending.lock() else {
             return;
         };
         if map.len() >= 1024 {
             let now = Instant::now();
-            map.retain(|_, (_, at)| now.duration_since(*at) < HANDOFF_TTL);
+            map.retain(|_, (_, _, at)| now.duration_since(*at) < HANDOFF_TTL);
         }
-        map.insert(key, (accepted, Instant::now()));
+        map.insert(key, (presented, accepted, Instant::now()));
     }
 
-    fn take(&self, key: &[u64; 2]) -> Option<Admission> {
-        let (accepted, at) = self.pending.lock().ok()?.remove(key)?;
+    fn take(&self, chain: &[CertificateDer<'_>]) -> Option<Admission> {
+        let key = self.keys.of(chain);
+        let mut map = self.pending.lock().ok()?;
+        // Another chain under the same key is left for its own connection.
+        if !map.get(&key)?.0.is(chain) {
+            return None;
+        }
+        let (_, accepted, at) = map.remove(&key)?;
         (at.elapsed() < HANDOFF_TTL).then_some(accepted)
     }
 }
@@ -290,7 +334,7 @@ impl AttestationVerifier {
         &self,
         peer_certificates: &[CertificateDer<'_>],
     ) -> Result<Admission, RejectReason> {
-        if let Some(a) = self.handoff.take(&self.handoff.keys.of(peer_certificates)) {
+        if let Some(a) = self.handoff.take(peer_certificates) {
             return Ok(a);
         }
         self.judge(peer_certificates, UnixTime::now())
@@ -375,7 +419,7 @@ impl ClientCertVerifier for AttestationVerifier {
                     self.stats.identity_accepted.fetch_add(1, Ordering::Relaxed);
                 }
                 tracing::debug!(group = %admission.accepted.group, cn = %admission.accepted.common_name, identity = admission.identity.is_some(), "device chain accepted");
-                self.handoff.put(self.handoff.keys.of(&chain), admission);
+                self.handoff.put(&chain, admission);
                 Ok(ClientCertVerified::assertion())
             }
             Err(reason) => {
@@ -479,6 +523,39 @@ mod tests {
 
     use super::*;
     use crate::pki::{CertSpec, Issued};
+
+    #[test]
+    fn the_handoff_hands_a_verdict_only_to_exactly_the_judged_chain() {
+        let admission = |cn: &str| Admission {
+            accepted: Accepted {
+                group: Uuid::nil(),
+                common_name: cn.to_owned(),
+                chain: Vec::new(),
+                expired_leaf_allowed: false,
+            },
+            identity: None,
+        };
+        let der = |bytes: &[u8]| CertificateDer::from(bytes.to_vec());
+        let tail = [9u8; 40];
+        let a = [[&[1u8; 10][..], &tail].concat(), tail.to_vec()];
+        let chain = [der(&a[0]), der(&a[1])];
+        // Same lengths and tails (so the same key), other bytes.
+        let forged = [der(&[&[2u8; 10][..], &tail].concat()), der(&a[1])];
+        let handoff = Handoff::default();
+        assert_eq!(handoff.keys.of(&chain), handoff.keys.of(&forged));
+        handoff.put(&chain, admission("a"));
+        assert_eq!(handoff.take(&forged), None);
+        assert_eq!(handoff.take(&chain[..1]), None);
+        assert_eq!(
+            handoff.take(&chain).map(|a| a.accepted.common_name),
+            Some("a".to_owned())
+        );
+        assert_eq!(handoff.take(&chain), None);
+        assert!(PresentedChain::of(&chain).is(&chain));
+        assert!(!PresentedChain::of(&chain).is(&forged));
+        assert!(!PresentedChain::of(&chain[..1]).is(&chain));
+        assert!(PresentedChain::of(&[]).is(&[]));
+    }
 
     /// Moves TLS records between the two ends until neither has anything to send.
     fn drive(client: &mut rustls::ClientConnection, server: &mut rustls::ServerConnection) {

@@ -9,10 +9,12 @@
 use std::sync::Arc;
 
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
+use x509_parser::certificate::X509CertificateParser;
+use x509_parser::nom::Parser as _;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::arena::Snapshot;
-use super::cert::{clamp_time, common_name, verify_signed, CertId, TrustedCert};
+use super::cert::{borrowed_anchor, clamp_time, common_name, verify_signed, CertId, TrustedCert};
 use super::group::Attestation;
 use super::link_cache::{CaFacts, Link, LinkPurpose, Parent};
 use super::verdict::{Accepted, RejectReason, Verdict};
@@ -75,6 +77,14 @@ impl Purpose<'_> {
 /// Longest configured chain walked above the anchor (configured chains are finite and acyclic by
 /// construction; this only bounds the loop).
 const MAX_CONFIGURED_DEPTH: usize = 64;
+
+/// A presented certificate that is not configured: its bytes, its identity and, when the
+/// known-certificate memo had it, its trust anchor.
+struct Offered<'a> {
+    der: &'a [u8],
+    id: CertId,
+    anchor: Option<Arc<TrustAnchor<'static>>>,
+}
 
 /// What one presented intermediate contributes: its bytes and the facts webpki does not check.
 struct Presented<'a> {
@@ -199,8 +209,13 @@ impl Snapshot {
         purpose: Purpose<'_>,
     ) -> Result<Accepted, RejectReason> {
         let (leaf_der, rest) = presented.split_first().ok_or(RejectReason::Malformed)?;
-        let (tail, leaf) =
-            X509Certificate::from_der(leaf_der).map_err(|_| RejectReason::Malformed)?;
+        // Only the leaf's names and validity are read here, so its extensions are not parsed
+        // into their contents (x509-parser never fails a certificate over an extension's
+        // contents, only over the extensions' framing, which it still parses).
+        let (tail, leaf) = X509CertificateParser::new()
+            .with_deep_parse_extensions(false)
+            .parse(leaf_der.as_ref())
+            .map_err(|_| RejectReason::Malformed)?;
         if !tail.is_empty() {
             return Err(RejectReason::Malformed);
         }
@@ -218,21 +233,30 @@ impl Snapshot {
         let ee = webpki::EndEntityCert::try_from(leaf_der).map_err(|_| RejectReason::Malformed)?;
 
         // Presented intermediates: duplicates (and copies of the leaf) ignored, order irrelevant.
-        let mut presented: Vec<(&[u8], CertId)> = Vec::with_capacity(rest.len());
+        let mut presented: Vec<Offered<'_>> = Vec::with_capacity(rest.len());
         for der in rest {
-            if der.as_ref() == leaf_der.as_ref()
-                || presented.iter().any(|(d, _)| *d == der.as_ref())
+            if der.as_ref() == leaf_der.as_ref() || presented.iter().any(|p| p.der == der.as_ref())
             {
                 continue;
             }
-            let id = CertId::of(der);
+            // The identity is SHA-256 of the DER; a certificate met before with these exact bytes
+            // has it memoised (with its anchor), so it is not hashed again.
+            let known = self.links.known(der);
+            let id = known.as_ref().map_or_else(|| CertId::of(der), |k| k.id);
             if self.certs.contains_key(&id) {
                 // A configured certificate sent along: it is an anchor candidate already (its
                 // subject names the issuer of the certificate below it), so it need not be parsed
                 // or offered as an intermediate.
+                if known.is_none() {
+                    self.links.learn_configured(der, id);
+                }
                 continue;
             }
-            presented.push((der.as_ref(), id));
+            presented.push(Offered {
+                der: der.as_ref(),
+                id,
+                anchor: known.and_then(|k| k.anchor),
+            });
         }
         if leaf_validity.is_none() {
             if let Some((used, anchor)) = self.cached_path(&ee, now, purpose, &presented) {
@@ -242,7 +266,7 @@ impl Snapshot {
         }
         let intermediates = presented
             .iter()
-            .map(|(der, id)| Presented::parse(der, *id))
+            .map(|p| Presented::parse(p.der, p.id))
             .collect::<Option<Vec<_>>>()
             .ok_or(RejectReason::Malformed)?;
 
@@ -347,34 +371,39 @@ impl Snapshot {
         ee: &webpki::EndEntityCert<'_>,
         now: UnixTime,
         purpose: Purpose<'_>,
-        presented: &[(&'p [u8], CertId)],
+        presented: &[Offered<'p>],
     ) -> Option<(Vec<Presented<'p>>, CertId)> {
         let lp = purpose.link_purpose();
         let links: Vec<Option<Link>> = presented
             .iter()
-            .map(|(_, id)| self.links.get(id, lp))
+            .map(|p| self.links.get(&p.id, lp))
             .collect();
         if links.iter().all(Option::is_none) {
             return None;
         }
-        let mut anchors: Vec<(usize, TrustAnchor<'_>)> = Vec::new();
+        let mut anchors: Vec<(usize, Arc<TrustAnchor<'static>>)> = Vec::new();
         let mut others: Vec<CertificateDer<'_>> = Vec::new();
         // Uncached certificates are parsed as on the full path, so a malformed one is refused
         // whether or not the cache is warm (the verdict must not depend on it).
         let mut parsed: Vec<Presented<'p>> = Vec::new();
-        for (i, ((der, id), link)) in presented.iter().zip(&links).enumerate() {
-            let cert = CertificateDer::from(*der);
+        for (i, (p, link)) in presented.iter().zip(&links).enumerate() {
+            let cert = CertificateDer::from(p.der);
             match link {
                 Some(_) => {
-                    anchors.push((i, webpki::anchor_from_trusted_cert(&cert).ok()?.to_owned()))
+                    // The memoised anchor is `anchor_from_trusted_cert` of these same bytes.
+                    let anchor = match &p.anchor {
+                        Some(a) => Arc::clone(a),
+                        None => Arc::new(webpki::anchor_from_trusted_cert(&cert).ok()?.to_owned()),
+                    };
+                    anchors.push((i, anchor));
                 }
                 None => {
-                    parsed.push(Presented::parse(der, *id)?);
+                    parsed.push(Presented::parse(p.der, p.id)?);
                     others.push(cert);
                 }
             }
         }
-        let trust: Vec<TrustAnchor<'_>> = anchors.iter().map(|(_, a)| a.clone()).collect();
+        let trust: Vec<TrustAnchor<'_>> = anchors.iter().map(|(_, a)| borrowed_anchor(a)).collect();
         let path = ee
             .verify_for_usage(
                 ALGORITHMS,
@@ -402,7 +431,7 @@ impl Snapshot {
         // Up the cached links to the configured chain; every step must be presented now.
         let mut cur = *top;
         for _ in 0..=MAX_PRESENTED_DEPTH {
-            let (der, id) = presented.get(cur)?;
+            let Offered { der, id, .. } = presented.get(cur)?;
             let link = links.get(cur).copied().flatten()?;
             if used.iter().any(|p| p.id == *id) {
                 return None;
@@ -414,7 +443,7 @@ impl Snapshot {
                     return Some((used, anchor));
                 }
                 Parent::Presented(next) => {
-                    cur = presented.iter().position(|(_, id)| *id == next)?;
+                    cur = presented.iter().position(|p| p.id == next)?;
                 }
             }
         }
@@ -451,6 +480,7 @@ impl Snapshot {
                     facts: p.facts(),
                 },
             );
+            self.links.learn_presented(p.der, p.id);
         }
     }
 

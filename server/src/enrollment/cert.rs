@@ -164,15 +164,16 @@ impl TrustedCert {
 
     /// A borrowed anchor, so per-handshake anchor lists copy no certificate bytes.
     pub(crate) fn anchor(&self) -> TrustAnchor<'_> {
-        TrustAnchor {
-            subject: self.anchor.subject.as_ref().into(),
-            subject_public_key_info: self.anchor.subject_public_key_info.as_ref().into(),
-            name_constraints: self
-                .anchor
-                .name_constraints
-                .as_ref()
-                .map(|n| n.as_ref().into()),
-        }
+        borrowed_anchor(&self.anchor)
+    }
+}
+
+/// A trust anchor borrowing from `a` (no bytes copied).
+pub(crate) fn borrowed_anchor<'a>(a: &'a TrustAnchor<'_>) -> TrustAnchor<'a> {
+    TrustAnchor {
+        subject: a.subject.as_ref().into(),
+        subject_public_key_info: a.subject_public_key_info.as_ref().into(),
+        name_constraints: a.name_constraints.as_ref().map(|n| n.as_ref().into()),
     }
 }
 

@@ -13,10 +13,19 @@
 //! One cache belongs to one arena snapshot: a publish starts an empty one, so a removed group
 //! can never be reached through a remembered link. Size is bounded per shard; a full shard is
 //! cleared (entries are cheap to relearn).
+//!
+//! Beside the links, the cache memoises what is a pure function of a certificate's exact DER for
+//! the certificates met on every handshake of a group (configured certificates sent along, and
+//! presented CA certificates whose link was cached): their identity (SHA-256) and trust anchor.
+//! It holds copies of those DERs, bounded per shard like the links; an entry is returned only
+//! for byte-identical DER, so a warm handshake sees exactly the values a cold one computes.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher as _, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use rustls_pki_types::{CertificateDer, TrustAnchor};
 
 use super::cert::CertId;
 
@@ -68,9 +77,74 @@ const SHARDS: usize = 16;
 /// Entries per shard (so at most 16 × 4,096 links, a few MiB).
 const SHARD_CAPACITY: usize = 4096;
 
+/// Bytes at the end of a certificate (its signature) that key the known-certificate memo.
+const KNOWN_TAIL: usize = 64;
+
+/// What is derived from a known certificate's exact DER alone (pure functions of the bytes, so
+/// the memo can never be stale): its identity and its webpki trust anchor.
+#[derive(Debug, Clone)]
+pub struct Known {
+    /// SHA-256 of the DER, exactly [`CertId::of`].
+    pub id: CertId,
+    /// `webpki::anchor_from_trusted_cert` of the DER, when it was computed and succeeded.
+    pub anchor: Option<Arc<TrustAnchor<'static>>>,
+}
+
+/// Memo of [`Known`] by exact DER, for the certificates the server meets on every handshake of a
+/// group: configured certificates sent along, and presented CA certificates with a cached link.
+/// Only those are ever entered (never an arbitrary presented certificate), so its size is bounded
+/// like the links. A lookup hashes the last [`KNOWN_TAIL`] bytes (the signature) under a secret
+/// key and then compares the whole DER, so an entry is only ever returned for the same bytes.
+struct KnownCerts {
+    keys: RandomState,
+    shards: [Mutex<KnownShard>; SHARDS],
+}
+
+/// Entries by keyed hash of the tail; each bucket holds the exact DER of every entry in it.
+type KnownShard = HashMap<u64, Vec<(Box<[u8]>, Known)>>;
+
+impl KnownCerts {
+    fn slot(&self, der: &[u8]) -> (u64, &Mutex<KnownShard>) {
+        let tail = der
+            .get(der.len().saturating_sub(KNOWN_TAIL)..)
+            .unwrap_or(der);
+        let h = self.keys.hash_one((der.len(), tail));
+        // `h % SHARDS < SHARDS` by construction.
+        (h, &self.shards[(h % SHARDS as u64) as usize])
+    }
+
+    fn get(&self, der: &[u8]) -> Option<Known> {
+        let (h, shard) = self.slot(der);
+        let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        shard
+            .get(&h)?
+            .iter()
+            .find(|(d, _)| **d == *der)
+            .map(|(_, k)| k.clone())
+    }
+
+    fn learn(&self, der: &[u8], known: Known) {
+        let (h, shard) = self.slot(der);
+        let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        if shard.len() >= SHARD_CAPACITY && !shard.contains_key(&h) {
+            shard.clear();
+        }
+        let bucket = shard.entry(h).or_default();
+        match bucket.iter_mut().find(|(d, _)| **d == *der) {
+            Some((_, k)) => {
+                if k.anchor.is_none() {
+                    k.anchor = known.anchor;
+                }
+            }
+            None => bucket.push((der.into(), known)),
+        }
+    }
+}
+
 /// Bounded, sharded map of verified links; see the module documentation.
 pub struct LinkCache {
     shards: [Mutex<HashMap<(CertId, LinkPurpose), Link>>; SHARDS],
+    known: KnownCerts,
     hits: AtomicU64,
 }
 
@@ -78,6 +152,10 @@ impl Default for LinkCache {
     fn default() -> Self {
         Self {
             shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            known: KnownCerts {
+                keys: RandomState::new(),
+                shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            },
             hits: AtomicU64::new(0),
         }
     }
@@ -111,6 +189,29 @@ impl LinkCache {
             shard.clear();
         }
         shard.insert((child, purpose), link);
+    }
+
+    /// The identity (and anchor, if known) of a certificate met before, by its exact DER; `None`
+    /// for any other certificate. Saves hashing (and parsing) it again on every handshake.
+    pub fn known(&self, der: &[u8]) -> Option<Known> {
+        self.known.get(der)
+    }
+
+    /// Remember the identity of a configured certificate that was sent along (`der` must be the
+    /// bytes `id` was computed from).
+    pub fn learn_configured(&self, der: &[u8], id: CertId) {
+        debug_assert_eq!(CertId::of(der), id);
+        self.known.learn(der, Known { id, anchor: None });
+    }
+
+    /// Remember the identity and trust anchor of a presented CA certificate whose link was
+    /// cached (`der` must be the bytes `id` was computed from).
+    pub fn learn_presented(&self, der: &[u8], id: CertId) {
+        debug_assert_eq!(CertId::of(der), id);
+        let anchor = webpki::anchor_from_trusted_cert(&CertificateDer::from(der))
+            .ok()
+            .map(|a| Arc::new(a.to_owned()));
+        self.known.learn(der, Known { id, anchor });
     }
 
     /// Count a path that was completed through cached links.
@@ -172,5 +273,22 @@ mod tests {
             cache.remember(CertId(b), LinkPurpose::Tls, link(Parent::Presented(id(3))));
         }
         assert!(cache.len() <= SHARD_CAPACITY * 2, "{}", cache.len());
+    }
+
+    #[test]
+    fn knows_certificates_only_by_their_exact_bytes() {
+        let cache = LinkCache::default();
+        let der = vec![7u8; 300];
+        let mut other = der.clone();
+        other[0] = 8; // same tail, other bytes
+        assert!(cache.known(&der).is_none());
+        cache.learn_configured(&der, CertId::of(&der));
+        let k = cache.known(&der).map(|k| k.id);
+        assert_eq!(k, Some(CertId::of(&der)));
+        assert!(cache.known(&other).is_none());
+        cache.learn_configured(&other, CertId::of(&other));
+        assert_eq!(cache.known(&other).map(|k| k.id), Some(CertId::of(&other)));
+        assert_eq!(cache.known(&der).map(|k| k.id), Some(CertId::of(&der)));
+        assert!(cache.known(&der[..299]).is_none());
     }
 }
