@@ -450,20 +450,6 @@ impl Scenario {
                     .into(),
             ));
         }
-        if scenario.target.address.is_some() {
-            if let Some(c) = DeviceClass::ALL
-                .into_iter()
-                .find(|c| c.needs_tpm_group() && in_mix(*c))
-            {
-                return Err(invalid(
-                    &format!("fleet.mix.{}", c.as_str()),
-                    "these devices need a TPM enrollment group, which a remote server can only \
-                     get from its config file (not over the admin API); use an embedded or \
-                     spawned target"
-                        .into(),
-                ));
-            }
-        }
         match &scenario.executor {
             ExecutorSpec::ClosedLoop { concurrency } if *concurrency == 0 => {
                 return Err(invalid("executor.concurrency", "must be at least 1".into()))

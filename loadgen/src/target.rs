@@ -5,11 +5,10 @@
 //! A TLS-only target (`[target] tls_only`, e.g. nginx as a peer) is only an address: nothing is
 //! set up on it and it has no view of its own.
 //!
-//! TPM enrollments: the fleet's individual TPM enrollments are in the embedded (and spawned)
-//! server's config; a remote target gets them over `/api/v1/tpm-enrollments` and loses them after
-//! the run. TPM enrollment groups exist only in a config file, so a remote scenario with classes
-//! that need one is refused ([`crate::scenario`]). The swtpm devices' EKs are enrolled at run
-//! time ([`Target::enroll_tpm`]).
+//! TPM enrollments: the fleet's individual TPM enrollments and its TPM enrollment group are in the
+//! embedded (and spawned) server's config; a remote target gets them over
+//! `/api/v1/tpm-enrollments` and `/api/v1/tpm-enrollment-groups` and loses them after the run.
+//! The swtpm devices' EKs are enrolled at run time ([`Target::enroll_tpm`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -71,7 +70,7 @@ pub enum Target {
         baseline: BTreeMap<String, u64>,
         /// TPM 4.01 answers before the run.
         tpm_baseline: u64,
-        /// Groups created for this run, deleted at the end.
+        /// Groups (X.509 and TPM) created for this run, by resource path; deleted at the end.
         groups: Vec<String>,
         /// TPM enrollments created for this run, deleted at the end (not on a spawned server).
         tpm_enrollments: Vec<String>,
@@ -254,12 +253,18 @@ pub async fn start(
         .await
         .map_err(server_err)?;
     let mut groups = Vec::new();
-    for group in &fleet.server_groups {
-        admin
-            .upsert("/api/v1/enrollment-groups", &group.id, group)
-            .await
-            .map_err(server_err)?;
-        groups.push(group.id.clone());
+    let collections = [
+        ("/api/v1/enrollment-groups", &fleet.server_groups),
+        ("/api/v1/tpm-enrollment-groups", &fleet.server_tpm_groups),
+    ];
+    for (collection, fleet_groups) in collections {
+        for group in fleet_groups {
+            admin
+                .upsert(collection, &group.id, group)
+                .await
+                .map_err(server_err)?;
+            groups.push(format!("{collection}/{}", group.id));
+        }
     }
     let mut target = Target::Remote {
         baseline: admin.rejections().await.map_err(server_err)?,
@@ -390,10 +395,8 @@ impl Target {
                     .gauge("dps_process_peak_resident_memory_bytes")
                     .await
                     .ok();
-                for id in groups {
-                    let _ = admin
-                        .delete(&format!("/api/v1/enrollment-groups/{id}"))
-                        .await;
+                for path in groups {
+                    let _ = admin.delete(&path).await;
                 }
                 for id in tpm_enrollments {
                     let _ = admin.delete(&format!("/api/v1/tpm-enrollments/{id}")).await;

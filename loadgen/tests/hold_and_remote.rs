@@ -123,7 +123,7 @@ server_ca = "{ca}"
 [fleet]
 seed = 22
 devices = 30
-mix = {{ valid = 3, unmatched = 1, blacklisted = 1, identity = 1, tpm_wrong_ek = 1, tpm_replayed_nonce = 1, tpm_unenrolled = 1 }}
+mix = {{ valid = 3, unmatched = 1, blacklisted = 1, identity = 1, tpm = 2, tpm_wrong_ek = 1, tpm_replayed_nonce = 1, tpm_unenrolled = 1 }}
 [executor]
 kind = "closed-loop"
 concurrency = 4
@@ -137,6 +137,16 @@ concurrency = 4
     assert_eq!(finished.exit_code, exit::PASS, "{:#?}", s.mismatch_examples);
     assert_eq!(s.server.kind, "remote");
     assert_eq!(s.server_rejections, s.expected_rejections);
+    // The soft TPMs of the fleet's vendor attested into the TPM group created over the admin API.
+    let tpm_class = s.classes.get(&DeviceClass::Tpm).expect("tpm devices");
+    assert!(
+        tpm_class
+            .observed
+            .keys()
+            .any(|o| o.starts_with("provisioned:") && !o.ends_with("tpm-individual")),
+        "no TPM attested through its vendor's group: {:?}",
+        tpm_class.observed
+    );
     // The TPM enrollments went over the admin API and the server counted the refusals.
     assert!(s.expected_tpm_refusals > 0);
     assert_eq!(s.server_tpm_refusals, Some(s.expected_tpm_refusals));
@@ -161,6 +171,11 @@ concurrency = 4
         .await
         .expect("list");
     assert_eq!(tpm.as_array().map_or(0, Vec::len), 0, "{tpm}");
+    let tpm_groups: serde_json::Value = client
+        .get_json("/api/v1/tpm-enrollment-groups")
+        .await
+        .expect("list");
+    assert_eq!(tpm_groups.as_array().map_or(0, Vec::len), 0, "{tpm_groups}");
 }
 
 #[tokio::test]
