@@ -134,11 +134,6 @@ impl DeviceClass {
                 | DeviceClass::TpmUnenrolled
         )
     }
-
-    /// Needs a TPM enrollment group (config-file only: not available on a remote target).
-    pub fn needs_tpm_group(self) -> bool {
-        matches!(self, DeviceClass::Tpm | DeviceClass::TpmTamperedBlob)
-    }
 }
 
 /// The outcome a device must get.
