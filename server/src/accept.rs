@@ -68,7 +68,20 @@ impl Acceptor {
                 // Not ready after all: readiness was cleared, wait again.
                 continue;
             };
-            let (fd, peer) = result?;
+            let (fd, peer) = match result {
+                Ok(pair) => pair,
+                // That one connection is gone (reset while queued) or the call was interrupted:
+                // nothing wrong with the listener, take the next one at once.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            };
             let peer = peer
                 .and_then(|p: SocketAddrAny| SocketAddr::try_from(p).ok())
                 .ok_or_else(|| {
