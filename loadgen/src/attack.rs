@@ -80,6 +80,16 @@ struct Counters {
     close_ms: std::sync::Mutex<Vec<u64>>,
 }
 
+impl Counters {
+    /// The server closed a connection opened at `started`.
+    fn closed_by_server_after(&self, started: Instant) {
+        self.closed_by_server.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut v) = self.close_ms.lock() {
+            v.push(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        }
+    }
+}
+
 /// A running attack; [`Running::finish`] waits for it to end.
 pub struct Running {
     spec: AttackSpec,
@@ -252,10 +262,7 @@ async fn attacker(
                 // accept is that fast. The connection was opened and closed by the server; a
                 // storm comes straight back.
                 c.opened.fetch_add(1, Ordering::Relaxed);
-                c.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut v) = c.close_ms.lock() {
-                    v.push(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-                }
+                c.closed_by_server_after(started);
                 if kind == AttackKind::HandshakeStorm {
                     continue;
                 }
@@ -298,10 +305,7 @@ async fn attacker(
             }
         };
         if closed {
-            c.closed_by_server.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut v) = c.close_ms.lock() {
-                v.push(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-            }
+            c.closed_by_server_after(started);
         }
         // Only the storm comes back for more; the others hold their one connection.
         if kind != AttackKind::HandshakeStorm {

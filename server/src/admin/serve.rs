@@ -140,13 +140,11 @@ async fn request_deadline(
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => Ok(response),
         Err(_) => {
-            let mut response = (
+            let mut response = super::ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
-                axum::Json(serde_json::json!({
-                    "error": format!("request not complete within {} s", limit.as_secs_f64())
-                })),
+                format!("request not complete within {} s", limit.as_secs_f64()),
             )
-                .into_response();
+            .into_response();
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
