@@ -45,6 +45,7 @@ fn harness() -> &'static Harness {
             provisioner: None,
             tpm: None,
             static_tpm_ids: HashSet::new(),
+            records: None,
         });
         Harness { rt, app, arena }
     })

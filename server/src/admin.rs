@@ -9,6 +9,7 @@
 //!   change is durable.
 //! - `/api/v1/tpm-enrollments[/{id}]`: individual TPM enrollments (list, create, read, delete),
 //!   the EK as base64 TPM2B_PUBLIC; config-file ones are read-only.
+//! - `/api/v1/identities/{device-id}`: who holds a device id (GET) and its release (DELETE).
 //! - `/api/v1/provisioning-records[/{key-or-device-id}]` and `/api/v1/histograms`.
 //!
 //! Connections have a header-read timeout, a request deadline (408) and a cap ([`AdminLimits`]).
@@ -36,6 +37,7 @@ use crate::records::{Persistence, StoreError};
 
 mod groups;
 mod hubs;
+mod identities;
 mod records;
 mod serve;
 #[cfg(test)]
@@ -72,6 +74,9 @@ pub struct AdminState {
     pub tpm: Option<Arc<crate::tpm::TpmEnrollments>>,
     /// Individual TPM enrollments defined in the config file: read-only over the API.
     pub static_tpm_ids: HashSet<Uuid>,
+    /// The running server's record writer: a released device id is committed through it before
+    /// the release is acknowledged. `None` without a server.
+    pub records: Option<crate::store::RecordWriter>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -122,6 +127,10 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/tpm-enrollments", get(tpm::list).post(tpm::create))
         .route("/tpm-enrollments/{id}", get(tpm::get).delete(tpm::delete))
+        .route(
+            "/identities/{id}",
+            get(identities::get).delete(identities::release),
+        )
         .route("/provisioning-records", get(records::list))
         .route("/provisioning-records/{key}", get(records::get))
         .route("/histograms", get(histograms))

@@ -90,6 +90,7 @@ impl DeviceSession {
         Requester {
             record: Some(self.leaf),
             identity: self.device_id,
+            name: self.device_id.is_none().then(|| self.common_name.clone()),
         }
     }
 }
@@ -230,11 +231,20 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
             code if code.is_request() => {
                 let started = std::time::Instant::now();
-                let answer = respond(&frame, device.as_ref(), provisioner);
-                metrics.record_request(answer.step, answer.frame.code, started.elapsed());
+                let mut answer = respond(&frame, device.as_ref(), provisioner);
                 if let (Some(device), Some(step)) = (&device, answer.step) {
-                    records.record_step(step_event(device, step, &answer));
+                    let event = step_event(device, step, &answer);
+                    if answer.issued.is_none() {
+                        records.record_step(event);
+                    } else if let Err(e) = records.record_durable(event).await {
+                        // What the server tells a device must survive a crash: an identity
+                        // that could not be stored is not handed out.
+                        tracing::error!(error = %e, cn = %device.common_name, "identity not stored; answering 5.03");
+                        answer.frame = service_unavailable(&frame, 1)
+                            .with_payload(b"cannot store the identity, retry later".to_vec());
+                    }
                 }
+                metrics.record_request(answer.step, answer.frame.code, started.elapsed());
                 Some(answer.frame)
             }
             _ => None, // responses from the device (e.g. to a discovery query) are not needed

@@ -371,6 +371,7 @@ impl Server {
             provisioner: Some(self.provisioner.clone()),
             tpm: Some(self.attestor.enrollments().clone()),
             static_tpm_ids: config.tpm_enrollments.iter().map(|e| e.def.id).collect(),
+            records: Some(self.records.clone()),
         }
     }
 

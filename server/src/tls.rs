@@ -221,11 +221,23 @@ impl IdentityTrust {
             return Err(RejectReason::NoPath);
         };
         let record = holder.record.ok_or(RejectReason::NoPath)?;
-        // Its enrollment: a group, or (for a TPM provisioned that way) an individual enrollment.
-        if snapshot.group(&holder.group).is_none()
-            && tpm.and_then(|t| t.by_id(&holder.group)).is_none()
-        {
-            return Err(RejectReason::NoGroup);
+        // Its enrollment as it is now: a group whose allow / deny lists still admit the name the
+        // device attested with (revoking the manufacturer CN or TPM registration id revokes the
+        // identity too), or (for a TPM provisioned that way) an individual enrollment that still
+        // exists.
+        match snapshot.group(&holder.group) {
+            Some(group) => {
+                if group.deny.contains(&holder.name) {
+                    tracing::info!(device = %device_id, name = %holder.name, "identity certificate of a denied device");
+                    return Err(RejectReason::Denied);
+                }
+                if !group.allow.is_empty() && !group.allow.contains(&holder.name) {
+                    tracing::info!(device = %device_id, name = %holder.name, "identity certificate of a device no longer allowed");
+                    return Err(RejectReason::NotAllowed);
+                }
+            }
+            None if tpm.and_then(|t| t.by_id(&holder.group)).is_some() => {}
+            None => return Err(RejectReason::NoGroup),
         }
         Ok(Admission {
             accepted: Accepted {

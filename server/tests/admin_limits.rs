@@ -53,6 +53,7 @@ fn fixture() -> Fixture {
         provisioner: None,
         tpm: None,
         static_tpm_ids: HashSet::new(),
+        records: None,
     });
     Fixture {
         app,

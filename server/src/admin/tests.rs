@@ -191,6 +191,7 @@ fn fixture() -> Fixture {
         provisioner: None,
         tpm: None,
         static_tpm_ids: HashSet::new(),
+        records: None,
     });
     Fixture {
         app,
@@ -327,6 +328,7 @@ async fn an_empty_token_refuses_everyone() {
         provisioner: None,
         tpm: None,
         static_tpm_ids: HashSet::new(),
+        records: None,
     });
     let a = send(
         &app,
@@ -418,6 +420,7 @@ async fn spawn_served(
         provisioner: None,
         tpm: None,
         static_tpm_ids: HashSet::new(),
+        records: None,
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(super::serve_with_limits(

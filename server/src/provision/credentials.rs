@@ -149,16 +149,16 @@ impl Provisioner {
         params.use_authority_key_identifier_extension = true;
 
         let spki = csr.spki_hash();
-        let held = |held: super::HeldByAnotherKey| {
-            bad(format!(
-                "device uuid:{} already has an identity certificate for another key, valid until {}",
-                csr.device_id, held.until
-            ))
-        };
+        let held = |held: super::IdHeld| bad(format!("device uuid:{} {held}", csr.device_id));
         // Checked before signing (cheap refusal) and again when granting (a concurrent request
         // for the same device id may have been granted meanwhile).
+        let claim = super::Claim {
+            record: requester.record,
+            spki: &spki,
+            renewing,
+        };
         self.issued
-            .check(owner, &csr.device_id, &spki, now, renewing)
+            .check(owner, &csr.device_id, &claim, now)
             .map_err(held)?;
         let certificate = self.sign_checked(&params, &request.public_key, &csr.spki)?;
         let holder = IdentityHolder {
@@ -169,6 +169,7 @@ impl Provisioner {
             group: group.id,
             issued_at: now,
             not_after,
+            name: requester.name.clone().unwrap_or_default(),
         };
         self.issued
             .grant(csr.device_id, holder, now, renewing)
@@ -491,10 +492,12 @@ mod tests {
         let manufacturer = Requester {
             record,
             identity: None,
+            name: Some("SN-7".into()),
         };
         let itself = Requester {
             record,
             identity: Some(id),
+            name: None,
         };
         let issued = p
             .credentials_for(
@@ -533,13 +536,47 @@ mod tests {
             &itself,
         );
         assert!(matches!(err, Err(ProvisionError::Forbidden(_))), "{err:?}");
-        // A manufacturer session with the first key is refused now (the second key holds it).
+        // A manufacturer session with the first key is refused now (the second key holds it) ...
         let err = p.credentials_for(
             &group("acme"),
             &request(csr_pem(Some(&cn), &first)),
             &manufacturer,
         );
         assert!(matches!(err, Err(ProvisionError::BadRequest(_))), "{err:?}");
+        // ... but the same manufacturer identity may ask again with the current key (a device
+        // that lost its answer is not locked out).
+        let again = p
+            .credentials_for(
+                &group("acme"),
+                &request(csr_pem(Some(&cn), &second)),
+                &manufacturer,
+            )
+            .expect("its own id, its own key");
+        let holder = p
+            .identities()
+            .find(&id, &CertId::of(&again.certificate))
+            .expect("remembered");
+        assert_eq!(holder.name, "SN-7", "the attested name survives renewals");
+        // ... but another one, even replaying this device's CSR, is refused and changes nothing.
+        let replayer = Requester {
+            record: Some(CertId([8; 32])),
+            identity: None,
+            name: Some("SN-8".into()),
+        };
+        let err = p.credentials_for(
+            &group("acme"),
+            &request(csr_pem(Some(&cn), &second)),
+            &replayer,
+        );
+        assert!(
+            err.as_ref()
+                .is_err_and(|e| e.diagnostic().contains("another manufacturer identity")),
+            "{err:?}"
+        );
+        assert!(p
+            .identities()
+            .find(&id, &CertId::of(&again.certificate))
+            .is_some());
     }
 
     #[test]

@@ -39,7 +39,7 @@ use crate::enrollment::EnrollmentGroup;
 pub use credentials::{IssuedCredentials, OCF_IDENTITY_EKU};
 pub use identity::IdentityCa;
 pub use registry::{
-    holders_from_json, holders_to_json, HeldByAnotherKey, Identities, IdentityHolder, SpkiHash,
+    holders_from_json, holders_to_json, Claim, IdHeld, Identities, IdentityHolder, SpkiHash,
 };
 
 /// Validity of device identity certificates callers use unless configured otherwise: 365 days.
@@ -71,7 +71,7 @@ impl TryFrom<&HubConfig> for Hub {
 }
 
 /// Who asks for credentials, besides the group its session is in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Requester {
     /// The device's provisioning record (fingerprint of its manufacturer certificate), if known.
     pub record: Option<CertId>,
@@ -79,6 +79,9 @@ pub struct Requester {
     /// device id it holds. Such a session may renew credentials (with the same or a new key) for
     /// this device id only.
     pub identity: Option<Uuid>,
+    /// The name the enrollment's allow / deny lists judged (manufacturer CN or TPM registration
+    /// id); `None` for an identity session, whose holder keeps the name it attested with.
+    pub name: Option<String>,
 }
 
 /// Why a provisioning request failed.

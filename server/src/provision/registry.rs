@@ -1,8 +1,17 @@
 //! Issued identities: which identity certificate (and key) each device id holds, per owner.
 //!
-//! Two rules rest on it: a device id cannot be taken over by another key while its identity
-//! certificate is still valid (for the same owner), and a device presenting an identity
-//! certificate is recognised only if that certificate is the one issued last for its device id.
+//! Three rules rest on it:
+//! - a device id belongs to the manufacturer identity (the fingerprint of its manufacturer
+//!   certificate, or of a TPM's EK) that first obtained it, until an operator releases it over
+//!   the admin API: another identity asking for it is refused, and the refusal changes nothing;
+//! - a device id cannot move to another key while its certificate is still valid (per owner),
+//!   except by the device itself over an identity session (it proved possession of the current
+//!   identity key, so rotating it is a renewal); a device that lost its answer asks again with the
+//!   same key, as real clients (iotivity-lite keeps one key pair) do;
+//! - a device presenting an identity certificate is recognised only if that certificate is the
+//!   one issued last for its device id, and only while its enrollment's allow / deny lists still
+//!   admit the name it attested with (kept here as [`IdentityHolder::name`]).
+//!
 //! The map lives in memory for the handshake hot path; it is filled from the store at start-up,
 //! and every change is marked dirty so the record writer persists it with its next batch.
 
@@ -19,7 +28,7 @@ use crate::enrollment::CertId;
 pub type SpkiHash = [u8; 32];
 
 /// The identity certificate issued last to one device id for one owner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityHolder {
     /// The owner UUID of the group it was issued under.
     pub owner: Uuid,
@@ -36,6 +45,10 @@ pub struct IdentityHolder {
     pub issued_at: OffsetDateTime,
     /// Its expiry.
     pub not_after: OffsetDateTime,
+    /// The name the enrollment's allow / deny lists judge: the manufacturer certificate's CN, or
+    /// a TPM's registration id. Checked again whenever the device reconnects with the identity
+    /// certificate, so revoking the name revokes the identity too. Empty when unknown.
+    pub name: String,
 }
 
 /// The stored (JSON) form of an [`IdentityHolder`].
@@ -49,6 +62,8 @@ struct StoredHolder {
     group: Uuid,
     issued_at: i64,
     not_after: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    name: String,
 }
 
 /// Encode the holders of one device id as JSON.
@@ -63,6 +78,7 @@ pub fn holders_to_json(holders: &[IdentityHolder]) -> Result<String, String> {
             group: h.group,
             issued_at: h.issued_at.unix_timestamp(),
             not_after: h.not_after.unix_timestamp(),
+            name: h.name.clone(),
         })
         .collect();
     serde_json::to_string(&stored).map_err(|e| e.to_string())
@@ -92,16 +108,24 @@ pub fn holders_from_json(text: &str) -> Result<Vec<IdentityHolder>, String> {
                 group: s.group,
                 issued_at: time(s.issued_at)?,
                 not_after: time(s.not_after)?,
+                name: s.name,
             })
         })
         .collect()
 }
 
-/// The device id is held by another key (for this owner) until the given time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeldByAnotherKey {
-    /// When the other key's certificate expires.
-    pub until: OffsetDateTime,
+/// Why a device id cannot be granted to a requester.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdHeld {
+    /// The id belongs to another manufacturer identity (or TPM EK) until an operator releases it.
+    #[error("is held by another manufacturer identity until an operator releases it")]
+    ByAnotherIdentity,
+    /// The id is held by another key (for this owner) until the given time.
+    #[error("already has an identity certificate for another key, valid until {until}")]
+    ByAnotherKey {
+        /// When the other key's certificate expires.
+        until: OffsetDateTime,
+    },
 }
 
 /// The issued identities, shared by the provisioner (issuing), the TLS verifier (recognising
@@ -136,7 +160,7 @@ impl Identities {
         map.get(device)?
             .iter()
             .find(|h| h.certificate == *certificate)
-            .copied()
+            .cloned()
     }
 
     /// Every holder of `device` (one per owner).
@@ -162,46 +186,60 @@ impl Identities {
         self.len() == 0
     }
 
-    /// Whether `owner` may get a certificate for `device` and the key `spki` at `now`: refused
-    /// while a certificate for another key is still valid, unless `renewing` (the session is the
-    /// device itself, authenticated with its identity certificate).
+    /// Whether `owner` may get a certificate for `device` and the claim's key at `now`: refused
+    /// when another manufacturer identity holds the id, and while a certificate for another key
+    /// is still valid unless the claim is `renewing` (the session is the device itself,
+    /// authenticated with its identity certificate).
     pub fn check(
         &self,
         owner: Uuid,
         device: &Uuid,
-        spki: &SpkiHash,
+        request: &Claim<'_>,
         now: OffsetDateTime,
-        renewing: bool,
-    ) -> Result<(), HeldByAnotherKey> {
+    ) -> Result<(), IdHeld> {
         let map = self
             .by_device
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        check_in(
-            map.get(device).map(Vec::as_slice),
-            owner,
-            spki,
-            now,
-            renewing,
-        )
+        check_in(map.get(device).map(Vec::as_slice), owner, request, now)
     }
 
     /// Record `holder` as the certificate issued last to `device` for its owner, after checking
-    /// the rule of [`Identities::check`] again (another session may have won meanwhile).
+    /// the rule of [`Identities::check`] again (another session may have won meanwhile). A holder
+    /// without a name takes the name of the one it replaces (a renewal over an identity session).
     pub fn grant(
         &self,
         device: Uuid,
-        holder: IdentityHolder,
+        mut holder: IdentityHolder,
         now: OffsetDateTime,
         renewing: bool,
-    ) -> Result<(), HeldByAnotherKey> {
+    ) -> Result<(), IdHeld> {
         {
             let mut map = self
                 .by_device
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
             let holders = map.entry(device).or_default();
-            check_in(Some(holders), holder.owner, &holder.spki, now, renewing)?;
+            let claim = Claim {
+                record: holder.record,
+                spki: &holder.spki,
+                renewing,
+            };
+            let checked = check_in(Some(holders), holder.owner, &claim, now);
+            if let Err(e) = checked {
+                if holders.is_empty() {
+                    map.remove(&device);
+                }
+                return Err(e);
+            }
+            if holder.name.is_empty() {
+                if let Some(previous) = holders
+                    .iter()
+                    .find(|h| h.record.is_some() && h.record == holder.record)
+                {
+                    holder.name.clone_from(&previous.name);
+                }
+            }
             match holders.iter_mut().find(|h| h.owner == holder.owner) {
                 Some(h) => *h = holder,
                 None => holders.push(holder),
@@ -209,6 +247,22 @@ impl Identities {
         }
         self.mark_dirty([device]);
         Ok(())
+    }
+
+    /// Release `device`: forget every holder, so any manufacturer identity may obtain the id again
+    /// and its identity certificates are no longer recognised. Returns the holders it had (empty
+    /// when it had none); the change is marked dirty for the record writer.
+    pub fn release(&self, device: &Uuid) -> Vec<IdentityHolder> {
+        let released = self
+            .by_device
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(device)
+            .unwrap_or_default();
+        if !released.is_empty() {
+            self.mark_dirty([*device]);
+        }
+        released
     }
 
     /// The dirty device ids with their current holders; they are clean afterwards.
@@ -236,20 +290,43 @@ impl Identities {
     }
 }
 
+/// Who asks for a device id's certificate.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// The requester's manufacturer identity (provisioning record key), when known.
+    pub record: Option<CertId>,
+    /// The key the certificate would certify.
+    pub spki: &'a SpkiHash,
+    /// The session is the device itself, authenticated with its identity certificate.
+    pub renewing: bool,
+}
+
 fn check_in(
     holders: Option<&[IdentityHolder]>,
     owner: Uuid,
-    spki: &SpkiHash,
+    claim: &Claim<'_>,
     now: OffsetDateTime,
-    renewing: bool,
-) -> Result<(), HeldByAnotherKey> {
-    if renewing {
+) -> Result<(), IdHeld> {
+    let holders = holders.unwrap_or_default();
+    if let Some(record) = claim.record {
+        // The id is bound to the manufacturer identity that obtained it, whatever the owner or
+        // the key, and whether or not its certificate is still valid.
+        if holders
+            .iter()
+            .any(|h| h.record.is_some_and(|r| r != record))
+        {
+            return Err(IdHeld::ByAnotherIdentity);
+        }
+    }
+    if claim.renewing {
         return Ok(());
     }
-    match holders.and_then(|hs| hs.iter().find(|h| h.owner == owner)) {
-        Some(held) if held.spki != *spki && held.not_after > now => Err(HeldByAnotherKey {
-            until: held.not_after,
-        }),
+    match holders.iter().find(|h| h.owner == owner) {
+        Some(held) if held.spki != *claim.spki && held.not_after > now => {
+            Err(IdHeld::ByAnotherKey {
+                until: held.not_after,
+            })
+        }
         _ => Ok(()),
     }
 }
@@ -262,17 +339,34 @@ mod tests {
     fn holder(owner: Uuid, spki: u8, not_after: OffsetDateTime) -> IdentityHolder {
         IdentityHolder {
             owner,
-            record: Some(CertId([9; 32])),
+            record: None,
             certificate: CertId([spki; 32]),
             spki: [spki; 32],
             group: Uuid::nil(),
             issued_at: OffsetDateTime::UNIX_EPOCH,
             not_after,
+            name: String::new(),
+        }
+    }
+
+    fn held_by(record: u8, owner: Uuid, spki: u8, not_after: OffsetDateTime) -> IdentityHolder {
+        IdentityHolder {
+            record: Some(CertId([record; 32])),
+            name: format!("SN-{record}"),
+            ..holder(owner, spki, not_after)
+        }
+    }
+
+    fn claim(record: Option<u8>, spki: &SpkiHash) -> Claim<'_> {
+        Claim {
+            record: record.map(|r| CertId([r; 32])),
+            spki,
+            renewing: false,
         }
     }
 
     #[test]
-    fn another_key_is_refused_while_valid_then_granted() {
+    fn without_a_known_identity_another_key_is_refused_while_valid_then_granted() {
         let r = Identities::new();
         let (owner, dev) = (Uuid::new_v4(), Uuid::new_v4());
         let now = OffsetDateTime::now_utc();
@@ -280,14 +374,18 @@ mod tests {
         assert!(r.grant(dev, holder(owner, 1, until), now, false).is_ok());
         assert_eq!(
             r.grant(dev, holder(owner, 2, until), now, false),
-            Err(HeldByAnotherKey { until })
+            Err(IdHeld::ByAnotherKey { until })
         );
         assert_eq!(
-            r.check(owner, &dev, &[2; 32], now, false),
-            Err(HeldByAnotherKey { until })
+            r.check(owner, &dev, &claim(None, &[2; 32]), now),
+            Err(IdHeld::ByAnotherKey { until })
         );
         // The device itself (identity session) may move to a new key.
-        assert!(r.check(owner, &dev, &[2; 32], now, true).is_ok());
+        let renewing = Claim {
+            renewing: true,
+            ..claim(None, &[2; 32])
+        };
+        assert!(r.check(owner, &dev, &renewing, now).is_ok());
         // Renewal to the same key.
         assert!(r.grant(dev, holder(owner, 1, until), now, false).is_ok());
         // Another owner, same device id: both are held.
@@ -310,18 +408,81 @@ mod tests {
     }
 
     #[test]
+    fn a_device_id_belongs_to_the_identity_that_obtained_it_until_released() {
+        let r = Identities::new();
+        let (owner, dev) = (Uuid::new_v4(), Uuid::new_v4());
+        let now = OffsetDateTime::now_utc();
+        let until = now + Duration::days(1);
+        assert!(r
+            .grant(dev, held_by(1, owner, 10, until), now, false)
+            .is_ok());
+        // Another manufacturer identity, even with the very same key (a replayed CSR), another
+        // owner, or after the certificate expired: refused, and the holder is untouched.
+        for (record_owner, at) in [
+            (owner, now),
+            (Uuid::new_v4(), now),
+            (owner, until + Duration::days(1)),
+        ] {
+            assert_eq!(
+                r.grant(dev, held_by(2, record_owner, 10, until), at, false),
+                Err(IdHeld::ByAnotherIdentity)
+            );
+            assert_eq!(
+                r.check(record_owner, &dev, &claim(Some(2), &[10; 32]), at),
+                Err(IdHeld::ByAnotherIdentity)
+            );
+        }
+        assert_eq!(r.holders(&dev), vec![held_by(1, owner, 10, until)]);
+        // Its own manufacturer identity: the same key again, but not another one while valid ...
+        assert!(r
+            .grant(dev, held_by(1, owner, 10, until), now, false)
+            .is_ok());
+        assert_eq!(
+            r.grant(dev, held_by(1, owner, 11, until), now, false),
+            Err(IdHeld::ByAnotherKey { until })
+        );
+        // ... except over its identity session; a nameless renewal keeps the attested name.
+        let mut renewal = held_by(1, owner, 11, until);
+        renewal.name.clear();
+        assert!(r.grant(dev, renewal, now, true).is_ok());
+        assert_eq!(r.holders(&dev)[0].name, "SN-1");
+        assert!(r.find(&dev, &CertId([10; 32])).is_none(), "superseded");
+        // Released by an operator: the id is free for another identity.
+        assert_eq!(r.release(&dev).len(), 1);
+        assert!(r.release(&dev).is_empty());
+        assert!(r.find(&dev, &CertId([11; 32])).is_none());
+        assert!(r
+            .grant(dev, held_by(2, owner, 12, until), now, false)
+            .is_ok());
+        assert!(r.take_dirty().iter().any(|(d, _)| *d == dev));
+        // A refused id that had no holder leaves no entry behind.
+        let fresh = Uuid::new_v4();
+        assert!(r
+            .grant(fresh, held_by(3, owner, 13, until), now, false)
+            .is_ok());
+        assert_eq!(r.release(&fresh).len(), 1);
+        assert!(r.holders(&fresh).is_empty());
+    }
+
+    #[test]
     fn dirty_ids_are_taken_once_and_holders_round_trip_through_json() {
         let r = Identities::new();
         let dev = Uuid::new_v4();
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("ns");
-        let h = holder(Uuid::new_v4(), 4, now + Duration::days(1));
-        assert!(r.grant(dev, h, now, false).is_ok());
+        let h = held_by(4, Uuid::new_v4(), 4, now + Duration::days(1));
+        assert!(r.grant(dev, h.clone(), now, false).is_ok());
         let dirty = r.take_dirty();
-        assert_eq!(dirty, vec![(dev, vec![h])]);
+        assert_eq!(dirty, vec![(dev, vec![h.clone()])]);
         assert!(r.take_dirty().is_empty());
         let json = holders_to_json(&dirty[0].1).expect("json");
-        assert_eq!(holders_from_json(&json).expect("decode"), vec![h]);
+        assert_eq!(holders_from_json(&json).expect("decode"), vec![h.clone()]);
         assert!(holders_from_json("[{\"owner\": 1}]").is_err());
+        // Holders stored before names were kept decode with an empty name.
+        let mut nameless = h.clone();
+        nameless.name.clear();
+        let old = holders_to_json(std::slice::from_ref(&nameless)).expect("json");
+        assert!(!old.contains("name"));
+        assert_eq!(holders_from_json(&old).expect("decode"), vec![nameless]);
         let loaded = Identities::from_entries(dirty);
         assert_eq!(loaded.find(&dev, &h.certificate), Some(h));
         assert!(loaded.take_dirty().is_empty());

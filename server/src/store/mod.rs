@@ -164,11 +164,20 @@ impl Store {
     pub fn identities(&self) -> Result<Vec<(Uuid, Vec<IdentityHolder>)>, StoreError> {
         let txn = self.db.begin_read().map_err(store_err)?;
         let table = txn.open_table(IDENTITIES).map_err(store_err)?;
+        let records = txn.open_table(RECORDS).map_err(store_err)?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(store_err)? {
             let (k, v) = entry.map_err(store_err)?;
             let device = Uuid::parse_str(k.value()).map_err(|e| corrupt(k.value(), e))?;
-            let holders = holders_from_json(v.value()).map_err(|e| corrupt(k.value(), e))?;
+            let mut holders = holders_from_json(v.value()).map_err(|e| corrupt(k.value(), e))?;
+            // Holders stored before they kept the attested name: take it from their record.
+            for holder in holders.iter_mut().filter(|h| h.name.is_empty()) {
+                if let Some(record) = holder.record {
+                    if let Some(r) = read_record(&records, &record.to_string())? {
+                        holder.name = r.common_name;
+                    }
+                }
+            }
             out.push((device, holders));
         }
         Ok(out)

@@ -209,8 +209,11 @@ fn issued_identities_are_persisted_even_without_their_event() {
         group: Uuid::nil(),
         issued_at: now,
         not_after: now + time::Duration::days(1),
+        name: "SN-4".into(),
     };
-    identities.grant(device, holder, now, false).expect("grant");
+    identities
+        .grant(device, holder.clone(), now, false)
+        .expect("grant");
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -5,10 +5,16 @@
 //! background thread merges the events into their records (read-modify-write) and commits them
 //! in batches, one transaction per batch of up to [`BATCH_MAX`] events or [`BATCH_WINDOW`].
 //! Identities issued since the last batch are written in the same transaction.
+//!
+//! An answer that hands a device something the server must remember (an identity certificate)
+//! goes through [`RecordWriter::record_durable`] instead: it waits until its event and the
+//! identity are committed (redb fsyncs every commit). Such a wait does not hold its batch open:
+//! the writer commits at once with whatever else is queued by then (group commit), so the
+//! answers arriving during one commit share the next one.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -82,6 +88,8 @@ type FlushReply = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 enum Msg {
     Step(Box<StepEvent>),
+    /// A step whose answer waits until it is committed.
+    Durable(Box<StepEvent>, FlushReply),
     Flush(FlushReply),
 }
 
@@ -180,12 +188,25 @@ impl RecordWriter {
     /// Wait until every event queued before this call (and every identity issued before it) is
     /// committed. The error is the failure of the batch that held them.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        self.send_and_wait(Msg::Flush).await
+    }
+
+    /// Queue one step and wait until it (with every identity issued before it) is committed:
+    /// for answers the device must be able to rely on after a crash. Waits for room in a full
+    /// queue rather than dropping the event. The error is the failure of its batch.
+    pub async fn record_durable(&self, event: StepEvent) -> Result<(), StoreError> {
+        let event = Box::new(event);
+        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+        self.send_and_wait(|reply| Msg::Durable(event, reply)).await
+    }
+
+    async fn send_and_wait(&self, msg: impl FnOnce(FlushReply) -> Msg) -> Result<(), StoreError> {
         let tx = self.shared.tx.clone().ok_or_else(stopped)?;
         let (reply, done) = tokio::sync::oneshot::channel();
-        match tx.try_send(Msg::Flush(reply)) {
+        match tx.try_send(msg(reply)) {
             Ok(()) => {}
             Err(TrySendError::Full(msg)) => {
-                // Only the flushing task waits for room, never a device.
+                // Only the waiting task waits for room, never a device that does not need to.
                 tokio::task::spawn_blocking(move || tx.send(msg))
                     .await
                     .map_err(|_| stopped())?
@@ -208,18 +229,54 @@ impl RecordWriter {
 #[derive(Default)]
 struct Batch {
     events: Vec<StepEvent>,
-    flushes: Vec<FlushReply>,
+    /// Waiters answered once the batch is committed (flushes and durable steps).
+    waiting: Vec<FlushReply>,
 }
 
 impl Batch {
-    /// Add a message; `true` when the batch must be committed now (full, or a flush waits).
-    fn push(&mut self, msg: Msg) -> bool {
+    fn push(&mut self, msg: Msg) {
         match msg {
             Msg::Step(e) => self.events.push(*e),
-            Msg::Flush(reply) => self.flushes.push(reply),
+            Msg::Durable(e, reply) => {
+                self.events.push(*e);
+                self.waiting.push(reply);
+            }
+            Msg::Flush(reply) => self.waiting.push(reply),
         }
-        !self.flushes.is_empty() || self.events.len() >= BATCH_MAX
     }
+
+    fn full(&self) -> bool {
+        self.events.len() >= BATCH_MAX
+    }
+}
+
+/// Collect one batch starting with `first`: until [`BATCH_WINDOW`] has passed or the batch is
+/// full, or, once somebody waits on it, only what is already queued. `false` when the queue
+/// was closed meanwhile.
+fn collect(rx: &Receiver<Msg>, first: Msg, batch: &mut Batch) -> bool {
+    batch.push(first);
+    let deadline = Instant::now() + BATCH_WINDOW;
+    while !batch.full() {
+        let next = if batch.waiting.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            match rx.recv_timeout(left) {
+                Ok(msg) => msg,
+                Err(RecvTimeoutError::Timeout) => return true,
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        } else {
+            match rx.try_recv() {
+                Ok(msg) => msg,
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        };
+        batch.push(next);
+    }
+    true
 }
 
 fn run(rx: &Receiver<Msg>, store: &Store, identities: &Identities, stats: &WriterStats) {
@@ -229,30 +286,9 @@ fn run(rx: &Receiver<Msg>, store: &Store, identities: &Identities, stats: &Write
             return;
         };
         let mut batch = Batch::default();
-        let mut open = true;
-        if !batch.push(first) {
-            let deadline = Instant::now() + BATCH_WINDOW;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                match rx.recv_timeout(left) {
-                    Ok(msg) => {
-                        if batch.push(msg) {
-                            break;
-                        }
-                    }
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
-                }
-            }
-        }
+        let open = collect(rx, first, &mut batch);
         let result = commit(store, identities, stats, &batch.events);
-        for reply in batch.flushes {
+        for reply in batch.waiting {
             let _ = reply.send(result.clone());
         }
         if !open {
