@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::enrollment::{CertId, EnrollmentGroup, ValidatedGroup};
 use crate::proto::body::{self, ContentFormat};
-use crate::proto::coap::{option, Code, Frame};
+use crate::proto::coap::{option, Code, Frame, CSM_TOKEN_LEN, MIN_FRAME_LEN};
 use crate::proto::stream::{FramedIo, StreamError};
 use crate::provision::{IssuedCredentials, ProvisionError, Provisioner, Requester};
 use crate::records::Step;
@@ -149,6 +149,21 @@ pub fn service_unavailable(request: &Frame, retry_after_s: u32) -> Frame {
         .with_payload(b"server busy, retry later".to_vec())
 }
 
+/// The server's side of a connection: no frame it writes is shorter than [`MIN_FRAME_LEN`].
+fn server_framed<S: AsyncRead + AsyncWrite + Unpin>(io: S, max_message_size: usize) -> FramedIo<S> {
+    FramedIo::new(io, max_message_size).with_min_frame_len(MIN_FRAME_LEN)
+}
+
+/// The CSM the server opens every connection with: an 8-byte random token, as go-coap sends.
+pub fn server_csm(max_message_size: Option<u32>) -> Frame {
+    let mut token = [0u8; CSM_TOKEN_LEN];
+    if aws_lc_rs::rand::fill(&mut token).is_err() {
+        // The token only has to be present (it is never echoed): a fixed one will do.
+        token = *b"dps-csm!";
+    }
+    Frame::csm_with_token(&token, max_message_size)
+}
+
 /// Serve a connection the server has no room for: answer its first request with 5.03 and Max-Age
 /// (instead of queueing it without bound), then close.
 pub async fn refuse_busy<S: AsyncRead + AsyncWrite + Unpin>(
@@ -156,8 +171,8 @@ pub async fn refuse_busy<S: AsyncRead + AsyncWrite + Unpin>(
     retry_after_s: u32,
     max_message_size: usize,
 ) {
-    let mut framed = FramedIo::new(io, max_message_size);
-    if framed.write_frame(&Frame::csm(None)).await.is_err() {
+    let mut framed = server_framed(io, max_message_size);
+    if framed.write_frame(&server_csm(None)).await.is_err() {
         return;
     }
     let wait = Duration::from_secs(2);
@@ -200,8 +215,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     metrics: &crate::metrics::Metrics,
 ) -> Ending {
     let mut slot = ChallengeSlot::new();
-    let mut framed = FramedIo::new(io, limits.max_message_size);
-    let csm = Frame::csm(u32::try_from(limits.max_message_size).ok());
+    let mut framed = server_framed(io, limits.max_message_size);
+    let csm = server_csm(u32::try_from(limits.max_message_size).ok());
     if let Err(e) = framed.write_frame(&csm).await {
         return Ending::Protocol(e.to_string());
     }
