@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
-use crate::config::{Config, ConfigError, LimitsSection, StoreLocation};
+use crate::config::{Config, ConfigError, LimitsSection, OutOfRange, StoreLocation};
 use crate::connection::{self, ConnectionLimits, DeviceSession, Profile, RequestRate};
 use crate::enrollment::{Arena, Attestation, CertId, EnrollmentGroup, GroupError};
 use crate::metrics::Metrics;
@@ -78,6 +78,18 @@ pub enum ServerError {
     /// An individual TPM enrollment is invalid or conflicts with another.
     #[error(transparent)]
     TpmEnrollment(#[from] TpmEnrollmentError),
+    /// A numeric setting is outside its allowed range (a config changed after it was loaded).
+    #[error(transparent)]
+    OutOfRange(#[from] OutOfRange),
+    /// The store's directory does not exist (it is not created: a typo should not start a server
+    /// on an empty store somewhere else).
+    #[error("store {path}: directory {dir} does not exist")]
+    StoreDirectory {
+        /// The database file.
+        path: String,
+        /// Its missing directory.
+        dir: String,
+    },
     /// A stored group or hub has the id of one in the config.
     #[error("{kind} {id}: {stored} in the store has the same id as {configured} in the config")]
     DuplicateId {
@@ -226,6 +238,8 @@ impl Server {
             .server
             .as_ref()
             .ok_or(ServerError::NoServerSection)?;
+        // Loaded configs were checked; a config changed since (tests, scenario overrides) is too.
+        config.file.validate()?;
         let bad = |file: &str, reason: String| ServerError::File {
             path: config.resolve(file).display().to_string(),
             reason,
@@ -253,9 +267,14 @@ impl Server {
             reason,
         };
         if let StoreLocation::File(path) = &location {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| store_err(StoreError::Database(e.to_string())))?;
+            if let Some(dir) = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+            {
+                return Err(ServerError::StoreDirectory {
+                    path: path.display().to_string(),
+                    dir: dir.display().to_string(),
+                });
             }
         }
         let store = Arc::new(Store::open_location(&location).map_err(store_err)?);
@@ -317,6 +336,7 @@ impl Server {
         limits: LimitsSection,
         store: Arc<Store>,
     ) -> Result<Self, ServerError> {
+        limits.validate()?;
         let metrics = Arc::new(Metrics::new());
         let tpm = Arc::new(TpmEnrollments::new());
         let verifier = Arc::new(
