@@ -235,7 +235,21 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let reply = match frame.code {
             Code::PING => Some(Frame::pong(&frame.token)),
             Code::RELEASE | Code::ABORT => return Ending::Closed,
-            code if code.is_signal() => None, // CSM (tolerated, not required), Pong
+            Code::CSM => match unknown_critical_csm_option(&frame) {
+                // RFC 8323 §5.3: a CSM with an option the receiver does not understand and
+                // cannot ignore aborts the connection, naming the option.
+                Some(number) => {
+                    let diagnostic = format!("unsupported critical CSM option {number}");
+                    let abort = Frame::abort(&diagnostic).with_uint_option(
+                        crate::proto::coap::signal_option::BAD_CSM_OPTION,
+                        u64::from(number),
+                    );
+                    let _ = framed.write_frame(&abort).await;
+                    return Ending::Protocol(diagnostic);
+                }
+                None => None, // tolerated, not required
+            },
+            code if code.is_signal() => None, // Pong
             code if code.is_request() && !rate.try_take() => Some(service_unavailable(&frame, 1)),
             code if code.is_request() && is_tpm_path(&frame) => {
                 let started = std::time::Instant::now();
@@ -263,6 +277,15 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// The first critical option of a client CSM: every CSM option the server knows (Max-Message-Size,
+/// Block-Wise-Transfer) is elective, so any critical one is unknown to it.
+fn unknown_critical_csm_option(csm: &Frame) -> Option<u16> {
+    csm.options
+        .iter()
+        .map(|o| o.number)
+        .find(|n| crate::proto::coap::is_critical(*n))
 }
 
 /// The event recorded for an answered step.

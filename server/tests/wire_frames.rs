@@ -113,3 +113,52 @@ async fn busy_refusal_frames_are_readable() {
     drop(first);
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csm_with_an_unknown_critical_option_is_aborted() {
+    use dps_server::proto::coap::signal_option::BAD_CSM_OPTION;
+    let dir = tempfile::tempdir().expect("tmp");
+    init(dir.path(), false).expect("init");
+    let running = start(dir.path()).await;
+
+    // An elective unknown option (6) is ignored: the connection goes on.
+    let tls = connect(dir.path(), running.addr, Some(demo_device(dir.path())))
+        .await
+        .expect("handshake");
+    let mut dev = FramedIo::new(tls, 4096);
+    dev.write_frame(&Frame::csm(Some(4096)).with_option(6, Vec::new()))
+        .await
+        .expect("csm");
+    let served = dev
+        .exchange(&request(Code::GET, 1, "/x.plgd.dev/time"))
+        .await
+        .expect("time");
+    assert_eq!(served.code, Code::CONTENT);
+    drop(dev);
+
+    // A critical one (9): Abort naming it, then the server closes.
+    let tls = connect(dir.path(), running.addr, Some(demo_device(dir.path())))
+        .await
+        .expect("handshake");
+    let mut dev = FramedIo::new(tls, 4096);
+    dev.write_frame(&Frame::csm(Some(4096)).with_option(9, b"x".to_vec()))
+        .await
+        .expect("csm");
+    let abort = loop {
+        let frame = dev.read_frame().await.expect("read").expect("an Abort");
+        if frame.code != Code::CSM {
+            break frame;
+        }
+    };
+    assert_eq!(abort.code, Code::ABORT);
+    assert_eq!(abort.uint_option(BAD_CSM_OPTION), Some(9));
+    assert!(
+        String::from_utf8_lossy(&abort.payload).contains("critical CSM option 9"),
+        "{abort:?}"
+    );
+    assert!(
+        dev.read_frame().await.map_or(true, |f| f.is_none()),
+        "closed after the Abort"
+    );
+    running.stop().await;
+}
