@@ -171,16 +171,49 @@ pub async fn refuse_busy<S: AsyncRead + AsyncWrite + Unpin>(
     retry_after_s: u32,
     max_message_size: usize,
 ) {
+    refuse_first_request(io, max_message_size, |frame| {
+        service_unavailable(frame, retry_after_s)
+    })
+    .await;
+}
+
+/// Serve a connection whose handshake completed but which cannot be provisioned (its group was
+/// removed meanwhile, or it is refused when judged after the handshake): its first request is
+/// answered with `code` and `diagnostic` instead of a bare close, which a TLS 1.3 device (it
+/// finished its handshake before the server judged it) would only see as the end of the stream.
+pub async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    max_message_size: usize,
+    code: Code,
+    diagnostic: &str,
+) {
+    refuse_first_request(io, max_message_size, |frame| error(code, frame, diagnostic)).await;
+}
+
+/// CSM, then the first request (within 2 s) answered with `answer`, then close.
+async fn refuse_first_request<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    max_message_size: usize,
+    answer: impl Fn(&Frame) -> Frame,
+) {
     let mut framed = server_framed(io, max_message_size);
     if framed.write_frame(&server_csm(None)).await.is_err() {
         return;
     }
     let wait = Duration::from_secs(2);
     while let Ok(Ok(Some(frame))) = tokio::time::timeout(wait, framed.read_frame()).await {
+        if frame.code == Code::PING {
+            if framed
+                .write_frame(&Frame::pong(&frame.token))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
         if frame.code.is_request() {
-            let _ = framed
-                .write_frame(&service_unavailable(&frame, retry_after_s))
-                .await;
+            let _ = framed.write_frame(&answer(&frame)).await;
             return;
         }
     }
@@ -197,6 +230,19 @@ pub enum Ending {
     ErrorResponse(Code),
     /// Bad framing (or a transport error); an Abort was sent where possible.
     Protocol(String),
+}
+
+impl Ending {
+    /// The counted reason of this ending.
+    pub fn reason(&self) -> crate::metrics::CloseReason {
+        use crate::metrics::CloseReason;
+        match self {
+            Ending::Closed => CloseReason::DeviceClosed,
+            Ending::Idle => CloseReason::Idle,
+            Ending::ErrorResponse(_) => CloseReason::ErrorResponse,
+            Ending::Protocol(_) => CloseReason::ProtocolError,
+        }
+    }
 }
 
 /// Serve one connection until it ends. Every answered provisioning request of an attested
@@ -229,6 +275,10 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(Err(StreamError::Codec(e))) => {
                 let _ = framed.write_frame(&Frame::abort(&e.to_string())).await;
                 return Ending::Protocol(e.to_string());
+            }
+            // Gone without close_notify (as most devices leave): a close.
+            Ok(Err(StreamError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ending::Closed
             }
             Ok(Err(e)) => return Ending::Protocol(e.to_string()),
         };
