@@ -11,6 +11,9 @@ use crate::enrollment::{
 };
 use crate::tpm::enrollment::{TpmEnrollment, TpmEnrollmentConfig, TpmEnrollmentError};
 
+pub mod ranges;
+pub use ranges::OutOfRange;
+
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -46,6 +49,14 @@ pub enum ConfigError {
     /// An individual TPM enrollment is invalid.
     #[error(transparent)]
     TpmEnrollment(#[from] TpmEnrollmentError),
+    /// A numeric key is outside its allowed range (the message names the key and the range).
+    #[error("{path}: {source}")]
+    OutOfRange {
+        /// The file.
+        path: PathBuf,
+        /// Which key, its value and its range.
+        source: OutOfRange,
+    },
 }
 
 /// One `[[enrollment_group]]` table as written in the file.
@@ -109,7 +120,7 @@ pub struct ServerSection {
     pub identity_ca_certificate: String,
     /// Its private key, PEM.
     pub identity_ca_key: String,
-    /// Validity of issued identity certificates, days (devices refuse less than an hour).
+    /// Validity of issued identity certificates, days (1..=36500).
     #[serde(default = "default_identity_days")]
     pub identity_validity_days: u32,
 }
@@ -351,6 +362,10 @@ impl Config {
         let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
             message: e.to_string(),
+        })?;
+        file.validate().map_err(|source| ConfigError::OutOfRange {
+            path: path.to_owned(),
+            source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let x509 = file

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::enrollment::{CertId, EnrollmentGroup, ValidatedGroup};
 use crate::proto::body::{self, ContentFormat};
-use crate::proto::coap::{option, Code, Frame};
+use crate::proto::coap::{option, Code, Frame, CSM_TOKEN_LEN, MIN_FRAME_LEN};
 use crate::proto::stream::{FramedIo, StreamError};
 use crate::provision::{IssuedCredentials, ProvisionError, Provisioner, Requester};
 use crate::records::Step;
@@ -150,6 +150,21 @@ pub fn service_unavailable(request: &Frame, retry_after_s: u32) -> Frame {
         .with_payload(b"server busy, retry later".to_vec())
 }
 
+/// The server's side of a connection: no frame it writes is shorter than [`MIN_FRAME_LEN`].
+fn server_framed<S: AsyncRead + AsyncWrite + Unpin>(io: S, max_message_size: usize) -> FramedIo<S> {
+    FramedIo::new(io, max_message_size).with_min_frame_len(MIN_FRAME_LEN)
+}
+
+/// The CSM the server opens every connection with: an 8-byte random token, as go-coap sends.
+pub fn server_csm(max_message_size: Option<u32>) -> Frame {
+    let mut token = [0u8; CSM_TOKEN_LEN];
+    if aws_lc_rs::rand::fill(&mut token).is_err() {
+        // The token only has to be present (it is never echoed): a fixed one will do.
+        token = *b"dps-csm!";
+    }
+    Frame::csm_with_token(&token, max_message_size)
+}
+
 /// Serve a connection the server has no room for: answer its first request with 5.03 and Max-Age
 /// (instead of queueing it without bound), then close.
 pub async fn refuse_busy<S: AsyncRead + AsyncWrite + Unpin>(
@@ -157,16 +172,49 @@ pub async fn refuse_busy<S: AsyncRead + AsyncWrite + Unpin>(
     retry_after_s: u32,
     max_message_size: usize,
 ) {
-    let mut framed = FramedIo::new(io, max_message_size);
-    if framed.write_frame(&Frame::csm(None)).await.is_err() {
+    refuse_first_request(io, max_message_size, |frame| {
+        service_unavailable(frame, retry_after_s)
+    })
+    .await;
+}
+
+/// Serve a connection whose handshake completed but which cannot be provisioned (its group was
+/// removed meanwhile, or it is refused when judged after the handshake): its first request is
+/// answered with `code` and `diagnostic` instead of a bare close, which a TLS 1.3 device (it
+/// finished its handshake before the server judged it) would only see as the end of the stream.
+pub async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    max_message_size: usize,
+    code: Code,
+    diagnostic: &str,
+) {
+    refuse_first_request(io, max_message_size, |frame| error(code, frame, diagnostic)).await;
+}
+
+/// CSM, then the first request (within 2 s) answered with `answer`, then close.
+async fn refuse_first_request<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    max_message_size: usize,
+    answer: impl Fn(&Frame) -> Frame,
+) {
+    let mut framed = server_framed(io, max_message_size);
+    if framed.write_frame(&server_csm(None)).await.is_err() {
         return;
     }
     let wait = Duration::from_secs(2);
     while let Ok(Ok(Some(frame))) = tokio::time::timeout(wait, framed.read_frame()).await {
+        if frame.code == Code::PING {
+            if framed
+                .write_frame(&Frame::pong(&frame.token))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
         if frame.code.is_request() {
-            let _ = framed
-                .write_frame(&service_unavailable(&frame, retry_after_s))
-                .await;
+            let _ = framed.write_frame(&answer(&frame)).await;
             return;
         }
     }
@@ -185,6 +233,19 @@ pub enum Ending {
     Protocol(String),
 }
 
+impl Ending {
+    /// The counted reason of this ending.
+    pub fn reason(&self) -> crate::metrics::CloseReason {
+        use crate::metrics::CloseReason;
+        match self {
+            Ending::Closed => CloseReason::DeviceClosed,
+            Ending::Idle => CloseReason::Idle,
+            Ending::ErrorResponse(_) => CloseReason::ErrorResponse,
+            Ending::Protocol(_) => CloseReason::ProtocolError,
+        }
+    }
+}
+
 /// Serve one connection until it ends. Every answered provisioning request of an attested
 /// device is handed to `records` (never waiting on it).
 /// A connection without a device session may use the TPM resources of `attestor`; once the TPM
@@ -201,8 +262,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     metrics: &crate::metrics::Metrics,
 ) -> Ending {
     let mut slot = ChallengeSlot::new();
-    let mut framed = FramedIo::new(io, limits.max_message_size);
-    let csm = Frame::csm(u32::try_from(limits.max_message_size).ok());
+    let mut framed = server_framed(io, limits.max_message_size);
+    let csm = server_csm(u32::try_from(limits.max_message_size).ok());
     if let Err(e) = framed.write_frame(&csm).await {
         return Ending::Protocol(e.to_string());
     }
@@ -216,12 +277,30 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 let _ = framed.write_frame(&Frame::abort(&e.to_string())).await;
                 return Ending::Protocol(e.to_string());
             }
+            // Gone without close_notify (as most devices leave): a close.
+            Ok(Err(StreamError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ending::Closed
+            }
             Ok(Err(e)) => return Ending::Protocol(e.to_string()),
         };
         let reply = match frame.code {
             Code::PING => Some(Frame::pong(&frame.token)),
             Code::RELEASE | Code::ABORT => return Ending::Closed,
-            code if code.is_signal() => None, // CSM (tolerated, not required), Pong
+            Code::CSM => match unknown_critical_csm_option(&frame) {
+                // RFC 8323 §5.3: a CSM with an option the receiver does not understand and
+                // cannot ignore aborts the connection, naming the option.
+                Some(number) => {
+                    let diagnostic = format!("unsupported critical CSM option {number}");
+                    let abort = Frame::abort(&diagnostic).with_uint_option(
+                        crate::proto::coap::signal_option::BAD_CSM_OPTION,
+                        u64::from(number),
+                    );
+                    let _ = framed.write_frame(&abort).await;
+                    return Ending::Protocol(diagnostic);
+                }
+                None => None, // tolerated, not required
+            },
+            code if code.is_signal() => None, // Pong
             code if code.is_request() && !rate.try_take() => Some(service_unavailable(&frame, 1)),
             code if code.is_request() && is_tpm_path(&frame) => {
                 let started = std::time::Instant::now();
@@ -258,6 +337,15 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// The first critical option of a client CSM: every CSM option the server knows (Max-Message-Size,
+/// Block-Wise-Transfer) is elective, so any critical one is unknown to it.
+fn unknown_critical_csm_option(csm: &Frame) -> Option<u16> {
+    csm.options
+        .iter()
+        .map(|o| o.number)
+        .find(|n| crate::proto::coap::is_critical(*n))
 }
 
 /// The event recorded for an answered step.

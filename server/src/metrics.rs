@@ -20,6 +20,9 @@ use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerial
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+mod closes;
+pub use closes::{CloseCounters, CloseReason};
+
 use crate::enrollment::RejectReason;
 use crate::proto::coap::Code;
 use crate::records::Step;
@@ -158,6 +161,7 @@ pub struct Metrics {
     handshake_failures: AtomicU64,
     shed: AtomicU64,
     admin_refused: AtomicU64,
+    closes: CloseCounters,
     open_connections: AtomicI64,
     /// `REQUEST_ROWS` rows of 256 codes.
     requests: Box<[AtomicU64]>,
@@ -191,6 +195,7 @@ impl Metrics {
             handshake_failures: AtomicU64::new(0),
             shed: AtomicU64::new(0),
             admin_refused: AtomicU64::new(0),
+            closes: CloseCounters::default(),
             open_connections: AtomicI64::new(0),
             requests: (0..REQUEST_ROWS * 256).map(|_| AtomicU64::new(0)).collect(),
             handshake: Recorder::new(),
@@ -225,6 +230,16 @@ impl Metrics {
     /// A connection was closed at accept because its address spent its failed-handshake budget.
     pub fn record_shed(&self) {
         self.shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A device connection ended for `reason` (every one is counted once).
+    pub fn record_close(&self, reason: CloseReason) {
+        self.closes.add(reason, 1);
+    }
+
+    /// Device connections closed so far, by reason.
+    pub fn closes(&self) -> &CloseCounters {
+        &self.closes
     }
 
     /// Connections closed at accept by shedding.
@@ -371,6 +386,7 @@ impl Metrics {
             "dps_admin_connections_refused_total {}",
             self.admin_refused()
         );
+        self.closes.render(&mut out);
         header(
             &mut out,
             "dps_open_connections",

@@ -15,10 +15,11 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
-use crate::config::{Config, ConfigError, LimitsSection, StoreLocation};
+use crate::config::{Config, ConfigError, LimitsSection, OutOfRange, StoreLocation};
 use crate::connection::{self, ConnectionLimits, DeviceSession, Profile, RequestRate};
 use crate::enrollment::{Arena, Attestation, CertId, EnrollmentGroup, GroupError};
-use crate::metrics::Metrics;
+use crate::metrics::{CloseReason, Metrics};
+use crate::proto::coap::Code;
 use crate::provision::{Hub, Identities, IdentityCa, ProvisionError, Provisioner};
 use crate::records::{Persistence, StoreError};
 use crate::store::{RecordWriter, Store};
@@ -78,6 +79,18 @@ pub enum ServerError {
     /// An individual TPM enrollment is invalid or conflicts with another.
     #[error(transparent)]
     TpmEnrollment(#[from] TpmEnrollmentError),
+    /// A numeric setting is outside its allowed range (a config changed after it was loaded).
+    #[error(transparent)]
+    OutOfRange(#[from] OutOfRange),
+    /// The store's directory does not exist (it is not created: a typo should not start a server
+    /// on an empty store somewhere else).
+    #[error("store {path}: directory {dir} does not exist")]
+    StoreDirectory {
+        /// The database file.
+        path: String,
+        /// Its missing directory.
+        dir: String,
+    },
     /// A stored group or hub has the id of one in the config.
     #[error("{kind} {id}: {stored} in the store has the same id as {configured} in the config")]
     DuplicateId {
@@ -226,6 +239,8 @@ impl Server {
             .server
             .as_ref()
             .ok_or(ServerError::NoServerSection)?;
+        // Loaded configs were checked; a config changed since (tests, scenario overrides) is too.
+        config.file.validate()?;
         let bad = |file: &str, reason: String| ServerError::File {
             path: config.resolve(file).display().to_string(),
             reason,
@@ -253,9 +268,14 @@ impl Server {
             reason,
         };
         if let StoreLocation::File(path) = &location {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| store_err(StoreError::Database(e.to_string())))?;
+            if let Some(dir) = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+            {
+                return Err(ServerError::StoreDirectory {
+                    path: path.display().to_string(),
+                    dir: dir.display().to_string(),
+                });
             }
         }
         let store = Arc::new(Store::open_location(&location).map_err(store_err)?);
@@ -317,6 +337,7 @@ impl Server {
         limits: LimitsSection,
         store: Arc<Store>,
     ) -> Result<Self, ServerError> {
+        limits.validate()?;
         let metrics = Arc::new(Metrics::new());
         let tpm = Arc::new(TpmEnrollments::new());
         let verifier = Arc::new(
@@ -437,6 +458,7 @@ impl Server {
             if !self.failures.admits(peer.ip()) {
                 // Its failed handshakes spent its budget: no TLS work for it until it refills.
                 self.metrics.record_shed();
+                self.metrics.record_close(CloseReason::Shed);
                 pending.reset();
                 continue;
             }
@@ -451,11 +473,13 @@ impl Server {
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 let Ok(permit) = overflow.clone().try_acquire_owned() else {
                     tracing::warn!(%peer, "connection limit and overflow reached; closing");
+                    self.metrics.record_close(CloseReason::Overflow);
                     continue;
                 };
                 let server = self.clone();
                 tokio::spawn(async move {
-                    server.refuse_busy(stream).await;
+                    let reason = server.refuse_busy(stream).await;
+                    server.closed(peer, reason);
                     // The server goes before the permit, so a finished drain holds no clone.
                     drop(server);
                     drop(permit);
@@ -464,7 +488,8 @@ impl Server {
             };
             let server = self.clone();
             tokio::spawn(async move {
-                server.serve_connection(stream, peer).await;
+                let reason = server.serve_connection(stream, peer).await;
+                server.closed(peer, reason);
                 drop(server);
                 drop(permit);
             });
@@ -474,31 +499,131 @@ impl Server {
             .await
             .is_err()
         {
-            tracing::warn!("shutdown: connections still open after the drain timeout");
+            let open = u64::from(max).saturating_sub(permits.available_permits() as u64);
+            tracing::warn!(
+                open,
+                "shutdown: connections still open after the drain timeout"
+            );
+            self.metrics.closes().add(CloseReason::Shutdown, open);
         }
         if let Err(e) = self.records.flush().await {
             tracing::error!(error = %e, "shutdown: provisioning records not flushed");
         }
     }
 
-    async fn refuse_busy(&self, stream: tokio::net::TcpStream) {
-        let handshake = Duration::from_millis(self.limits.handshake_timeout_ms);
-        if let Ok(Ok(tls)) = tokio::time::timeout(handshake, self.acceptor.accept(stream)).await {
-            connection::refuse_busy(
-                tls,
-                self.limits.busy_retry_after_s,
-                self.limits.max_message_size as usize,
-            )
-            .await;
+    /// Count and log the end of a device connection.
+    fn closed(&self, peer: std::net::SocketAddr, reason: CloseReason) {
+        self.metrics.record_close(reason);
+        match reason {
+            // Closes a device cannot tell from a normal end: said where operators look.
+            CloseReason::GroupRemoved | CloseReason::Shutdown => {
+                tracing::info!(%peer, %reason, "connection closed");
+            }
+            _ => tracing::debug!(%peer, %reason, "connection closed"),
         }
     }
 
-    async fn serve_connection(&self, stream: tokio::net::TcpStream, peer: std::net::SocketAddr) {
+    /// A TLS handshake's outcome as the reason of a connection that ends with it.
+    fn handshake_failed(&self, peer: std::net::SocketAddr, e: &std::io::Error) -> CloseReason {
+        self.failures.failed(peer.ip());
+        // Attestation refusals are counted by reason in the verifier; count the rest.
+        let refused = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+        if refused {
+            CloseReason::Rejected
+        } else {
+            self.metrics.record_handshake_failure();
+            CloseReason::HandshakeFailed
+        }
+    }
+
+    async fn refuse_busy(&self, stream: tokio::net::TcpStream) -> CloseReason {
+        let handshake = Duration::from_millis(self.limits.handshake_timeout_ms);
+        let peer = stream.peer_addr();
+        match tokio::time::timeout(handshake, self.acceptor.accept(stream)).await {
+            Err(_) => CloseReason::HandshakeTimeout,
+            Ok(Err(e)) => match peer {
+                Ok(peer) => self.handshake_failed(peer, &e),
+                Err(_) => CloseReason::HandshakeFailed,
+            },
+            Ok(Ok(tls)) => {
+                connection::refuse_busy(
+                    tls,
+                    self.limits.busy_retry_after_s,
+                    self.limits.max_message_size as usize,
+                )
+                .await;
+                CloseReason::Busy
+            }
+        }
+    }
+
+    /// The session of an attested connection: its group as the handshake selected it; if that
+    /// group is gone by now (deleted, or deleted and re-created meanwhile), the chain is judged
+    /// again against the groups of now. `Err` says why there is none (reason and diagnostic).
+    fn session_for(
+        &self,
+        certs: &[rustls_pki_types::CertificateDer<'_>],
+    ) -> Result<DeviceSession, (CloseReason, String)> {
+        let admission = self.verifier.admission_for(certs).map_err(|reason| {
+            (
+                CloseReason::Rejected,
+                format!("device chain rejected: {reason}"),
+            )
+        })?;
+        let profile_of = |id: &Uuid| match self.arena.load().group(id).cloned() {
+            Some(group) => Some(Profile::Group(group)),
+            // A TPM's identity certificate may belong to an individual enrollment.
+            None => self
+                .attestor
+                .enrollments()
+                .by_id(id)
+                .map(Profile::Individual),
+        };
+        let (admission, profile) = match profile_of(&admission.accepted.group) {
+            Some(profile) => (admission, profile),
+            None => {
+                let removed = admission.accepted.group;
+                let gone = || {
+                    (
+                        CloseReason::GroupRemoved,
+                        format!("enrollment group {removed} was removed during the handshake"),
+                    )
+                };
+                let again = self
+                    .verifier
+                    .judge(certs, rustls_pki_types::UnixTime::now())
+                    .map_err(|_| gone())?;
+                let profile = profile_of(&again.accepted.group).ok_or_else(gone)?;
+                (again, profile)
+            }
+        };
+        let leaf = match (admission.identity, certs.first()) {
+            (Some(identity), _) => identity.record,
+            (None, Some(leaf)) => CertId::of(leaf),
+            (None, None) => return Err((CloseReason::Rejected, "no client certificate".into())),
+        };
+        Ok(DeviceSession {
+            profile,
+            common_name: admission.accepted.common_name,
+            leaf,
+            device_id: admission.identity.map(|i| i.device_id),
+        })
+    }
+
+    async fn serve_connection(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+    ) -> CloseReason {
         let Some(place) = self.pending.enter(peer.ip()) else {
             // Its address already has as many handshakes in progress as it may.
             self.metrics.record_shed();
             close_at_once(stream);
-            return;
+            return CloseReason::Shed;
         };
         let _open = self.metrics.connection_guard();
         let handshake = Duration::from_millis(self.limits.handshake_timeout_ms);
@@ -511,55 +636,28 @@ impl Server {
                 self.metrics.record_handshake_failure();
                 self.failures.failed(peer.ip());
                 tracing::debug!(%peer, "TLS handshake timed out");
-                return;
+                return CloseReason::HandshakeTimeout;
             }
-            Ok(Err(e)) => {
-                self.failures.failed(peer.ip());
-                // Attestation refusals are counted by reason in the verifier; count the rest.
-                let refused = e
-                    .get_ref()
-                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                    .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
-                if !refused {
-                    self.metrics.record_handshake_failure();
-                }
-                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                return;
-            }
+            Ok(Err(e)) => return self.handshake_failed(peer, &e),
             Ok(Ok(tls)) => tls,
         };
         drop(place);
         self.metrics.record_handshake(started.elapsed());
+        let max_message_size = self.limits.max_message_size as usize;
         let device = match tls.get_ref().1.peer_certificates() {
             None => None,
-            Some(certs) => match self.verifier.admission_for(certs) {
-                Ok(a) => {
-                    let id = &a.accepted.group;
-                    let profile = match self.arena.load().group(id).cloned() {
-                        Some(group) => Profile::Group(group),
-                        // A TPM's identity certificate may belong to an individual enrollment.
-                        None => match self.attestor.enrollments().by_id(id) {
-                            Some(e) => Profile::Individual(e),
-                            None => return, // deleted during the handshake
-                        },
-                    };
-                    let leaf = match (a.identity, certs.first()) {
-                        (Some(identity), _) => identity.record,
-                        (None, Some(leaf)) => CertId::of(leaf),
-                        (None, None) => return,
-                    };
-                    Some(DeviceSession {
-                        profile,
-                        common_name: a.accepted.common_name,
-                        leaf,
-                        device_id: a.identity.map(|i| i.device_id),
-                    })
+            Some(certs) => match self.session_for(certs) {
+                Ok(session) => Some(session),
+                Err((reason, diagnostic)) => {
+                    tracing::info!(%peer, %reason, %diagnostic, "attested connection cannot be served");
+                    connection::refuse(tls, max_message_size, Code::UNAUTHORIZED, &diagnostic)
+                        .await;
+                    return reason;
                 }
-                Err(_) => return,
             },
         };
         let limits = ConnectionLimits {
-            max_message_size: self.limits.max_message_size as usize,
+            max_message_size,
             inactivity_timeout: Duration::from_millis(self.limits.inactivity_timeout_ms),
         };
         let ending = connection::serve(
@@ -574,6 +672,7 @@ impl Server {
         )
         .await;
         tracing::debug!(%peer, ?ending, "connection ended");
+        ending.reason()
     }
 }
 

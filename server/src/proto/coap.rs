@@ -16,6 +16,14 @@ pub const BASE_MAX_MESSAGE_SIZE: usize = 1152;
 /// The longest token a CoAP message may carry (RFC 8323 §3.2: TKL 0..=8).
 pub const MAX_TOKEN_LEN: usize = 8;
 
+/// The shortest frame the server sends: iotivity-lite's TLS/TCP receive path reads 6 bytes before
+/// it knows a message's length, so a shorter frame is misread (it waits for bytes of the next one).
+pub const MIN_FRAME_LEN: usize = 6;
+
+/// The token length of the server's CSM (8 random bytes, as go-coap sends): with it the shortest
+/// CSM is 10 bytes, past [`MIN_FRAME_LEN`].
+pub const CSM_TOKEN_LEN: usize = 8;
+
 /// A CoAP code: a 3-bit class and a 5-bit detail packed in one byte, written "c.dd".
 /// The default is [`Code::EMPTY`] (0.00).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -266,6 +274,14 @@ impl Frame {
         }
     }
 
+    /// A CSM (7.01) like [`Frame::csm`] carrying `token` (the server sends an 8-byte random one).
+    pub fn csm_with_token(token: &[u8], max_message_size: Option<u32>) -> Frame {
+        Frame {
+            token: token.to_vec(),
+            ..Frame::csm(max_message_size)
+        }
+    }
+
     /// A Ping (7.02) with `token`.
     pub fn ping(token: &[u8]) -> Frame {
         Frame::response(Code::PING, token)
@@ -279,6 +295,21 @@ impl Frame {
     /// An Abort (7.05) with a UTF-8 diagnostic payload.
     pub fn abort(diagnostic: &str) -> Frame {
         Frame::new(Code::ABORT).with_payload(diagnostic.as_bytes())
+    }
+
+    /// This frame with a diagnostic payload (its code, e.g. `"7.03"`) when it has no payload and
+    /// would encode to fewer than `min_len` bytes. Only signalling messages and error responses
+    /// may carry a diagnostic payload (RFC 8323 §5, RFC 7252 §5.5.2); any other frame is returned
+    /// unchanged. Frames that already reach `min_len` are returned unchanged.
+    pub fn padded(self, min_len: usize) -> Frame {
+        let short =
+            self.payload.is_empty() && self.to_bytes().is_ok_and(|bytes| bytes.len() < min_len);
+        if short && (self.code.is_signal() || self.code.is_error()) {
+            let diagnostic = self.code.to_string();
+            self.with_payload(diagnostic.into_bytes())
+        } else {
+            self
+        }
     }
 
     /// Replaces the payload.

@@ -37,6 +37,7 @@ pub struct FramedIo<S> {
     decoder: Decoder,
     read_buf: Vec<u8>,
     write_buf: Vec<u8>,
+    min_frame_len: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
@@ -47,7 +48,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
             decoder: Decoder::new(max_message_size),
             read_buf: Vec::new(),
             write_buf: Vec::new(),
+            min_frame_len: 0,
         }
+    }
+
+    /// Pad every frame written that would be shorter than `min_frame_len` bytes (see
+    /// [`Frame::padded`]): the server's side sets [`super::coap::MIN_FRAME_LEN`] so that clients
+    /// that read a fixed header first (iotivity-lite) can read every frame it sends.
+    pub fn with_min_frame_len(mut self, min_frame_len: usize) -> Self {
+        self.min_frame_len = min_frame_len;
+        self
     }
 
     /// The next frame; `None` when the peer closed the stream cleanly between frames.
@@ -81,6 +91,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
     pub async fn write_frame(&mut self, frame: &Frame) -> Result<(), StreamError> {
         self.write_buf.clear();
         frame.encode(&mut self.write_buf)?;
+        if self.write_buf.len() < self.min_frame_len {
+            // Rare (an empty-token Pong, a bare Abort): re-encode with a diagnostic payload.
+            self.write_buf.clear();
+            frame
+                .clone()
+                .padded(self.min_frame_len)
+                .encode(&mut self.write_buf)?;
+        }
         self.io.write_all(&self.write_buf).await?;
         self.io.flush().await?;
         if self.write_buf.capacity() > KEEP_CAPACITY {

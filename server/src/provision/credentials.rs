@@ -132,7 +132,7 @@ impl Provisioner {
             validity(now, self.identity_validity, self.identity_ca.not_after())?;
 
         let mut params = CertificateParams::default();
-        params.distinguished_name = request.params.distinguished_name;
+        params.distinguished_name = csr.subject();
         params.not_before = not_before;
         params.not_after = not_after;
         params.serial_number = Some(random_serial()?);

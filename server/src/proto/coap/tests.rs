@@ -453,3 +453,41 @@ fn garbage_never_panics() {
     }
     assert!(decoded > 0, "some garbage must decode as frames");
 }
+
+#[test]
+fn short_signals_and_errors_are_padded_to_the_minimum() {
+    // An empty-token Pong is 2 bytes; padded, it keeps its code and (empty) token.
+    let pong = Frame::pong(&[]).padded(MIN_FRAME_LEN);
+    let bytes = pong.to_bytes().unwrap();
+    assert!(bytes.len() >= MIN_FRAME_LEN, "{bytes:?}");
+    assert_eq!(decode_one(&bytes).unwrap().unwrap().code, Code::PONG);
+    assert!(pong.token.is_empty());
+    assert_eq!(pong.payload, b"7.03");
+    // A bare Abort and an error without diagnostic get one too.
+    assert!(
+        Frame::abort("")
+            .padded(MIN_FRAME_LEN)
+            .to_bytes()
+            .unwrap()
+            .len()
+            >= MIN_FRAME_LEN
+    );
+    let error = Frame::response(Code::NOT_FOUND, &[]).padded(MIN_FRAME_LEN);
+    assert_eq!(error.payload, b"4.04");
+    // Long enough frames, and frames that may not carry a diagnostic, are unchanged.
+    let ping = Frame::ping(&[1, 2, 3, 4]);
+    assert_eq!(ping.clone().padded(MIN_FRAME_LEN), ping);
+    let ok = Frame::response(Code::CHANGED, &[]);
+    assert_eq!(ok.clone().padded(MIN_FRAME_LEN), ok);
+}
+
+#[test]
+fn csm_with_a_token_is_past_the_minimum() {
+    let csm = Frame::csm_with_token(&[9; CSM_TOKEN_LEN], None);
+    let bytes = csm.to_bytes().unwrap();
+    assert_eq!(bytes.len(), 2 + CSM_TOKEN_LEN);
+    assert_eq!(bytes[0], 0x08);
+    assert_eq!(decode_one(&bytes).unwrap(), Some(csm));
+    let sized = Frame::csm_with_token(&[9; CSM_TOKEN_LEN], Some(16_384));
+    assert_eq!(sized.csm_max_message_size(), Some(16_384));
+}
