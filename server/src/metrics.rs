@@ -164,6 +164,7 @@ pub struct Metrics {
     handshake: Recorder,
     matching: Recorder,
     resources: [Recorder; STEPS.len()],
+    tokens: Arc<crate::token::TokenMetrics>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -196,7 +197,14 @@ impl Metrics {
             handshake: Recorder::new(),
             matching: Recorder::new(),
             resources: std::array::from_fn(|_| Recorder::new()),
+            tokens: Arc::default(),
         }
+    }
+
+    /// Export these access-token counters (the provisioner's) too.
+    pub fn with_token_metrics(mut self, tokens: Arc<crate::token::TokenMetrics>) -> Self {
+        self.tokens = tokens;
+        self
     }
 
     /// A TLS handshake completed and the connection was admitted: counts it as accepted and records
@@ -440,6 +448,7 @@ impl Metrics {
             "Time to answer a device request, by resource.",
             &refs,
         );
+        self.tokens.write_prometheus(&mut out);
         out
     }
 
