@@ -274,6 +274,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn https_is_verified_against_the_configured_ca() {
+        use crate::pki::{CertSpec, Issued};
+        use rcgen::{ExtendedKeyUsagePurpose, SanType};
+        let ca = Issued::self_signed(&CertSpec::ca("Token endpoint CA")).expect("ca");
+        let mut spec = CertSpec::device("auth.test");
+        spec.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        spec.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
+        let leaf = ca.issue(&spec).expect("leaf");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], leaf.key_der())
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let mut buf = vec![0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                    .await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        let url: Uri = format!("https://{addr}/token").parse().expect("uri");
+        let trusted = HttpClient::new(Some(("ca.pem", ca.pem().as_bytes()))).expect("client");
+        let (status, body) = trusted
+            .post_form(&url, &[], "a=1".into())
+            .await
+            .expect("verified https");
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"{}"[..]));
+        // The built-in web roots do not know this CA.
+        let web = HttpClient::new(None).expect("client");
+        assert!(matches!(
+            web.post_form(&url, &[], "a=1".into()).await,
+            Err(HttpError::Connect { .. })
+        ));
+    }
+
+    #[tokio::test]
     async fn refused_connection_and_bad_ca_file_are_errors() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
