@@ -1,6 +1,8 @@
 //! The HTTP admin API, on its own port (loopback by default).
 //!
-//! - `GET /healthz` and `GET /metrics` (Prometheus text) need no credentials.
+//! - `GET /healthz` and `GET /metrics` (Prometheus text) need no credentials, nor do
+//!   `GET /.well-known/jwks.json` and `GET /.well-known/openid-configuration` (the keys of the
+//!   `jwt` access-token provider, see [`crate::token`]).
 //! - Everything under `/api/v1/` needs `Authorization: Bearer <token>`, compared in constant time;
 //!   without it the answer is 401 with `WWW-Authenticate: Bearer`.
 //! - `/api/v1/enrollment-groups[/{id}]` and `/api/v1/hubs[/{id}]`: list, create (POST, 201), read,
@@ -43,6 +45,7 @@ mod serve;
 #[cfg(test)]
 mod tests;
 mod tpm;
+mod wellknown;
 
 pub use serve::AdminLimits;
 
@@ -143,6 +146,11 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus))
+        .route(wellknown::JWKS_PATH, get(wellknown::jwks))
+        .route(
+            wellknown::OPENID_CONFIGURATION_PATH,
+            get(wellknown::openid_configuration),
+        )
         .nest("/api/v1", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::enrollment::{
     certs_from_pem, Attestation, EnrollmentGroup, GroupError, GroupErrorKind, LeadSelector,
 };
+use crate::token::{AuthorizationConfig, AuthorizationError};
 use crate::tpm::enrollment::{TpmEnrollment, TpmEnrollmentConfig, TpmEnrollmentError};
 
 pub mod ranges;
@@ -57,6 +58,9 @@ pub enum ConfigError {
         /// Which key, its value and its range.
         source: OutOfRange,
     },
+    /// A hub's `[hub.authorization]` is unusable.
+    #[error(transparent)]
+    Authorization(#[from] AuthorizationError),
 }
 
 /// One `[[enrollment_group]]` table as written in the file.
@@ -103,6 +107,10 @@ pub struct HubConfig {
     /// Human name.
     #[serde(default)]
     pub name: Option<String>,
+    /// `[hub.authorization]`: how its devices' access tokens are issued (absent: provider `jwt`
+    /// with every default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<AuthorizationConfig>,
 }
 
 /// `[server]`: the device port. Paths are relative to the config file.
@@ -194,6 +202,10 @@ pub struct AdminSection {
     /// The bearer token inline (prefer `token_file` or the `DPS_ADMIN_TOKEN` environment variable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The URL hubs reach this API under (`iss` of DPS-signed access tokens, base of the
+    /// `jwks_uri`); default `http://` and the bound address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
 }
 
 fn default_admin_listen() -> String {
@@ -367,6 +379,11 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
+        for hub in &file.hub {
+            if let Some(a) = &hub.authorization {
+                a.validate(&hub.id)?;
+            }
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         let x509 = file
             .enrollment_group
@@ -522,6 +539,28 @@ mod tests {
         )
         .expect_err("missing file");
         assert!(err.to_string().contains("/nonexistent/nope.pem"), "{err}");
+    }
+
+    #[test]
+    fn zero_token_validity_is_refused_at_load_with_key_and_range() {
+        let err = Config::parse(
+            "[[hub]]\nid = \"3a6bb6a7-3c42-4c7e-9d52-1f0d6c7a3f10\"\n[hub.authorization.jwt]\nvalidity_s = 0\n",
+            Path::new("/tmp/c.toml"),
+        )
+        .expect_err("zero validity");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("authorization.jwt.validity_s")
+                && msg.contains("3a6bb6a7-3c42-4c7e-9d52-1f0d6c7a3f10")
+                && msg.contains("allowed 1..="),
+            "{msg}"
+        );
+        let ok = Config::parse(
+            "[[hub]]\nid = \"3a6bb6a7-3c42-4c7e-9d52-1f0d6c7a3f10\"\n[hub.authorization]\nprovider = \"jwt\"\n",
+            Path::new("/tmp/c.toml"),
+        )
+        .expect("jwt with defaults");
+        assert!(ok.file.hub[0].authorization.is_some());
     }
 
     #[test]

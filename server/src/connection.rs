@@ -310,7 +310,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
             code if code.is_request() => {
                 let started = std::time::Instant::now();
-                let mut answer = respond(&frame, device.as_ref(), provisioner);
+                let mut answer = respond(&frame, device.as_ref(), provisioner).await;
                 if let (Some(device), Some(step)) = (&device, answer.step) {
                     let event = step_event(device, step, &answer);
                     if answer.issued.is_none() {
@@ -370,6 +370,7 @@ fn step_event(device: &DeviceSession, step: Step, answer: &Answer) -> StepEvent 
             certificate: CertId::of(&i.certificate),
             not_after: i.not_after,
         }),
+        token: answer.token,
         at: time::OffsetDateTime::now_utc(),
     }
 }
@@ -381,6 +382,8 @@ struct Answer {
     step: Option<Step>,
     /// Credentials issued by it.
     issued: Option<IssuedCredentials>,
+    /// The access token a cloud configuration handed out.
+    token: Option<crate::token::TokenInfo>,
 }
 
 impl From<Frame> for Answer {
@@ -389,6 +392,7 @@ impl From<Frame> for Answer {
             frame,
             step: None,
             issued: None,
+            token: None,
         }
     }
 }
@@ -418,16 +422,29 @@ fn provision_error(request: &Frame, e: ProvisionError) -> Frame {
     match e {
         ProvisionError::Internal(_) => error(Code::INTERNAL, request, &e.to_string()),
         ProvisionError::Forbidden(_) => error(Code::FORBIDDEN, request, &e.to_string()),
+        ProvisionError::Unavailable { retry_after_s, .. } => {
+            error(Code::SERVICE_UNAVAILABLE, request, &e.to_string())
+                .with_uint_option(option::MAX_AGE, u64::from(retry_after_s))
+        }
         _ => error(Code::BAD_REQUEST, request, &e.to_string()),
     }
 }
 
 /// Answer one request.
-pub fn handle(request: &Frame, device: Option<&DeviceSession>, provisioner: &Provisioner) -> Frame {
-    respond(request, device, provisioner).frame
+pub async fn handle(
+    request: &Frame,
+    device: Option<&DeviceSession>,
+    provisioner: &Provisioner,
+) -> Frame {
+    respond(request, device, provisioner).await.frame
 }
 
-fn respond(request: &Frame, device: Option<&DeviceSession>, provisioner: &Provisioner) -> Answer {
+/// Answer one request; only the cloud configuration awaits anything (its access token).
+async fn respond(
+    request: &Frame,
+    device: Option<&DeviceSession>,
+    provisioner: &Provisioner,
+) -> Answer {
     if let Some(o) = request.options.iter().find(|o| {
         crate::proto::coap::is_critical(o.number) && !UNDERSTOOD_OPTIONS.contains(&o.number)
     }) {
@@ -449,6 +466,7 @@ fn respond(request: &Frame, device: Option<&DeviceSession>, provisioner: &Provis
         frame,
         step,
         issued: None,
+        token: None,
     };
     if !allowed.contains(&request.code) {
         return answer(error(
@@ -476,8 +494,13 @@ fn respond(request: &Frame, device: Option<&DeviceSession>, provisioner: &Provis
         paths::ACLS => reply(Code::CONTENT, request, format, &provisioner.acls(group)),
         paths::CLOUD_CONFIGURATION => match decode_request(request) {
             Err(f) => f,
-            Ok(req) => match provisioner.cloud_configuration(group, &req) {
-                Ok(resp) => reply(Code::CHANGED, request, format, &resp),
+            Ok(req) => match provisioner.cloud_configuration(group, &req).await {
+                Ok((resp, token)) => {
+                    return Answer {
+                        token: Some(token),
+                        ..answer(reply(Code::CHANGED, request, format, &resp))
+                    }
+                }
                 Err(e) => provision_error(request, e),
             },
         },
@@ -488,9 +511,8 @@ fn respond(request: &Frame, device: Option<&DeviceSession>, provisioner: &Provis
                     tracing::info!(device = %issued.device_id, group = %group.id, cn = %device.common_name, renewal = device.device_id.is_some(), "identity certificate issued");
                     let frame = reply(Code::CHANGED, request, format, &issued.response);
                     return Answer {
-                        frame,
-                        step,
                         issued: Some(issued),
+                        ..answer(frame)
                     };
                 }
                 Err(e) => provision_error(request, e),

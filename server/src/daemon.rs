@@ -158,6 +158,16 @@ pub async fn run(
                 tracing::warn!(address = %admin_bound, "the admin API listens beyond loopback");
             }
             tracing::info!(address = %admin_bound, "admin API listening (http)");
+            let configured = config.file.admin.as_ref().and_then(|a| a.issuer.as_ref());
+            if configured.is_none() {
+                if admin_bound.ip().is_unspecified() {
+                    tracing::warn!(address = %admin_bound, "set [admin] issuer: access tokens name an unspecified address as their issuer");
+                }
+                server
+                    .provisioner()
+                    .tokens()
+                    .set_issuer(format!("http://{admin_bound}"));
+            }
             admin = Some(admin_bound);
             let state = server.admin_state(config, token);
             Some(tokio::spawn(crate::admin::serve(

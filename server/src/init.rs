@@ -10,6 +10,12 @@ use crate::config::{
 };
 use crate::enrollment::LeadSelector;
 use crate::pki::{chain_pem, CertSpec, Issued, PkiError};
+use crate::token::config::JwtConfig;
+use crate::token::jwt::SigningKey;
+use crate::token::AuthorizationConfig;
+
+/// The access-token signing key `init` writes (P-256, PKCS#8 PEM), relative to the config.
+pub const TOKEN_SIGNING_KEY: &str = "token-signing.key";
 
 /// Why the demo set-up could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +38,7 @@ pub enum InitError {
     #[error("certificate name: {0}")]
     Name(#[from] rcgen::Error),
     /// The system random generator failed.
-    #[error("no randomness for the admin token")]
+    #[error("no randomness for the admin token or the token signing key")]
     Random,
     /// The config could not be serialized.
     #[error("cannot serialize the config: {0}")]
@@ -150,6 +156,10 @@ pub fn init(dir: &Path, force: bool) -> Result<InitReport, InitError> {
     )?;
     write(dir, "device.key", &device.key_pem(), &mut files)?;
 
+    // The key the demo hub's `jwt` provider signs the devices' access tokens with.
+    let signing_key = SigningKey::generate_pem().map_err(|_| InitError::Random)?;
+    write(dir, TOKEN_SIGNING_KEY, &signing_key, &mut files)?;
+
     let file = ConfigFile {
         server: Some(ServerSection {
             listen: "127.0.0.1:15684".into(),
@@ -165,11 +175,19 @@ pub fn init(dir: &Path, force: bool) -> Result<InitReport, InitError> {
             listen: "127.0.0.1:15685".into(),
             token_file: Some("admin-token".into()),
             token: None,
+            issuer: None,
         }),
         hub: vec![HubConfig {
             id: ids::HUB.into(),
             gateways: vec!["coaps+tcp://127.0.0.1:5684".into()],
             name: Some("demo hub".into()),
+            authorization: Some(AuthorizationConfig {
+                jwt: Some(JwtConfig {
+                    signing_key: Some(TOKEN_SIGNING_KEY.into()),
+                    ..JwtConfig::default()
+                }),
+                ..AuthorizationConfig::default()
+            }),
         }],
         enrollment_group: vec![
             GroupConfig {
@@ -253,6 +271,19 @@ mod tests {
             text.contains("[store]") && text.contains("dps.redb"),
             "{text}"
         );
+        // The hub signs its devices' tokens with the key init wrote.
+        let hub = &config.file.hub[0];
+        let auth = hub.authorization.as_ref().expect("[hub.authorization]");
+        assert_eq!(auth.provider, crate::token::ProviderKind::Jwt);
+        assert!(text.contains("[hub.authorization.jwt]"), "{text}");
+        let built = crate::provision::Hub::from_config(hub, dir.path()).expect("hub builds");
+        let pem = std::fs::read(dir.path().join(TOKEN_SIGNING_KEY)).expect("key file");
+        let kid = SigningKey::from_pem(&pem)
+            .expect("P-256 key")
+            .kid()
+            .to_owned();
+        let jwks = crate::token::Tokens::new().jwks([&*built.authorization]);
+        assert_eq!(jwks["keys"][0]["kid"], kid.as_str());
         assert!(matches!(init(dir.path(), false), Err(InitError::Exists(_))));
         init(dir.path(), true).expect("force overwrites");
     }

@@ -18,4 +18,5 @@ pub mod server;
 pub mod shed;
 pub mod store;
 pub mod tls;
+pub mod token;
 pub mod tpm;

@@ -168,6 +168,7 @@ pub struct Metrics {
     handshake: Recorder,
     matching: Recorder,
     resources: [Recorder; STEPS.len()],
+    tokens: Arc<crate::token::TokenMetrics>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -201,7 +202,14 @@ impl Metrics {
             handshake: Recorder::new(),
             matching: Recorder::new(),
             resources: std::array::from_fn(|_| Recorder::new()),
+            tokens: Arc::default(),
         }
+    }
+
+    /// Export these access-token counters (the provisioner's) too.
+    pub fn with_token_metrics(mut self, tokens: Arc<crate::token::TokenMetrics>) -> Self {
+        self.tokens = tokens;
+        self
     }
 
     /// A TLS handshake completed and the connection was admitted: counts it as accepted and records
@@ -456,6 +464,7 @@ impl Metrics {
             "Time to answer a device request, by resource.",
             &refs,
         );
+        self.tokens.write_prometheus(&mut out);
         out
     }
 

@@ -70,6 +70,13 @@ pub struct ProvisioningRecord {
     /// Its expiry, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_not_after: Option<String>,
+    /// The authorization provider (`jwt` or `oauth2`) that issued the access token of the latest
+    /// successful cloud configuration (the token itself is never stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_provider: Option<String>,
+    /// That token's expiry, RFC 3339, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<String>,
     /// Latest result per step.
     pub steps: BTreeMap<Step, StepResult>,
     /// First connection, RFC 3339.

@@ -141,16 +141,17 @@ fn merged_groups_and_hubs(
         location: location.to_owned(),
         reason,
     };
+    let base = config_dir(config);
     let mut hubs = config
         .file
         .hub
         .iter()
-        .map(|h| Hub::try_from(h).map_err(ServerError::Hub))
+        .map(|h| Hub::from_config(h, base).map_err(ServerError::Hub))
         .collect::<Result<Vec<_>, ServerError>>()?;
     let configured_hubs = hubs.len();
     for stored in store.hubs().map_err(store_err)? {
-        let hub =
-            Hub::try_from(&stored).map_err(|e| ServerError::Hub(format!("in the store: {e}")))?;
+        let hub = Hub::from_config(&stored, base)
+            .map_err(|e| ServerError::Hub(format!("in the store: {e}")))?;
         if let Some(c) = hubs[..configured_hubs].iter().find(|c| c.id == hub.id) {
             return Err(ServerError::DuplicateId {
                 kind: "hub",
@@ -214,6 +215,11 @@ fn merged_groups_and_hubs(
         groups.push(group);
     }
     Ok((groups, hubs))
+}
+
+/// The directory the config's relative paths start from.
+fn config_dir(config: &Config) -> &Path {
+    config.path.parent().unwrap_or(Path::new("."))
 }
 
 fn store_location(store: &Store) -> String {
@@ -285,12 +291,12 @@ impl Server {
             store.identities().map_err(store_err)?,
         ));
         let validity = Duration::from_secs(u64::from(section.identity_validity_days) * 86_400);
-        let provisioner = Arc::new(Provisioner::with_identities(
-            identity_ca,
-            hubs,
-            validity,
-            identities,
-        ));
+        let provisioner = Provisioner::with_identities(identity_ca, hubs, validity, identities)
+            .with_config_dir(config_dir(config));
+        if let Some(issuer) = config.file.admin.as_ref().and_then(|a| a.issuer.clone()) {
+            provisioner.tokens().set_issuer(issuer);
+        }
+        let provisioner = Arc::new(provisioner);
         let ttl = Duration::from_millis(config.file.tpm.challenge_ttl_ms);
         let mut tpm = config.tpm_enrollments.clone();
         for stored in store.tpm_enrollments().map_err(store_err)? {
@@ -338,7 +344,8 @@ impl Server {
         store: Arc<Store>,
     ) -> Result<Self, ServerError> {
         limits.validate()?;
-        let metrics = Arc::new(Metrics::new());
+        let metrics =
+            Arc::new(Metrics::new().with_token_metrics(provisioner.tokens().metrics().clone()));
         let tpm = Arc::new(TpmEnrollments::new());
         let verifier = Arc::new(
             AttestationVerifier::new(arena.clone())

@@ -554,6 +554,8 @@ pub fn build(spec: &FleetSpec, dir: &Path) -> Result<Fleet, FleetError> {
         id: HUB.into(),
         gateways: vec!["coaps+tcp://127.0.0.1:5684".into()],
         name: Some("dps-loadgen hub".into()),
+        // Provider `jwt` with the server's generated key: the same hub JSON works on a remote DPS.
+        authorization: None,
     };
     config.hub = vec![hub.clone()];
     config.enrollment_group = tables.clone();
@@ -566,6 +568,7 @@ pub fn build(spec: &FleetSpec, dir: &Path) -> Result<Fleet, FleetError> {
         listen: "127.0.0.1:0".into(),
         token_file: Some("admin-token".into()),
         token: None,
+        issuer: None,
     });
     let token = format!(
         "{}{}",

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::{blocking, parse_id, AdminState, ApiError, ApiJson, St};
 use crate::config::HubConfig;
+use crate::provision::Hub;
 
 /// The scheme every gateway URI must have.
 const GATEWAY_SCHEME: &str = "coaps+tcp://";
@@ -36,6 +37,10 @@ fn prepare(mut hub: HubConfig) -> Result<(Uuid, HubConfig), ApiError> {
             "hub {id}: gateway {bad:?} is not a {GATEWAY_SCHEME}host:port URI"
         )));
     }
+    if let Some(a) = &hub.authorization {
+        a.validate(&hub.id)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
     Ok((id, hub))
 }
 
@@ -55,13 +60,24 @@ fn hub_json(hub: &HubConfig) -> Result<Value, ApiError> {
     serde_json::to_value(hub).map_err(|e| ApiError::internal(format!("cannot encode hub: {e}")))
 }
 
+/// The hub as the running server will serve it, its authorization files (signing key, client
+/// secret; relative to the config file) read: built before the hub is stored, so that a hub the
+/// server cannot use is refused (400) rather than stored. `None` without a running server.
+fn runtime_hub(st: &AdminState, hub: &HubConfig) -> Result<Option<Hub>, ApiError> {
+    st.provisioner
+        .as_ref()
+        .map(|p| {
+            p.hub_from_config(hub)
+                .map_err(|e| ApiError::bad_request(format!("hub {e}")))
+        })
+        .transpose()
+}
+
 /// Hand a stored hub to the running server, so devices get it on their next cloud configuration.
-fn apply(st: &AdminState, hub: &HubConfig) -> Result<(), ApiError> {
-    if let Some(p) = &st.provisioner {
-        let hub = crate::provision::Hub::try_from(hub).map_err(ApiError::bad_request)?;
+fn apply(st: &AdminState, hub: Option<Hub>) {
+    if let (Some(p), Some(hub)) = (&st.provisioner, hub) {
         p.upsert_hub(hub);
     }
-    Ok(())
 }
 
 fn static_conflict(id: Uuid) -> ApiError {
@@ -121,8 +137,9 @@ pub(super) async fn create(
                 "hub {id} already exists; PUT /api/v1/hubs/{id} replaces it"
             )));
         }
+        let runtime = runtime_hub(st, &hub)?;
         st.store.put_hub(&hub)?;
-        apply(st, &hub)?;
+        apply(st, runtime);
         tracing::info!(hub = %id, "admin API: hub created");
         let mut resp = (StatusCode::CREATED, Json(hub_json(&hub)?)).into_response();
         if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/hubs/{id}")) {
@@ -154,8 +171,9 @@ pub(super) async fn replace(
                 "the body's id {body_id} differs from the id in the path ({id})"
             )));
         }
+        let runtime = runtime_hub(st, &hub)?;
         st.store.put_hub(&hub)?;
-        apply(st, &hub)?;
+        apply(st, runtime);
         tracing::info!(hub = %id, "admin API: hub replaced");
         hub_json(&hub).map(Json)
     })

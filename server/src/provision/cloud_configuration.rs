@@ -4,9 +4,10 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use super::{Hub, ProvisionError, Provisioner};
+use super::{owner_uuid, Hub, ProvisionError, Provisioner};
 use crate::enrollment::EnrollmentGroup;
 use crate::proto::body::{CloudConfigurationRequest, CloudConfigurationResponse, CloudServer};
+use crate::token::TokenInfo;
 
 /// Authorization provider name sent as `apn` (the device requires the key).
 pub const AUTHORIZATION_PROVIDER: &str = "plgd";
@@ -38,15 +39,18 @@ impl Provisioner {
     }
 
     /// The cloud configuration: the selected hub's id as `sid`, the requested gateway as `cis`
-    /// if it is one of that hub's gateways (else the hub's first), and every gateway of the hub
-    /// as an alternative server. No access token is issued.
-    pub fn cloud_configuration(
+    /// if it is one of that hub's gateways (else the hub's first), every gateway of the hub as an
+    /// alternative server, and an access token from the hub's authorization provider for the
+    /// group's owner and the request's `di` as `at` (with what the record keeps about it). A
+    /// provider failure is [`ProvisionError::Unavailable`].
+    pub async fn cloud_configuration(
         &self,
         group: &EnrollmentGroup,
         req: &CloudConfigurationRequest,
-    ) -> Result<CloudConfigurationResponse, ProvisionError> {
-        let hubs = self.hubs.load();
-        let hub = Self::select_hub(&hubs, group, req)?;
+    ) -> Result<(CloudConfigurationResponse, TokenInfo), ProvisionError> {
+        // The hub is copied out so that no snapshot guard is held while the token is awaited.
+        let hub = Self::select_hub(&self.hubs.load(), group, req)?.clone();
+        let hub = &hub;
         let requested = req
             .selected_gateway
             .as_ref()
@@ -61,11 +65,20 @@ impl Provisioner {
                 )))
             }
         };
+        let authority = &hub.authorization;
+        let issued = self
+            .tokens
+            .issue(authority, hub.id, owner_uuid(&group.owner), &req.di)
+            .await
+            .map_err(|e| ProvisionError::Unavailable {
+                retry_after_s: authority.retry_after_s(),
+                reason: format!("no access token from hub {}: {e}", hub.id),
+            })?;
         let sid = hub.id.to_string();
-        Ok(CloudConfigurationResponse {
+        let response = CloudConfigurationResponse {
             apn: AUTHORIZATION_PROVIDER.to_owned(),
             cis,
-            at: String::new(),
+            at: issued.token,
             servers: hub
                 .gateways
                 .iter()
@@ -75,7 +88,8 @@ impl Provisioner {
                 })
                 .collect(),
             sid,
-        })
+        };
+        Ok((response, issued.info))
     }
 }
 
@@ -86,11 +100,20 @@ mod tests {
     use crate::provision::test_support::{group, provisioner};
 
     fn hub(gateways: &[&str]) -> Hub {
-        Hub {
-            id: Uuid::new_v4(),
-            name: "hub".into(),
-            gateways: gateways.iter().map(|g| g.to_string()).collect(),
-        }
+        Hub::new(
+            Uuid::new_v4(),
+            "hub",
+            gateways.iter().map(|g| g.to_string()).collect(),
+        )
+    }
+
+    /// The configuration alone (the token is checked where it matters).
+    async fn config(
+        p: &Provisioner,
+        g: &EnrollmentGroup,
+        req: &CloudConfigurationRequest,
+    ) -> Result<CloudConfigurationResponse, ProvisionError> {
+        p.cloud_configuration(g, req).await.map(|(resp, _)| resp)
     }
 
     fn request(selected: Option<(&Uuid, &str)>) -> CloudConfigurationRequest {
@@ -103,8 +126,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn first_configured_hub_of_the_group_is_the_default() {
+    #[tokio::test]
+    async fn first_configured_hub_of_the_group_is_the_default() {
         let (a, b) = (
             hub(&["coaps+tcp://a:5684", "coaps+tcp://a2:5684"]),
             hub(&["coaps+tcp://b:5684"]),
@@ -113,11 +136,11 @@ mod tests {
         let p = provisioner(vec![a, b]);
         let mut g = group("acme");
         g.hub_ids = vec![Uuid::new_v4(), a_id, b_id];
-        let resp = p.cloud_configuration(&g, &request(None)).expect("config");
+        let resp = config(&p, &g, &request(None)).await.expect("config");
         assert_eq!(resp.apn, "plgd");
         assert_eq!(resp.sid, a_id.to_string());
         assert_eq!(resp.cis, "coaps+tcp://a:5684");
-        assert!(resp.at.is_empty());
+        assert!(!resp.at.is_empty());
         let servers: Vec<_> = resp
             .servers
             .iter()
@@ -132,8 +155,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn selected_gateway_is_honoured_only_for_a_hub_of_the_group() {
+    #[tokio::test]
+    async fn selected_gateway_is_honoured_only_for_a_hub_of_the_group() {
         let (a, b, c) = (
             hub(&["coaps+tcp://a:5684"]),
             hub(&["coaps+tcp://b:5684", "coaps+tcp://b2:5684"]),
@@ -144,8 +167,8 @@ mod tests {
         let mut g = group("acme");
         g.hub_ids = vec![a_id, b_id];
 
-        let resp = p
-            .cloud_configuration(&g, &request(Some((&b_id, "coaps+tcp://b2:5684"))))
+        let resp = config(&p, &g, &request(Some((&b_id, "coaps+tcp://b2:5684"))))
+            .await
             .expect("config");
         assert_eq!(
             (resp.sid.as_str(), resp.cis.as_str()),
@@ -153,14 +176,14 @@ mod tests {
         );
 
         // A uri that is not one of the hub's gateways falls back to its first gateway.
-        let resp = p
-            .cloud_configuration(&g, &request(Some((&b_id, "coaps+tcp://evil:5684"))))
+        let resp = config(&p, &g, &request(Some((&b_id, "coaps+tcp://evil:5684"))))
+            .await
             .expect("config");
         assert_eq!(resp.cis, "coaps+tcp://b:5684");
 
         // A configured hub that is not one of the group's is ignored.
-        let resp = p
-            .cloud_configuration(&g, &request(Some((&c_id, "coaps+tcp://c:5684"))))
+        let resp = config(&p, &g, &request(Some((&c_id, "coaps+tcp://c:5684"))))
+            .await
             .expect("config");
         assert_eq!(resp.sid, a_id.to_string());
         assert_eq!(resp.cis, "coaps+tcp://a:5684");
@@ -171,42 +194,42 @@ mod tests {
             sel.id = "not-a-uuid".into();
         }
         assert_eq!(
-            p.cloud_configuration(&g, &req).expect("config").sid,
+            config(&p, &g, &req).await.expect("config").sid,
             a_id.to_string()
         );
     }
 
-    #[test]
-    fn no_usable_hub_is_no_hub() {
+    #[tokio::test]
+    async fn no_usable_hub_is_no_hub() {
         let empty = hub(&[]);
         let empty_id = empty.id;
         let p = provisioner(vec![empty]);
         let mut g = group("acme");
         assert!(matches!(
-            p.cloud_configuration(&g, &request(None)),
+            config(&p, &g, &request(None)).await,
             Err(ProvisionError::NoHub(_))
         ));
         g.hub_ids = vec![Uuid::new_v4()];
         assert!(matches!(
-            p.cloud_configuration(&g, &request(None)),
+            config(&p, &g, &request(None)).await,
             Err(ProvisionError::NoHub(_))
         ));
         g.hub_ids = vec![empty_id];
         let selected = request(Some((&empty_id, "coaps+tcp://x:5684")));
         assert!(matches!(
-            p.cloud_configuration(&g, &selected),
+            config(&p, &g, &selected).await,
             Err(ProvisionError::NoHub(_))
         ));
     }
 
-    #[test]
-    fn response_keys_are_in_spec_order_and_at_is_omitted() {
+    #[tokio::test]
+    async fn response_keys_are_in_spec_order() {
         let a = hub(&["coaps+tcp://a:5684"]);
         let a_id = a.id;
         let p = provisioner(vec![a]);
         let mut g = group("acme");
         g.hub_ids = vec![a_id];
-        let resp = p.cloud_configuration(&g, &request(None)).expect("config");
+        let resp = config(&p, &g, &request(None)).await.expect("config");
         let bytes = to_cbor(&resp).expect("cbor");
         let value: ciborium::Value = ciborium::de::from_reader(bytes.as_slice()).expect("decode");
         let keys: Vec<String> = value
@@ -215,6 +238,62 @@ mod tests {
             .iter()
             .filter_map(|(k, _)| k.as_text().map(str::to_owned))
             .collect();
-        assert_eq!(keys, ["apn", "cis", "sid", "x.org.iotivity.servers"]);
+        assert_eq!(keys, ["apn", "cis", "at", "sid", "x.org.iotivity.servers"]);
+    }
+
+    #[tokio::test]
+    async fn token_names_the_owner_uuid_and_the_requested_device() {
+        let a = hub(&["coaps+tcp://a:5684"]);
+        let a_id = a.id;
+        let p = provisioner(vec![a]);
+        let mut g = group("acme");
+        g.hub_ids = vec![a_id];
+        let req = request(None);
+        let (resp, info) = p.cloud_configuration(&g, &req).await.expect("config");
+        let claims = crate::token::jwt::unverified_claims(&resp.at).expect("a JWT");
+        assert_eq!(
+            claims["https://plgd.dev/owner"],
+            owner_uuid("acme").to_string()
+        );
+        assert_eq!(claims["https://plgd.dev/deviceId"], req.di);
+        assert_eq!(claims["aud"], a_id.to_string());
+        assert_eq!(info.provider, crate::token::ProviderKind::Jwt);
+        assert_eq!(
+            info.expires_at.map(|t| t.unix_timestamp()),
+            claims["exp"].as_i64()
+        );
+    }
+
+    #[tokio::test]
+    async fn provider_failure_is_unavailable_with_the_hub_retry_delay() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("secret"), "s").expect("secret");
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/token", closed.local_addr().expect("addr"));
+        drop(closed);
+        let config: crate::config::HubConfig = serde_json::from_value(serde_json::json!({
+            "id": Uuid::new_v4().to_string(),
+            "gateways": ["coaps+tcp://a:5684"],
+            "authorization": {"provider": "oauth2", "oauth2": {
+                "token_url": url, "client_id": "dps", "client_secret_file": "secret",
+                "retry_after_s": 42,
+            }},
+        }))
+        .expect("hub json");
+        let a = Hub::from_config(&config, dir.path()).expect("hub");
+        let a_id = a.id;
+        let p = provisioner(vec![a]);
+        let mut g = group("acme");
+        g.hub_ids = vec![a_id];
+        match p.cloud_configuration(&g, &request(None)).await {
+            Err(ProvisionError::Unavailable {
+                retry_after_s,
+                reason,
+            }) => {
+                assert_eq!(retry_after_s, 42);
+                assert!(reason.contains("unreachable"), "{reason}");
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
     }
 }

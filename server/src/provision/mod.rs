@@ -25,6 +25,7 @@ mod registry;
 mod test_support;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ use crate::config::HubConfig;
 use crate::enrollment::CertId;
 #[cfg(doc)]
 use crate::enrollment::EnrollmentGroup;
+use crate::token::{Authority, Tokens};
 
 pub use credentials::{IssuedCredentials, OCF_IDENTITY_EKU};
 pub use identity::IdentityCa;
@@ -54,18 +56,31 @@ pub struct Hub {
     pub name: String,
     /// Gateway URIs, `coaps+tcp://host:port`; the first is the default.
     pub gateways: Vec<String>,
+    /// Issues the access tokens of the hub's devices.
+    pub authorization: Arc<Authority>,
 }
 
-impl TryFrom<&HubConfig> for Hub {
-    type Error = String;
+impl Hub {
+    /// A hub whose tokens come from the default provider (`jwt`, the server's generated key).
+    pub fn new(id: Uuid, name: impl Into<String>, gateways: Vec<String>) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            gateways,
+            authorization: Arc::new(Authority::default()),
+        }
+    }
 
-    /// A `[[hub]]` table (or a stored hub) as a hub; the error names the bad id.
-    fn try_from(h: &HubConfig) -> Result<Self, Self::Error> {
+    /// A `[[hub]]` table (or a stored hub) as a hub, with the files of its authorization section
+    /// read relative to `base`; the error names the bad id or file.
+    pub fn from_config(h: &HubConfig, base: &Path) -> Result<Self, String> {
         let id = Uuid::parse_str(&h.id).map_err(|_| format!("{:?}: id is not a UUID", h.id))?;
+        let authorization = Authority::from_config(h.authorization.as_ref(), &h.id, base)?;
         Ok(Hub {
             id,
             name: h.name.clone().unwrap_or_default(),
             gateways: h.gateways.clone(),
+            authorization: Arc::new(authorization),
         })
     }
 }
@@ -100,6 +115,15 @@ pub enum ProvisionError {
     /// A server-side failure: answer 5.00 with this diagnostic.
     #[error("{0}")]
     Internal(String),
+    /// A service the answer needs (the hub's token provider) failed: answer 5.03 with Max-Age
+    /// `retry_after_s` and this diagnostic.
+    #[error("{reason}")]
+    Unavailable {
+        /// When the device should come back, seconds.
+        retry_after_s: u32,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl ProvisionError {
@@ -109,13 +133,17 @@ impl ProvisionError {
             ProvisionError::BadRequest(m)
             | ProvisionError::NoHub(m)
             | ProvisionError::Forbidden(m)
-            | ProvisionError::Internal(m) => m,
+            | ProvisionError::Internal(m)
+            | ProvisionError::Unavailable { reason: m, .. } => m,
         }
     }
 
     /// Whether the device is at fault (4.00 or 4.03) rather than the server (5.00).
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, ProvisionError::Internal(_))
+        !matches!(
+            self,
+            ProvisionError::Internal(_) | ProvisionError::Unavailable { .. }
+        )
     }
 }
 
@@ -132,6 +160,9 @@ pub struct Provisioner {
     hubs: ArcSwap<HashMap<Uuid, Hub>>,
     identity_validity: Duration,
     issued: Arc<Identities>,
+    tokens: Tokens,
+    /// Files named by hubs (signing keys, client secrets) are relative to it.
+    config_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Provisioner {
@@ -174,7 +205,33 @@ impl Provisioner {
             hubs: ArcSwap::from_pointee(by_id),
             identity_validity,
             issued: identities,
+            tokens: Tokens::new(),
+            config_dir: PathBuf::from("."),
         }
+    }
+
+    /// Resolve the files named by hubs added later ([`Provisioner::hub_from_config`]) against
+    /// `dir` (the config file's directory).
+    pub fn with_config_dir(mut self, dir: &Path) -> Self {
+        self.config_dir = dir.to_owned();
+        self
+    }
+
+    /// A hub table (from the admin API) as a hub, its files resolved against the config's
+    /// directory.
+    pub fn hub_from_config(&self, h: &HubConfig) -> Result<Hub, String> {
+        Hub::from_config(h, &self.config_dir)
+    }
+
+    /// Token issuing: issuer, generated key, counters.
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
+    /// The public keys of every `jwt` hub, as a JWK set (`/.well-known/jwks.json`).
+    pub fn jwks(&self) -> serde_json::Value {
+        let hubs = self.hubs.load();
+        self.tokens.jwks(hubs.values().map(|h| &*h.authorization))
     }
 
     /// The identity CA.
@@ -262,11 +319,7 @@ mod tests {
     #[test]
     fn first_hub_wins_on_duplicate_ids() {
         let id = Uuid::new_v4();
-        let hub = |name: &str| Hub {
-            id,
-            name: name.into(),
-            gateways: vec!["coaps+tcp://a:5684".into()],
-        };
+        let hub = |name: &str| Hub::new(id, name, vec!["coaps+tcp://a:5684".into()]);
         let p = test_support::provisioner(vec![hub("first"), hub("second")]);
         assert_eq!(p.hub(&id).map(|h| h.name), Some("first".to_owned()));
     }
@@ -275,11 +328,7 @@ mod tests {
     fn hubs_are_added_replaced_and_removed_at_run_time() {
         let p = test_support::provisioner(Vec::new());
         let id = Uuid::new_v4();
-        let hub = |name: &str| Hub {
-            id,
-            name: name.into(),
-            gateways: vec!["coaps+tcp://a:5684".into()],
-        };
+        let hub = |name: &str| Hub::new(id, name, vec!["coaps+tcp://a:5684".into()]);
         assert!(p.hubs().is_empty());
         p.upsert_hub(hub("one"));
         p.upsert_hub(hub("two"));
@@ -287,11 +336,20 @@ mod tests {
         assert!(p.remove_hub(&id));
         assert!(!p.remove_hub(&id));
         assert!(p.hub(&id).is_none());
-        let bad = HubConfig {
+        let mut bad = HubConfig {
             id: "nope".into(),
             gateways: vec![],
             name: None,
+            authorization: None,
         };
-        assert!(Hub::try_from(&bad).is_err_and(|e| e.contains("nope")));
+        assert!(p.hub_from_config(&bad).is_err_and(|e| e.contains("nope")));
+        bad.id = id.to_string();
+        bad.authorization = Some(crate::token::AuthorizationConfig {
+            provider: crate::token::ProviderKind::Oauth2,
+            ..Default::default()
+        });
+        assert!(p
+            .hub_from_config(&bad)
+            .is_err_and(|e| e.contains("authorization.oauth2")));
     }
 }

@@ -36,6 +36,8 @@ fn record(key: CertId, device: Option<Uuid>) -> ProvisioningRecord {
         device_id: device,
         identity_certificate: None,
         identity_not_after: None,
+        token_provider: None,
+        token_expires_at: None,
         steps: Default::default(),
         first_seen: "2025-01-01T00:00:00Z".into(),
         last_seen: "2025-01-01T00:00:00Z".into(),
@@ -55,6 +57,7 @@ fn event(key: CertId, step: Step, code: Code) -> StepEvent {
             String::new()
         },
         issued: None,
+        token: None,
         at: OffsetDateTime::now_utc(),
     }
 }
@@ -86,6 +89,7 @@ fn groups_and_hubs_round_trip_and_delete() {
         id: Uuid::new_v4().to_string().to_uppercase(),
         gateways: vec!["coaps+tcp://h:5684".into()],
         name: None,
+        authorization: Some(crate::token::AuthorizationConfig::default()),
     };
     store.put_hub(&hub).expect("put hub");
     assert_eq!(store.hubs().expect("hubs"), vec![hub.clone()]);
@@ -285,4 +289,34 @@ fn a_file_store_survives_reopening_and_refuses_garbage() {
     std::fs::write(&garbage, vec![0x5a; 8192]).expect("write");
     let err = Store::open(&garbage).expect_err("garbage is refused");
     assert!(matches!(err, StoreError::Database(_)), "{err}");
+}
+
+#[test]
+fn cloud_configuration_records_the_token_provider_and_expiry_and_old_records_decode() {
+    let key = CertId([3; 32]);
+    let mut cloud = event(key, Step::CloudConfiguration, Code::CHANGED);
+    let expires = OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("time");
+    cloud.token = Some(crate::token::TokenInfo {
+        provider: crate::token::ProviderKind::Oauth2,
+        expires_at: Some(expires),
+    });
+    let merged = super::writer::merge(None, &cloud);
+    assert_eq!(merged.token_provider.as_deref(), Some("oauth2"));
+    assert_eq!(
+        merged.token_expires_at.as_deref(),
+        Some("2030-03-17T17:46:40Z")
+    );
+    // A later step without a token keeps what the record knows.
+    let acls = super::writer::merge(Some(merged), &event(key, Step::Acls, Code::CONTENT));
+    assert_eq!(acls.token_provider.as_deref(), Some("oauth2"));
+    let json = serde_json::to_value(&acls).expect("json");
+    assert!(json.get("at").is_none() && !json.to_string().contains("eyJ"));
+    // A record stored before these fields existed still decodes.
+    let mut old = serde_json::to_value(record(key, None)).expect("json");
+    if let Some(map) = old.as_object_mut() {
+        map.remove("token_provider");
+        map.remove("token_expires_at");
+    }
+    let decoded: ProvisioningRecord = serde_json::from_value(old).expect("old record");
+    assert_eq!(decoded.token_provider, None);
 }

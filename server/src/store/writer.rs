@@ -65,6 +65,8 @@ pub struct StepEvent {
     pub diagnostic: String,
     /// For a successful credentials step: what was issued.
     pub issued: Option<IssuedIdentity>,
+    /// For a successful cloud configuration: the access token's provider and expiry.
+    pub token: Option<crate::token::TokenInfo>,
     /// When the request was answered.
     pub at: OffsetDateTime,
 }
@@ -353,6 +355,8 @@ fn empty_record(
         device_id: None,
         identity_certificate: None,
         identity_not_after: None,
+        token_provider: None,
+        token_expires_at: None,
         steps: BTreeMap::new(),
         first_seen: rfc3339(at),
         last_seen: rfc3339(at),
@@ -377,6 +381,10 @@ pub(super) fn merge(current: Option<ProvisioningRecord>, event: &StepEvent) -> P
         record.device_id = Some(issued.device_id);
         record.identity_certificate = Some(issued.certificate.to_string());
         record.identity_not_after = Some(rfc3339(issued.not_after));
+    }
+    if let Some(token) = &event.token {
+        record.token_provider = Some(token.provider.as_str().to_owned());
+        record.token_expires_at = token.expires_at.map(rfc3339);
     }
     record.steps.insert(
         event.step,

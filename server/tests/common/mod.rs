@@ -1,6 +1,7 @@
 //! Fixtures shared by the integration tests: the seed's manufacturer PKI and helpers to judge chains.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod server;
 pub mod tpm;
 

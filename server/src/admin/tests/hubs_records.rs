@@ -24,6 +24,16 @@ async fn hubs_are_validated_and_referenced_ones_stay() {
             json!({"id": hub.to_string(), "gateways": ["coaps+tcp://"]}),
             "coaps+tcp://",
         ),
+        (
+            json!({"id": hub.to_string(), "gateways": ["coaps+tcp://h:1"],
+                   "authorization": {"jwt": {"validity_s": 0}}}),
+            "authorization.jwt.validity_s",
+        ),
+        (
+            json!({"id": hub.to_string(), "gateways": ["coaps+tcp://h:1"],
+                   "authorization": {"provider": "oauth2"}}),
+            "authorization.oauth2",
+        ),
     ];
     for (body, reason) in bad {
         let a = call(&f.app, Method::POST, "/api/v1/hubs", Some(body.clone())).await;
@@ -96,6 +106,85 @@ async fn hubs_are_validated_and_referenced_ones_stay() {
     assert_eq!(a.status, StatusCode::NOT_FOUND);
 }
 
+#[tokio::test]
+async fn hub_keys_are_loaded_before_the_hub_is_stored_and_served_as_a_jwk_set() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = Issued::self_signed(&CertSpec::ca("Identity")).expect("ca");
+    let ca = crate::provision::IdentityCa::from_pem(&ca.pem(), &ca.key_pem()).expect("ca");
+    let provisioner = Arc::new(
+        crate::provision::Provisioner::new(
+            ca,
+            Vec::new(),
+            crate::provision::DEFAULT_IDENTITY_VALIDITY,
+        )
+        .with_config_dir(dir.path()),
+    );
+    let store = Arc::new(MemStore::default());
+    let app = router(AdminState {
+        arena: Arc::new(Arena::with_groups(Vec::new()).expect("arena")),
+        store: store.clone(),
+        metrics: Arc::new(Metrics::new()),
+        token: TOKEN.into(),
+        static_group_ids: HashSet::new(),
+        static_hub_ids: HashSet::new(),
+        provisioner: Some(provisioner.clone()),
+        tpm: None,
+        static_tpm_ids: HashSet::new(),
+        records: None,
+    });
+    let hub = Uuid::new_v4();
+    let body = json!({"id": hub.to_string(), "gateways": ["coaps+tcp://h:1"],
+                      "authorization": {"jwt": {"signing_key": "hub.key"}}});
+    let a = call(&app, Method::POST, "/api/v1/hubs", Some(body.clone())).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+    assert!(a.error().contains("hub.key"), "{}", a.text);
+    assert!(
+        store.hubs().expect("hubs").is_empty(),
+        "refused, so not stored"
+    );
+
+    let pem = crate::token::jwt::SigningKey::generate_pem().expect("pem");
+    std::fs::write(dir.path().join("hub.key"), &pem).expect("key");
+    let a = call(&app, Method::POST, "/api/v1/hubs", Some(body.clone())).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert!(provisioner.hub(&hub).is_some());
+    let kid = crate::token::jwt::SigningKey::from_pem(pem.as_bytes())
+        .expect("key")
+        .kid()
+        .to_owned();
+    // No bearer token needed for the well-known documents.
+    for (path, check) in [
+        ("/.well-known/jwks.json", "keys"),
+        ("/.well-known/openid-configuration", "jwks_uri"),
+    ] {
+        let resp = app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+            .await
+            .expect("answer");
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).expect("json");
+        assert!(v.get(check).is_some(), "{path}: {v}");
+        if check == "keys" {
+            assert_eq!(v["keys"][0]["kid"], kid.as_str(), "{v}");
+        } else {
+            assert_eq!(v["issuer"], crate::token::DEFAULT_ISSUER);
+        }
+    }
+    // Without a device server there are no keys to serve.
+    let resp = fixture()
+        .app
+        .oneshot(
+            Request::get("/.well-known/jwks.json")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
 fn record(n: u8) -> ProvisioningRecord {
     ProvisioningRecord {
         key: format!("sha256:{:064x}", n),
@@ -104,6 +193,8 @@ fn record(n: u8) -> ProvisioningRecord {
         device_id: Some(Uuid::from_u128(u128::from(n))),
         identity_certificate: None,
         identity_not_after: None,
+        token_provider: None,
+        token_expires_at: None,
         steps: BTreeMap::from([(
             Step::Time,
             StepResult {
