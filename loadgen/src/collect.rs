@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::device::{self, DeviceRun, Observed};
+use crate::device::{self, DeviceRun, Observed, StrictCheck};
 use crate::fleet::{Device, DeviceClass, Expected, Fleet};
 use crate::metrics::{Phase, Recorder};
 
@@ -19,7 +19,8 @@ pub struct ClassCounts {
     pub as_expected: u64,
     /// Got something else.
     pub mismatches: u64,
-    /// Observed outcomes (`provisioned:<group>`, `rejected:<alert>`, `failed`, ...) and counts.
+    /// Observed outcomes (`provisioned:<group>`, `rejected:<alert>`, `strict:<check>`, `failed`,
+    /// ...) and counts.
     pub observed: BTreeMap<String, u64>,
 }
 
@@ -139,6 +140,7 @@ fn observed_label(o: &Observed, fleet: &Fleet) -> String {
         Observed::Attested => "attested".into(),
         Observed::Rejected { alert } => format!("rejected:{alert}"),
         Observed::TpmRefused { step, code } => format!("tpm_refused:{}:{code}", step.as_str()),
+        Observed::Strict { check, .. } => format!("strict:{check}"),
         Observed::Failed { .. } => "failed".into(),
     }
 }
@@ -158,8 +160,10 @@ pub struct Collector {
     pub handshakes: u64,
     /// Outcome other than expected.
     pub mismatches: u64,
-    /// Of the mismatches, runs that failed (timeouts, I/O, bad answers).
+    /// Of the mismatches, runs that failed (timeouts, I/O, bad answers, strict checks).
     pub errors: u64,
+    /// Of the errors, runs that failed one of iotivity-lite's checks, by check.
+    pub strict_failures: BTreeMap<StrictCheck, u64>,
     /// A few mismatching devices, for diagnosis.
     pub examples: Vec<String>,
     /// Rejections the fleet expects, by reason.
@@ -234,8 +238,13 @@ impl Collector {
         } else {
             c.mismatches += 1;
             self.mismatches += 1;
-            if matches!(run.observed, Observed::Failed { .. }) {
-                self.errors += 1;
+            match &run.observed {
+                Observed::Failed { .. } => self.errors += 1,
+                Observed::Strict { check, .. } => {
+                    self.errors += 1;
+                    *self.strict_failures.entry(*check).or_default() += 1;
+                }
+                _ => {}
             }
             if self.examples.len() < 10 {
                 self.examples.push(format!(

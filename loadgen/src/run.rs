@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::collect::{ClassCounts, Collector, Second};
-use crate::device::{self, DeviceContext};
+use crate::device::{self, DeviceContext, StrictCheck};
 use crate::fleet::{self, DeviceClass};
 use crate::metrics::{Phase, Quantiles, Recorder};
 use crate::scenario::{ExecutorSpec, Loaded};
@@ -222,8 +222,12 @@ pub struct Summary {
     pub handshakes: u64,
     /// Devices with an outcome other than expected.
     pub mismatches: u64,
-    /// Devices that failed for another reason (timeouts, I/O, bad answers).
+    /// Devices that failed for another reason (timeouts, I/O, bad answers, strict checks).
     pub errors: u64,
+    /// Of the errors, devices that failed one of iotivity-lite's checks on what the server sent
+    /// (a frame too short for the real client to read, an answer it would refuse), by check.
+    #[serde(default)]
+    pub strict_failures: BTreeMap<StrictCheck, u64>,
     /// Scheduled starts dropped (open model only).
     pub dropped: u64,
     /// Provisioned per second.
@@ -522,6 +526,7 @@ fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) -> Out
         handshakes: c.handshakes,
         mismatches: c.mismatches,
         errors: c.errors,
+        strict_failures: c.strict_failures,
         dropped: f.dropped,
         provisioned_per_s: c.provisioned as f64 / secs,
         handshakes_per_s: c.handshakes as f64 / secs,

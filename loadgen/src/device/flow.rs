@@ -1,16 +1,16 @@
 //! The provisioning flow of one device, step by step, with the checks a device makes on each
-//! answer.
+//! answer (iotivity-lite's, from [`super::strict`], then the spec's).
 
 use std::time::{Duration, Instant};
 
 use dps_server::proto::body::{
-    self, AclsResponse, CloudConfigurationRequest, CloudConfigurationResponse, ContentFormat,
-    CredentialsRequest, CredentialsResponse, Csr, OwnershipResponse, TimeResponse,
+    self, CloudConfigurationRequest, ContentFormat, CredentialsRequest, Csr,
 };
 use dps_server::proto::coap::{Code, Frame};
-use rustls::pki_types::pem::PemObject as _;
+use rcgen::PublicKeyData as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use super::strict::{self, DpsClock, StrictCheck, Violation};
 use super::{open_session, reconnects, stream_failure, DeviceContext, Observed, Session};
 use crate::fleet::{Credentials, Device};
 use crate::metrics::Phase;
@@ -107,13 +107,16 @@ pub(super) fn post<T: serde::Serialize>(
         .with_payload(payload))
 }
 
-async fn step<T: serde::de::DeserializeOwned>(
+/// One request and its answer, parsed as the real client's `oc_rep` parser would (a body it
+/// cannot parse fails `check`, the check of this answer).
+async fn step(
     io: &mut Session,
     phase: Phase,
     req: Frame,
     want: Code,
+    check: StrictCheck,
     phases: &mut Phases,
-) -> Result<T, Observed> {
+) -> Result<strict::rep::Object, Observed> {
     let started = Instant::now();
     let resp = io
         .exchange(&req)
@@ -127,11 +130,13 @@ async fn step<T: serde::de::DeserializeOwned>(
             String::from_utf8_lossy(&resp.payload)
         )));
     }
-    body::from_cbor(&resp.payload).map_err(|e| failed(format!("{phase}: {e}")))
+    strict::parse_root(&resp.payload)
+        .map_err(|e| Violation::new(check, format!("{phase}: cannot parse the body: {e}")).into())
 }
 
 /// Time, ownership, cloud configuration, credentials (for `device_id`, with a fresh key) and ACLs
-/// on one session.
+/// on one session, each answer checked as iotivity-lite's client checks it ([`strict`]), then as
+/// the spec requires beyond that.
 pub(super) async fn provision(
     io: &mut Session,
     index: usize,
@@ -139,38 +144,34 @@ pub(super) async fn provision(
     phases: &mut Phases,
 ) -> Result<Provisioned, Observed> {
     let token = (index as u64) << 8;
-    let time: TimeResponse = step(
+    let time = step(
         io,
         Phase::Time,
         request(Code::GET, token, "/x.plgd.dev/time"),
         Code::CONTENT,
+        StrictCheck::Time,
         phases,
     )
     .await?;
-    if time::OffsetDateTime::parse(&time.time, &time::format_description::well_known::Rfc3339)
-        .is_err()
-    {
-        return Err(failed(format!("time: not RFC 3339: {:?}", time.time)));
-    }
-    let own: OwnershipResponse = step(
+    let clock = DpsClock::new(strict::time(&time)?);
+    let own = step(
         io,
         Phase::Ownership,
         request(Code::GET, token + 1, "/api/v1/provisioning/ownership"),
         Code::CONTENT,
+        StrictCheck::Ownership,
         phases,
     )
     .await?;
-    if uuid::Uuid::parse_str(&own.devowneruuid).is_err() {
-        return Err(failed(format!(
-            "ownership: not a UUID: {:?}",
-            own.devowneruuid
-        )));
+    let owner = strict::ownership(&own)?;
+    if uuid::Uuid::parse_str(&owner).is_err() {
+        return Err(failed(format!("ownership: not a UUID: {owner:?}")));
     }
     let cloud_req = CloudConfigurationRequest {
         di: device_id.to_string(),
         selected_gateway: None,
     };
-    let cloud: CloudConfigurationResponse = step(
+    let cloud = step(
         io,
         Phase::CloudConfiguration,
         post(
@@ -179,9 +180,11 @@ pub(super) async fn provision(
             &cloud_req,
         )?,
         Code::CHANGED,
+        StrictCheck::CloudConfiguration,
         phases,
     )
     .await?;
+    let cloud = strict::cloud_configuration(&cloud)?;
     if cloud.cis.is_empty() || uuid::Uuid::parse_str(&cloud.sid).is_err() {
         return Err(failed("cloud configuration without cis or a UUID sid"));
     }
@@ -194,42 +197,42 @@ pub(super) async fn provision(
             encoding: "oic.sec.encoding.pem".into(),
         },
     };
-    let creds: CredentialsResponse = step(
+    let creds = step(
         io,
         Phase::Credentials,
         post(token + 3, "/api/v1/provisioning/credentials", &cred_req)?,
         Code::CHANGED,
+        StrictCheck::Credentials,
         phases,
     )
     .await?;
-    let identity = creds
-        .creds
-        .iter()
-        .find(|c| c.credusage == "oic.sec.cred.cert" && c.subjectuuid == device_id.to_string())
-        .and_then(|c| c.publicdata.as_ref())
-        .and_then(|p| CertificateDer::from_pem_slice(p.data.as_bytes()).ok())
-        .ok_or_else(|| failed("credentials: no identity certificate for this device"))?;
-    if !creds
-        .creds
-        .iter()
-        .any(|c| c.credusage == "oic.sec.cred.trustca")
-    {
-        return Err(failed("credentials: no trust CA"));
+    let spki = key.subject_public_key_info();
+    let device = strict::DeviceKey {
+        device_id,
+        spki: &spki,
+    };
+    let applied = strict::credentials(&creds, &device, &clock)?;
+    if applied.identity_subject != device_id.to_string() {
+        return Err(failed(format!(
+            "credentials: the identity certificate is for subject {:?}, not this device",
+            applied.identity_subject
+        )));
     }
-    let acls: AclsResponse = step(
+    let acls = step(
         io,
         Phase::Acls,
         request(Code::GET, token + 4, "/api/v1/provisioning/acls"),
         Code::CONTENT,
+        StrictCheck::Acls,
         phases,
     )
     .await?;
-    if acls.aclist2.is_empty() {
+    if strict::acls(&acls)? == 0 {
         return Err(failed("acls: empty"));
     }
     Ok(Provisioned {
-        owner: own.devowneruuid,
-        identity,
+        owner,
+        identity: applied.identity,
         key,
     })
 }

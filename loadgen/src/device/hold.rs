@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use dps_server::proto::coap::{Code, Frame};
 use tokio::sync::{watch, Notify};
 
+use super::flow::failed;
 use super::{Observed, Session};
 use crate::metrics::Phase;
 
@@ -87,12 +88,12 @@ impl HoldControl {
 }
 
 /// Ping and wait for the Pong with the same token, answering the server's Pings meanwhile.
-async fn ping(io: &mut Session, token: u64) -> Result<Duration, String> {
+async fn ping(io: &mut Session, token: u64) -> Result<Duration, Observed> {
     let started = Instant::now();
     let token = token.to_be_bytes();
     io.write_frame(&Frame::ping(&token))
         .await
-        .map_err(|e| format!("ping: {e}"))?;
+        .map_err(|e| failed(format!("ping: {e}")))?;
     let wait = async {
         loop {
             match io.read_frame().await {
@@ -100,25 +101,28 @@ async fn ping(io: &mut Session, token: u64) -> Result<Duration, String> {
                 Ok(Some(f)) if f.code == Code::PING => {
                     io.write_frame(&Frame::pong(&f.token))
                         .await
-                        .map_err(|e| format!("pong: {e}"))?;
+                        .map_err(|e| failed(format!("pong: {e}")))?;
                 }
                 Ok(Some(f)) if f.code == Code::ABORT || f.code == Code::RELEASE => {
-                    return Err(format!(
+                    return Err(failed(format!(
                         "server sent {}: {}",
                         f.code,
                         String::from_utf8_lossy(&f.payload)
-                    ))
+                    )))
                 }
                 Ok(Some(_)) => {}
-                Ok(None) => return Err("server closed the held connection".to_owned()),
-                Err(e) => return Err(format!("held connection: {e}")),
+                Ok(None) => return Err(failed("server closed the held connection")),
+                Err(e @ super::SessionError::ShortFrame { .. }) => {
+                    return Err(super::stream_failure("held connection", &e))
+                }
+                Err(e) => return Err(failed(format!("held connection: {e}"))),
             }
         }
     };
     match tokio::time::timeout(PONG_TIMEOUT, wait).await {
         Ok(Ok(())) => Ok(started.elapsed()),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(format!("no Pong within {PONG_TIMEOUT:?}")),
+        Err(_) => Err(failed(format!("no Pong within {PONG_TIMEOUT:?}"))),
     }
 }
 
@@ -142,14 +146,14 @@ pub async fn hold(
                         phases.push((Phase::Ping, rtt));
                         observed
                     }
-                    Err(error) => Observed::Failed { error },
+                    Err(observed) => observed,
                 };
             }
             () = tokio::time::sleep(control.ping_interval) => {
                 token += 1;
                 match ping(&mut io, token).await {
                     Ok(rtt) => phases.push((Phase::Ping, rtt)),
-                    Err(error) => break Observed::Failed { error },
+                    Err(observed) => break observed,
                 }
             }
         }

@@ -9,6 +9,8 @@
 
 mod flow;
 pub mod hold;
+mod session;
+pub mod strict;
 #[cfg(feature = "tpm-sim")]
 pub mod swtpm;
 pub mod tls;
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dps_server::proto::coap::Code;
-use dps_server::proto::stream::{FramedIo, StreamError};
+use dps_server::proto::stream::StreamError;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpSocket, TcpStream};
@@ -27,10 +29,12 @@ use tokio::net::{TcpSocket, TcpStream};
 use crate::fleet::tpm::TpmStep;
 use crate::fleet::{Device, DeviceClass};
 use crate::metrics::Phase;
+pub use session::{DeviceIo, SessionError};
+pub use strict::StrictCheck;
 pub use tls::expected_alert;
 
 /// A device's CoAP session over TLS.
-pub type Session = FramedIo<tokio_rustls::client::TlsStream<TcpStream>>;
+pub type Session = DeviceIo<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// Largest CoAP message a device accepts (the identity chain in the credentials answer fits).
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -64,6 +68,14 @@ pub enum Observed {
     Rejected {
         /// The alert description (rustls's name, e.g. `UnknownCA`).
         alert: String,
+    },
+    /// The server sent something iotivity-lite's real client would refuse (a frame too short to
+    /// read, an answer missing what the client requires): the check it failed.
+    Strict {
+        /// The check.
+        check: StrictCheck,
+        /// What exactly failed it.
+        detail: String,
     },
     /// Anything else: timeout, I/O error, unexpected response, a held connection lost.
     Failed {
@@ -183,14 +195,32 @@ pub async fn run_then(
     }
 }
 
-fn stream_failure(step: &str, e: &StreamError) -> Observed {
-    if let StreamError::Io(io) = e {
-        if let Some(alert) = tls::alert_of(io) {
-            return Observed::Rejected { alert };
+fn stream_failure(step: &str, e: &SessionError) -> Observed {
+    match e {
+        SessionError::Stream(StreamError::Io(io)) => {
+            if let Some(alert) = tls::alert_of(io) {
+                return Observed::Rejected { alert };
+            }
         }
+        SessionError::ShortFrame { .. } => {
+            return Observed::Strict {
+                check: StrictCheck::ShortFrame,
+                detail: format!("{step}: {e}"),
+            }
+        }
+        _ => {}
     }
     Observed::Failed {
         error: format!("{step}: {e}"),
+    }
+}
+
+impl From<strict::Violation> for Observed {
+    fn from(v: strict::Violation) -> Self {
+        Observed::Strict {
+            check: v.check,
+            detail: v.detail,
+        }
     }
 }
 
@@ -239,7 +269,7 @@ async fn open_session(
                 error: format!("handshake: {e}"),
             },
         })?;
-    let mut io = FramedIo::new(tls, MAX_MESSAGE);
+    let mut io = DeviceIo::new(tls, MAX_MESSAGE);
     // TLS 1.3 clients finish before the server has judged their certificate: the verdict (CSM or
     // alert) is the first thing the server sends.
     match io.read_frame().await {

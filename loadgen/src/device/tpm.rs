@@ -103,6 +103,9 @@ async fn refused(io: &mut Session, step: TpmStep, code: Code) -> Observed {
                     f.code
                 ))
             }
+            Err(e @ super::SessionError::ShortFrame { .. }) => {
+                return stream_failure(step.as_str(), &e)
+            }
             Ok(None) | Err(_) => {
                 return Observed::TpmRefused {
                     step,

@@ -113,6 +113,18 @@ pub fn markdown(s: &Summary) -> String {
         "{} devices in {:.2} s (started {}): {} provisioned ({:.1}/s), {} handshakes ({:.1}/s), {} mismatches, {} errors, {} dropped.\n",
         s.devices, s.duration_s, s.started_at, s.provisioned, s.provisioned_per_s, s.handshakes, s.handshakes_per_s, s.mismatches, s.errors, s.dropped
     );
+    if !s.strict_failures.is_empty() {
+        let checks: Vec<String> = s
+            .strict_failures
+            .iter()
+            .map(|(check, n)| format!("{check} {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "Failed iotivity-lite's checks on what the server sent (a real device would fail too): {}.\n",
+            checks.join(", ")
+        );
+    }
     let _ = writeln!(
         out,
         "| phase | count | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |"
