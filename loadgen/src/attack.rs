@@ -230,6 +230,9 @@ fn client_config(kind: AttackKind) -> Option<Arc<rustls::ClientConfig>> {
     Some(Arc::new(config))
 }
 
+/// How long a storm connection opened near the attack's end may wait for its refusal.
+const STORM_GRACE: Duration = Duration::from_secs(2);
+
 /// Wait until the server closes `stream` or `end` comes; true if the server closed it.
 async fn until_closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, end: Instant) -> bool {
     let mut buf = [0u8; 256];
@@ -276,6 +279,12 @@ async fn attacker(
             }
         };
         c.opened.fetch_add(1, Ordering::Relaxed);
+        // A storm connection opened just before the end still gets its refusal: it waits up to
+        // STORM_GRACE for it instead of giving up mid-handshake (and counting as left open).
+        let end = match kind {
+            AttackKind::HandshakeStorm => end.max(started + STORM_GRACE),
+            _ => end,
+        };
         let closed = match (kind, client.as_ref()) {
             (AttackKind::IdleTcp, _) => until_closed(&mut tcp, end).await,
             (_, None) => return,

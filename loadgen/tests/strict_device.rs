@@ -287,6 +287,7 @@ fn fleet(pki: &Pki) -> Fleet {
             id: HUB.into(),
             gateways: vec!["coaps+tcp://hub.invalid:5684".into()],
             name: None,
+            authorization: None,
         },
         server_tpm_enrollments: Vec::new(),
         server_tpm_groups: Vec::new(),
