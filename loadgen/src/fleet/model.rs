@@ -99,7 +99,8 @@ pub struct Fleet {
     /// Individual TPM enrollments of the soft TPM devices (in the embedded server's config;
     /// created over the admin API of a remote target).
     pub server_tpm_enrollments: Vec<TpmEnrollmentConfig>,
-    /// TPM enrollment groups the fleet needs (config file only).
+    /// TPM enrollment groups the fleet needs (in the embedded server's config; created over the
+    /// admin API of a remote target).
     pub server_tpm_groups: Vec<GroupConfig>,
 }
 

@@ -8,8 +8,8 @@
 //!   present.
 //! - `tpm-vendor`: a TPM enrollment group over the fleet's TPM manufacturer chain (EK CA ← TPM
 //!   root, lead the EK CA); soft `tpm` devices of odd index and `tpm_tampered_blob` devices of odd
-//!   index present an EK certificate from it. TPM groups exist only in the server's config file,
-//!   so a remote target cannot run these classes.
+//!   index present an EK certificate from it. The group is in the embedded (and spawned) server's
+//!   config; a remote target gets it over its admin API, like the X.509 groups.
 //! - `tpm-swtpm`: `tpm_swtpm` devices, enrolled individually at run time (their EKs are only known
 //!   once the swtpm processes run).
 

@@ -86,10 +86,7 @@ pub async fn prepare(
     }
     let mut enrollments = Vec::new();
     while let Some(read) = reads.join_next().await {
-        enrollments.push(
-            read.map_err(|e| swtpm_err(e.to_string()))?
-                .map_err(SwtpmError::Swtpm)?,
-        );
+        enrollments.push(read?.map_err(SwtpmError::Swtpm)?);
     }
     enrollments.sort_by_key(|(index, _)| *index);
     let enrollments: Vec<_> = enrollments.into_iter().map(|(_, e)| e).collect();
