@@ -21,47 +21,16 @@ use std::time::{Duration, Instant};
 use dps_server::pki::{CertSpec, Issued};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::{Deserialize, Serialize};
+
+pub use crate::spec::{AttackKind, AttackSpec};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-/// What an attacker does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AttackKind {
-    /// TCP only, no TLS.
-    IdleTcp,
-    /// TLS, half a CoAP frame, silence.
-    HalfFrame,
-    /// TLS, a length field beyond any limit.
-    Oversized,
-    /// Refused handshakes, back to back.
-    HandshakeStorm,
-}
-
-/// `[[attack]]`: one kind of hostile traffic.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AttackSpec {
-    /// What the attackers do.
-    pub kind: AttackKind,
-    /// Attacker connections at once.
-    pub connections: usize,
-    /// When they start, from the start of the devices, e.g. "5s".
-    #[serde(default, with = "humantime_serde")]
-    pub start: Duration,
-    /// How long they keep at it, e.g. "20s".
-    #[serde(with = "humantime_serde")]
-    pub duration: Duration,
-    /// New attacker connections per second while building up; 0 = all at once.
-    #[serde(default)]
-    pub rate: f64,
-}
-
 /// What the attackers saw, in the summary.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttackReport {
     /// The kind.
-    pub kind: String,
+    pub kind: AttackKind,
     /// Connections attempted.
     pub attempted: u64,
     /// Connections the server accepted at the TCP level.
@@ -187,10 +156,7 @@ impl Running {
         let mut close = c.close_ms.lock().map(|v| v.clone()).unwrap_or_default();
         close.sort_unstable();
         AttackReport {
-            kind: serde_json::to_value(self.spec.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            kind: self.spec.kind,
             attempted: c.attempted.load(Ordering::Relaxed),
             opened: c.opened.load(Ordering::Relaxed),
             closed_by_server: c.closed_by_server.load(Ordering::Relaxed),

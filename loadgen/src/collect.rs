@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::device::{self, DeviceRun, Observed, StrictCheck};
+use crate::device::{self, DeviceRun, FailureKind, Observed, StrictCheck};
 use crate::fleet::{Device, DeviceClass, Expected, Fleet};
 use crate::metrics::{Phase, Recorder};
+use crate::scenario::DeviceMode;
 
 /// Per-class outcome counts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -97,12 +98,7 @@ impl Timeline {
 }
 
 /// Did a device observe what its class expects?
-pub fn matches(
-    expected: &Expected,
-    observed: &Observed,
-    fleet: &Fleet,
-    handshake_only: bool,
-) -> bool {
+pub fn matches(expected: &Expected, observed: &Observed, fleet: &Fleet, mode: DeviceMode) -> bool {
     let owner_of = |group: &str| fleet.groups.get(group).map(|g| g.owner_uuid.as_str());
     match (expected, observed) {
         (Expected::Accepted { group }, Observed::Provisioned { owner })
@@ -110,7 +106,7 @@ pub fn matches(
             owner_of(group) == Some(owner.as_str())
         }
         (Expected::Accepted { .. } | Expected::Reconnected { .. }, Observed::Attested) => {
-            handshake_only
+            mode.handshake_only()
         }
         (Expected::Rejected { reason }, Observed::Rejected { alert }) => {
             device::expected_alert(*reason) == alert
@@ -164,6 +160,8 @@ pub struct Collector {
     pub errors: u64,
     /// Of the errors, runs that failed one of iotivity-lite's checks, by check.
     pub strict_failures: BTreeMap<StrictCheck, u64>,
+    /// Of the errors, the other runs by kind of failure.
+    pub failures: BTreeMap<FailureKind, u64>,
     /// A few mismatching devices, for diagnosis.
     pub examples: Vec<String>,
     /// Rejections the fleet expects, by reason.
@@ -197,14 +195,14 @@ impl Collector {
         dev: &Device,
         run: &DeviceRun,
         fleet: &Fleet,
-        handshake_only: bool,
+        mode: DeviceMode,
         at: Duration,
     ) {
         self.done += 1;
         for (phase, d) in &run.phases {
             self.recorder.record(dev.class, *phase, *d);
         }
-        let ok = matches(&dev.expected, &run.observed, fleet, handshake_only);
+        let ok = matches(&dev.expected, &run.observed, fleet, mode);
         let total = run
             .phases
             .iter()
@@ -239,7 +237,10 @@ impl Collector {
             c.mismatches += 1;
             self.mismatches += 1;
             match &run.observed {
-                Observed::Failed { .. } => self.errors += 1,
+                Observed::Failed { kind, .. } => {
+                    self.errors += 1;
+                    *self.failures.entry(*kind).or_default() += 1;
+                }
                 Observed::Strict { check, .. } => {
                     self.errors += 1;
                     *self.strict_failures.entry(*check).or_default() += 1;
@@ -274,6 +275,60 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_devices_are_counted_by_kind_and_strict_ones_by_check() {
+        let fleet = Fleet {
+            devices: Vec::new(),
+            groups: BTreeMap::new(),
+            server_ca: rustls_pki_types::CertificateDer::from(Vec::new()),
+            server_groups: Vec::new(),
+            hub: dps_server::config::HubConfig {
+                id: crate::fleet::HUB.into(),
+                gateways: Vec::new(),
+                name: None,
+            },
+            server_tpm_enrollments: Vec::new(),
+            server_tpm_groups: Vec::new(),
+        };
+        let dev = Device {
+            index: 0,
+            class: DeviceClass::Valid,
+            common_name: "VALID-000000".into(),
+            credentials: crate::fleet::Credentials::X509 {
+                chain: Vec::new(),
+                key: rustls_pki_types::PrivateKeyDer::Pkcs8(Vec::new().into()),
+            },
+            expected: Expected::Accepted {
+                group: "factory-a".into(),
+            },
+        };
+        let mut c = Collector::default();
+        let seen = [
+            Observed::failed(FailureKind::Timeout, "timed out after 10s"),
+            Observed::failed(FailureKind::Busy, "credentials: 5.03 (Max-Age 2 s)"),
+            Observed::failed(FailureKind::Timeout, "no Pong within 10s"),
+            Observed::Strict {
+                check: StrictCheck::ShortFrame,
+                detail: "handshake: 5 bytes".into(),
+            },
+            Observed::Rejected {
+                alert: "UnknownCA".into(),
+            },
+        ];
+        for observed in seen {
+            let run = DeviceRun {
+                observed,
+                phases: Vec::new(),
+                through: std::time::Instant::now(),
+            };
+            c.record(&dev, &run, &fleet, DeviceMode::Provision, Duration::ZERO);
+        }
+        assert_eq!((c.mismatches, c.errors), (5, 4));
+        let kinds: Vec<(FailureKind, u64)> = c.failures.into_iter().collect();
+        assert_eq!(kinds, [(FailureKind::Timeout, 2), (FailureKind::Busy, 1)]);
+        assert_eq!(c.strict_failures.get(&StrictCheck::ShortFrame), Some(&1));
+    }
 
     #[test]
     fn timeline_buckets_by_second_and_finds_the_peak() {

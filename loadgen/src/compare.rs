@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::run::Summary;
+use crate::summary::Summary;
 
 /// Why a summary could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,8 @@ pub mod metrics;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod spec;
+pub mod summary;
 pub mod system;
 pub mod target;
 pub mod threshold;
@@ -34,7 +36,7 @@ pub mod exit {
 #[derive(Debug)]
 pub struct Finished {
     /// The run.
-    pub outcome: run::Outcome,
+    pub outcome: summary::Outcome,
     /// Where the reports went.
     pub results_dir: Option<std::path::PathBuf>,
     /// The exit code for this outcome.

@@ -1,13 +1,16 @@
-//! Scenario files (TOML): which server, which fleet, which executor, which thresholds. A bad
-//! scenario is refused with the line and what is wrong, before anything runs.
+//! Checking a scenario: a file of [`crate::spec`] data is parsed, refused with the line or key and
+//! what is wrong when it makes no sense, and worked out into what the run needs: its thresholds
+//! parsed, the kind of target it names ([`TargetKind`]) and what its devices do ([`DeviceMode`]),
+//! so that no later layer reads the flags of `[target]` and `[device]` again.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fleet::DeviceClass;
+pub use crate::spec::{
+    AttackKind, AttackSpec, DeviceClass, DeviceSpec, ExecutorSpec, FleetSpec, KeyExchange, KeyType,
+    LimitsOverride, Scenario, Stage, TargetSpec, TlsVersion,
+};
 use crate::threshold::Threshold;
 
 /// Why a scenario cannot be used.
@@ -41,323 +44,109 @@ pub enum ScenarioError {
     },
 }
 
-/// The key type of generated devices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyType {
-    /// ECDSA P-256.
-    #[default]
-    P256,
-    /// ECDSA P-384.
-    P384,
-    /// Ed25519.
-    Ed25519,
-}
-
-/// `[fleet]`: the simulated devices.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FleetSpec {
-    /// Seed of the fleet: same seed, same devices (CNs, classes, order).
-    #[serde(default = "default_seed")]
-    pub seed: u64,
-    /// Number of devices.
-    pub devices: usize,
-    /// Device key type.
-    #[serde(default)]
-    pub key: KeyType,
-    /// Class weights (`valid = 70`, `truncated = 5`, ...); absent classes get weight 0.
-    pub mix: BTreeMap<DeviceClass, u32>,
-    /// Keep the generated fleet on disk and reuse it on the next run with the same `[fleet]`
-    /// (generation dominates the start-up of large fleets).
-    #[serde(default = "yes")]
-    pub cache: bool,
-}
-
-fn default_seed() -> u64 {
-    1
-}
-
-/// `[executor]`: how devices are started.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum ExecutorSpec {
-    /// `concurrency` devices back to back until the fleet is done (closed model).
-    ClosedLoop {
-        /// Devices in flight at once.
-        concurrency: usize,
+/// The server a scenario runs against, as its `[target]` flags work out (checked once, here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetKind {
+    /// The fleet's own server, in this process on loopback.
+    Embedded,
+    /// The fleet's own server in a child process (`[target] spawn`), read over its admin API.
+    Spawned,
+    /// A running DPS: the fleet's hub and groups are created over its admin API.
+    Remote {
+        /// Device port, `host:port`.
+        address: String,
+        /// Admin API URL, `http://host:port`.
+        admin: String,
+        /// File holding the admin bearer token.
+        admin_token_file: Option<String>,
+        /// PEM of the CA the server certificate chains to (`None`: devices skip verification).
+        server_ca: Option<String>,
     },
-    /// Devices start at a fixed rate whatever the latency (open model); latency counts from the
-    /// scheduled start; a start more than `max_lateness` late is dropped and counted.
-    ConstantArrivalRate {
-        /// Device starts per second.
-        rate: f64,
-        /// Cap on devices in flight (protects the generator); 0 = unlimited.
-        #[serde(default)]
-        max_in_flight: usize,
-        /// Starts later than this are dropped, e.g. "1s".
-        #[serde(default = "default_lateness", with = "humantime_serde")]
-        max_lateness: Duration,
-    },
-    /// Like constant-arrival-rate, with the rate moving linearly through stages (to find the knee).
-    /// Starts cycle through the fleet.
-    RampingArrivalRate {
-        /// Rate at the start, per second.
-        #[serde(default)]
-        start_rate: f64,
-        /// The stages.
-        stages: Vec<Stage>,
-        /// Cap on devices in flight; 0 = unlimited.
-        #[serde(default)]
-        max_in_flight: usize,
-        /// Starts later than this are dropped.
-        #[serde(default = "default_lateness", with = "humantime_serde")]
-        max_lateness: Duration,
-    },
-    /// Every device of the fleet connects (and provisions, unless `handshake_only`), then stays
-    /// connected and idle, pinging, until all have connected and `hold` has passed: concurrency
-    /// and memory per connection, not throughput.
-    Hold {
-        /// Connects per second; 0 = as fast as `connect_concurrency` allows.
-        #[serde(default)]
-        rate: f64,
-        /// Devices connecting at once.
-        #[serde(default = "default_connect_concurrency")]
-        connect_concurrency: usize,
-        /// How long all devices stay connected together, e.g. "10s".
-        #[serde(with = "humantime_serde")]
-        hold: Duration,
-        /// Each held device sends a CoAP Ping this often (keeps it under the server's inactivity
-        /// timeout and measures its responsiveness), e.g. "5s".
-        #[serde(default = "default_ping_interval", with = "humantime_serde")]
-        ping_interval: Duration,
+    /// A TLS server that is not driven by the load generator (`[target] tls_only`).
+    TlsOnly {
+        /// Device port, `host:port`.
+        address: String,
+        /// PEM of the CA the server certificate chains to (`None`: devices skip verification).
+        server_ca: Option<String>,
     },
 }
 
-fn default_connect_concurrency() -> usize {
-    256
+impl TargetKind {
+    /// Its name in the summary.
+    pub fn server_kind(&self) -> ServerKind {
+        match self {
+            TargetKind::Embedded => ServerKind::Embedded,
+            TargetKind::Spawned => ServerKind::Spawned,
+            TargetKind::Remote { .. } => ServerKind::Remote,
+            TargetKind::TlsOnly { .. } => ServerKind::TlsOnly,
+        }
+    }
+
+    /// The fleet's own server (embedded or spawned), set up from the fleet's config.
+    pub fn is_own(&self) -> bool {
+        matches!(self, TargetKind::Embedded | TargetKind::Spawned)
+    }
 }
 
-fn default_ping_interval() -> Duration {
-    Duration::from_secs(5)
-}
-
-fn default_lateness() -> Duration {
-    Duration::from_secs(1)
-}
-
-/// One stage of a ramp: move to `target` starts per second over `duration`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Stage {
-    /// Rate at the end of the stage, starts per second.
-    pub target: f64,
-    /// Length of the stage, e.g. "10s".
-    #[serde(with = "humantime_serde")]
-    pub duration: Duration,
-}
-
-/// `[target]`: where the server is. Absent (or without `address`): an embedded server on
-/// loopback, set up for the fleet.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetSpec {
-    /// Run the fleet's server in a child process instead of in-process: the same server, with its
-    /// own file-descriptor limit (tens of thousands of connections need one per end) and its own
-    /// memory, measured apart from the generator's. Read over its admin API like a remote one.
-    #[serde(default)]
-    pub spawn: bool,
-    /// Device port of a running server (`host:port`); absent = embedded server.
-    #[serde(default)]
-    pub address: Option<String>,
-    /// Its admin API (`http://host:port`): the fleet's hub and groups are created there before
-    /// the run and deleted after it, and the server's histograms and rejection counters are read
-    /// from it. Required with `address`.
-    #[serde(default)]
-    pub admin: Option<String>,
-    /// File holding the admin bearer token (as `dps-server init` writes it).
-    #[serde(default)]
-    pub admin_token_file: Option<String>,
-    /// PEM of the CA the server certificate chains to (devices verify the server with it);
-    /// required unless `device.skip_server_verification`.
-    #[serde(default)]
-    pub server_ca: Option<String>,
-    /// `address` is a TLS server that is not driven by the load generator (a peer such as nginx
-    /// configured with the fleet's trust anchors, or a DPS already configured with the fleet's
-    /// groups): it has no admin API and nothing is created on it, so only `valid` devices run,
-    /// handshake only, and a device reads the verdict from how the server ends the connection
-    /// (see [`crate::device`]). This is what lets one executor measure our server and a peer the
-    /// same way.
-    #[serde(default)]
-    pub tls_only: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// A TLS protocol version a device can be pinned to (`[device] tls_version`).
+/// The kind of server a run went against, by name (`summary.json`'s `server.kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TlsVersion {
-    /// TLS 1.2 only.
-    #[serde(rename = "1.2")]
-    Tls12,
-    /// TLS 1.3 only.
-    #[serde(rename = "1.3")]
-    Tls13,
+#[serde(rename_all = "kebab-case")]
+pub enum ServerKind {
+    /// In-process.
+    Embedded,
+    /// A child process of the run.
+    Spawned,
+    /// A running DPS with an admin API.
+    Remote,
+    /// A TLS server without one.
+    TlsOnly,
 }
 
-/// The key-exchange group(s) a device offers (`[device] key_exchange`). The default is X25519
-/// alone: what the TLS stacks of constrained devices (mbedTLS, wolfSSL) offer, and one group
-/// whichever server is measured, so comparisons do not depend on which group each prefers.
+impl ServerKind {
+    /// The name in the summary.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerKind::Embedded => "embedded",
+            ServerKind::Spawned => "spawned",
+            ServerKind::Remote => "remote",
+            ServerKind::TlsOnly => "tls-only",
+        }
+    }
+}
+
+/// Compares by name, as the summary's string used to be compared (`kind == "embedded"`).
+impl PartialEq<&str> for ServerKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for ServerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What each device of a run does after TCP connect.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyExchange {
-    /// X25519.
+#[serde(rename_all = "snake_case")]
+pub enum DeviceMode {
+    /// TLS with attestation, then the whole CoAP provisioning flow.
     #[default]
-    X25519,
-    /// ECDHE over P-256 (secp256r1).
-    P256,
-    /// ECDHE over P-384 (secp384r1).
-    P384,
-    /// The post-quantum hybrid X25519MLKEM768 alone.
-    X25519Mlkem768,
-    /// rustls's defaults (X25519MLKEM768, X25519, P-256, P-384): the server picks.
-    Any,
+    Provision,
+    /// TLS with attestation and the server's verdict (its CSM or an alert), then stop
+    /// (`[device] handshake_only`).
+    HandshakeOnly,
+    /// Against a TLS-only target: TLS, then the device's close; the verdict is how the server ends
+    /// the connection (see `device::handshake_then_close`).
+    TlsOnly,
 }
 
-/// `[device]`: what each simulated device does.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeviceSpec {
-    /// Only the TLS handshake (attestation), no CoAP flow.
-    #[serde(default)]
-    pub handshake_only: bool,
-    /// Do not verify the server certificate (devices can be configured so).
-    #[serde(default)]
-    pub skip_server_verification: bool,
-    /// Give up on a device after this long, e.g. "10s" (the hold executor's idle time is not
-    /// counted).
-    #[serde(default = "default_device_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Spread connections over this many source addresses `127.0.0.1, 127.0.0.2, ...` when the
-    /// target is on loopback, so tens of thousands of connections do not run out of ephemeral
-    /// ports (about 28,000 per source address). 0 = one per 20,000 devices, at least 1.
-    #[serde(default)]
-    pub source_addresses: u8,
-    /// Offer only this TLS version; absent: TLS 1.3 and 1.2 (1.3 preferred).
-    #[serde(default)]
-    pub tls_version: Option<TlsVersion>,
-    /// The key-exchange group(s) offered; default X25519 alone ([`KeyExchange`]).
-    #[serde(default)]
-    pub key_exchange: KeyExchange,
-}
-
-fn default_device_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-impl Default for DeviceSpec {
-    fn default() -> Self {
-        Self {
-            handshake_only: false,
-            skip_server_verification: false,
-            timeout: default_device_timeout(),
-            source_addresses: 0,
-            tls_version: None,
-            key_exchange: KeyExchange::X25519,
-        }
+impl DeviceMode {
+    /// The flow stops after the handshake.
+    pub fn handshake_only(self) -> bool {
+        !matches!(self, DeviceMode::Provision)
     }
-}
-
-/// `[server_limits]`: what a scenario may change of the server's `[limits]`; unset keys keep the
-/// server's defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsOverride {
-    /// Connections served at once.
-    pub max_connections: Option<u32>,
-    /// TLS handshake deadline, ms.
-    pub handshake_timeout_ms: Option<u64>,
-    /// Idle connections close after this, ms.
-    pub inactivity_timeout_ms: Option<u64>,
-    /// Largest CoAP message, bytes.
-    pub max_message_size: Option<u32>,
-    /// Provisioning requests per second (0 = unlimited).
-    pub max_requests_per_second: Option<u32>,
-    /// Failed handshakes per second per source address before shedding (0 = off).
-    pub failed_handshakes_per_ip_per_s: Option<u32>,
-    /// Burst of the failed-handshake budget.
-    pub failed_handshakes_burst: Option<u32>,
-    /// Handshakes in progress at once per source address (0 = no cap).
-    pub pending_handshakes_per_ip: Option<u32>,
-}
-
-impl LimitsOverride {
-    /// Apply to a server's limits.
-    pub fn apply(&self, l: &mut dps_server::config::LimitsSection) {
-        if let Some(v) = self.max_connections {
-            l.max_connections = v;
-        }
-        if let Some(v) = self.handshake_timeout_ms {
-            l.handshake_timeout_ms = v;
-        }
-        if let Some(v) = self.inactivity_timeout_ms {
-            l.inactivity_timeout_ms = v;
-        }
-        if let Some(v) = self.max_message_size {
-            l.max_message_size = v;
-        }
-        if let Some(v) = self.max_requests_per_second {
-            l.max_requests_per_second = v;
-        }
-        if let Some(v) = self.failed_handshakes_per_ip_per_s {
-            l.failed_handshakes_per_ip_per_s = v;
-        }
-        if let Some(v) = self.failed_handshakes_burst {
-            l.failed_handshakes_burst = v;
-        }
-        if let Some(v) = self.pending_handshakes_per_ip {
-            l.pending_handshakes_per_ip = v;
-        }
-    }
-
-    /// Nothing to change.
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
-/// A whole scenario file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Scenario {
-    /// Name (results directory, reports); defaults to the file stem.
-    #[serde(default)]
-    pub name: String,
-    /// Free text.
-    #[serde(default)]
-    pub description: String,
-    /// Where the server is.
-    #[serde(default)]
-    pub target: TargetSpec,
-    /// The devices.
-    pub fleet: FleetSpec,
-    /// How they start.
-    pub executor: ExecutorSpec,
-    /// What each does.
-    #[serde(default)]
-    pub device: DeviceSpec,
-    /// Pass/fail criteria, e.g. `thresholds = ["mismatches == 0", "p99(handshake) < 50ms"]`.
-    #[serde(default)]
-    pub thresholds: Vec<String>,
-    /// `[server_limits]`: overrides of the fleet server's `[limits]` (embedded or spawned server
-    /// only), e.g. short timeouts for a flood scenario.
-    #[serde(default)]
-    pub server_limits: LimitsOverride,
-    /// Hostile traffic beside the devices (`[[attack]]` tables).
-    #[serde(default)]
-    pub attack: Vec<crate::attack::AttackSpec>,
 }
 
 /// A scenario checked and ready to run.
@@ -367,6 +156,17 @@ pub struct Loaded {
     pub scenario: Scenario,
     /// Its thresholds, parsed.
     pub thresholds: Vec<Threshold>,
+    /// The server it runs against.
+    pub target: TargetKind,
+    /// What its devices do.
+    pub mode: DeviceMode,
+}
+
+/// The key a scenario is refused at, and why.
+type Refusal = (String, String);
+
+fn refuse<T>(key: &str, why: &str) -> Result<T, Refusal> {
+    Err((key.to_owned(), why.to_owned()))
 }
 
 impl Scenario {
@@ -392,147 +192,107 @@ impl Scenario {
         if scenario.name.is_empty() {
             scenario.name = default_name.to_owned();
         }
-        let invalid = |key: &str, message: String| ScenarioError::Invalid {
+        let invalid = |(key, message): Refusal| ScenarioError::Invalid {
             path: origin.to_owned(),
-            key: key.to_owned(),
+            key,
             message,
         };
-        let target = &scenario.target;
-        if target.spawn && target.address.is_some() {
-            return Err(invalid(
-                "target.spawn",
-                "a spawned server is the fleet's own; it cannot also have an address".into(),
-            ));
-        }
-        if target.tls_only {
-            tls_only_checks(&scenario).map_err(|(key, message)| invalid(&key, message.into()))?;
-        }
-        if target.address.is_some() {
-            if target.admin.is_none() && !target.tls_only {
-                return Err(invalid(
-                    "target.admin",
-                    "a remote target needs its admin API URL (the fleet's groups are created \
-                     there), or tls_only = true for a server that has none"
-                        .into(),
-                ));
-            }
-            if target.server_ca.is_none() && !scenario.device.skip_server_verification {
-                return Err(invalid(
-                    "target.server_ca",
-                    "needed to verify the server (or set device.skip_server_verification)".into(),
-                ));
-            }
-        }
-        if target.address.is_some() && !scenario.server_limits.is_empty() {
-            return Err(invalid(
-                "server_limits",
-                "only the fleet's own server (embedded or spawned) takes limits from a scenario"
-                    .into(),
-            ));
-        }
-        if target.address.is_none() && (target.admin.is_some() || target.server_ca.is_some()) {
-            return Err(invalid(
-                "target.address",
-                "admin and server_ca only apply to a remote target; give its address".into(),
-            ));
-        }
-        if scenario.fleet.devices == 0 {
-            return Err(invalid("fleet.devices", "must be at least 1".into()));
-        }
-        if scenario.fleet.mix.values().all(|w| *w == 0) {
-            return Err(invalid("fleet.mix", "all weights are 0".into()));
-        }
-        let in_mix = |c: DeviceClass| scenario.fleet.mix.get(&c).is_some_and(|w| *w > 0);
-        if in_mix(DeviceClass::TpmSwtpm) && !cfg!(feature = "tpm-sim") {
-            return Err(invalid(
-                "fleet.mix.tpm_swtpm",
-                "swtpm devices need dps-loadgen built with --features tpm-sim (swtpm and libtss2)"
-                    .into(),
-            ));
-        }
-        match &scenario.executor {
-            ExecutorSpec::ClosedLoop { concurrency } if *concurrency == 0 => {
-                return Err(invalid("executor.concurrency", "must be at least 1".into()))
-            }
-            ExecutorSpec::ConstantArrivalRate { rate, .. }
-                if !(*rate > 0.0 && rate.is_finite()) =>
-            {
-                return Err(invalid("executor.rate", "must be a positive number".into()))
-            }
-            ExecutorSpec::Hold { rate, .. } if !(*rate >= 0.0 && rate.is_finite()) => {
-                return Err(invalid(
-                    "executor.rate",
-                    "must be 0 or a positive number".into(),
-                ))
-            }
-            ExecutorSpec::Hold {
-                connect_concurrency: 0,
-                ..
-            } => {
-                return Err(invalid(
-                    "executor.connect_concurrency",
-                    "must be at least 1".into(),
-                ))
-            }
-            ExecutorSpec::Hold { ping_interval, .. } if ping_interval.is_zero() => {
-                return Err(invalid("executor.ping_interval", "must be above 0".into()))
-            }
-            ExecutorSpec::RampingArrivalRate { stages, .. }
-                if stages.is_empty() || stages.iter().any(|s| s.duration.is_zero()) =>
-            {
-                return Err(invalid(
-                    "executor.stages",
-                    "needs at least one stage, each with a duration above 0".into(),
-                ))
-            }
-            _ => {}
-        }
-        for (i, a) in scenario.attack.iter().enumerate() {
-            if a.connections == 0 {
-                return Err(invalid(
-                    &format!("attack[{i}].connections"),
-                    "must be at least 1".into(),
-                ));
-            }
-            if a.duration.is_zero() {
-                return Err(invalid(
-                    &format!("attack[{i}].duration"),
-                    "must be above 0".into(),
-                ));
-            }
-            if !(a.rate >= 0.0 && a.rate.is_finite()) {
-                return Err(invalid(
-                    &format!("attack[{i}].rate"),
-                    "must be 0 or a positive number".into(),
-                ));
-            }
-        }
+        let target = target_kind(&scenario).map_err(invalid)?;
+        let mode = match (&target, scenario.device.handshake_only) {
+            (TargetKind::TlsOnly { .. }, _) => DeviceMode::TlsOnly,
+            (_, true) => DeviceMode::HandshakeOnly,
+            (_, false) => DeviceMode::Provision,
+        };
+        fleet_checks(&scenario.fleet).map_err(invalid)?;
+        executor_checks(&scenario.executor).map_err(invalid)?;
+        attack_checks(&scenario.attack).map_err(invalid)?;
         let thresholds = scenario
             .thresholds
             .iter()
             .enumerate()
             .map(|(i, t)| {
                 t.parse::<Threshold>()
-                    .map_err(|e| invalid(&format!("thresholds[{i}]"), format!("{t:?}: {e}")))
+                    .map_err(|e| invalid((format!("thresholds[{i}]"), format!("{t:?}: {e}"))))
             })
             .collect::<Result<_, _>>()?;
         Ok(Loaded {
             scenario,
             thresholds,
+            target,
+            mode,
         })
     }
 }
 
-/// What a `tls_only` target can serve: the key and the reason of the first thing it cannot.
-fn tls_only_checks(scenario: &Scenario) -> Result<(), (String, &'static str)> {
-    let target = &scenario.target;
-    let refuse = |key: &str, why| Err((key.to_owned(), why));
-    if target.address.is_none() {
+/// The kind of target `[target]` names, or the first key that contradicts it.
+fn target_kind(scenario: &Scenario) -> Result<TargetKind, Refusal> {
+    let t = &scenario.target;
+    let verify = !scenario.device.skip_server_verification;
+    let Some(address) = t.address.clone() else {
+        if t.tls_only {
+            return refuse(
+                "target.address",
+                "a TLS-only target is a running server: give its address",
+            );
+        }
+        if t.admin.is_some() || t.server_ca.is_some() {
+            return refuse(
+                "target.address",
+                "admin and server_ca only apply to a remote target; give its address",
+            );
+        }
+        return Ok(if t.spawn {
+            TargetKind::Spawned
+        } else {
+            TargetKind::Embedded
+        });
+    };
+    if t.spawn {
         return refuse(
-            "target.address",
-            "a TLS-only target is a running server: give its address",
+            "target.spawn",
+            "a spawned server is the fleet's own; it cannot also have an address",
         );
     }
+    let kind = if t.tls_only {
+        tls_only_checks(scenario)?;
+        TargetKind::TlsOnly {
+            address,
+            server_ca: t.server_ca.clone().filter(|_| verify),
+        }
+    } else {
+        let Some(admin) = t.admin.clone() else {
+            return refuse(
+                "target.admin",
+                "a remote target needs its admin API URL (the fleet's groups are created there), \
+                 or tls_only = true for a server that has none",
+            );
+        };
+        TargetKind::Remote {
+            address,
+            admin,
+            admin_token_file: t.admin_token_file.clone(),
+            server_ca: t.server_ca.clone().filter(|_| verify),
+        }
+    };
+    if t.server_ca.is_none() && verify {
+        return refuse(
+            "target.server_ca",
+            "needed to verify the server (or set device.skip_server_verification)",
+        );
+    }
+    if !scenario.server_limits.is_empty() {
+        return refuse(
+            "server_limits",
+            "only the fleet's own server (embedded or spawned) takes limits from a scenario",
+        );
+    }
+    Ok(kind)
+}
+
+/// What a `tls_only` target (with an address) can serve: the key and the reason of the first thing
+/// it cannot.
+fn tls_only_checks(scenario: &Scenario) -> Result<(), Refusal> {
+    let target = &scenario.target;
     if target.admin.is_some() || target.admin_token_file.is_some() {
         return refuse(
             "target.admin",
@@ -570,6 +330,71 @@ fn tls_only_checks(scenario: &Scenario) -> Result<(), (String, &'static str)> {
             "attack",
             "attacks are judged with the server's own counters, which a TLS-only target lacks",
         );
+    }
+    Ok(())
+}
+
+fn fleet_checks(fleet: &FleetSpec) -> Result<(), Refusal> {
+    if fleet.devices == 0 {
+        return refuse("fleet.devices", "must be at least 1");
+    }
+    if fleet.mix.values().all(|w| *w == 0) {
+        return refuse("fleet.mix", "all weights are 0");
+    }
+    let in_mix = |c: DeviceClass| fleet.mix.get(&c).is_some_and(|w| *w > 0);
+    if in_mix(DeviceClass::TpmSwtpm) && !cfg!(feature = "tpm-sim") {
+        return refuse(
+            "fleet.mix.tpm_swtpm",
+            "swtpm devices need dps-loadgen built with --features tpm-sim (swtpm and libtss2)",
+        );
+    }
+    Ok(())
+}
+
+fn executor_checks(executor: &ExecutorSpec) -> Result<(), Refusal> {
+    match executor {
+        ExecutorSpec::ClosedLoop { concurrency } if *concurrency == 0 => {
+            refuse("executor.concurrency", "must be at least 1")
+        }
+        ExecutorSpec::ConstantArrivalRate { rate, .. } if !(*rate > 0.0 && rate.is_finite()) => {
+            refuse("executor.rate", "must be a positive number")
+        }
+        ExecutorSpec::Hold { rate, .. } if !(*rate >= 0.0 && rate.is_finite()) => {
+            refuse("executor.rate", "must be 0 or a positive number")
+        }
+        ExecutorSpec::Hold {
+            connect_concurrency: 0,
+            ..
+        } => refuse("executor.connect_concurrency", "must be at least 1"),
+        ExecutorSpec::Hold { ping_interval, .. } if ping_interval.is_zero() => {
+            refuse("executor.ping_interval", "must be above 0")
+        }
+        ExecutorSpec::RampingArrivalRate { stages, .. }
+            if stages.is_empty() || stages.iter().any(|s| s.duration.is_zero()) =>
+        {
+            refuse(
+                "executor.stages",
+                "needs at least one stage, each with a duration above 0",
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
+fn attack_checks(attacks: &[AttackSpec]) -> Result<(), Refusal> {
+    for (i, a) in attacks.iter().enumerate() {
+        if a.connections == 0 {
+            return refuse(&format!("attack[{i}].connections"), "must be at least 1");
+        }
+        if a.duration.is_zero() {
+            return refuse(&format!("attack[{i}].duration"), "must be above 0");
+        }
+        if !(a.rate >= 0.0 && a.rate.is_finite()) {
+            return refuse(
+                &format!("attack[{i}].rate"),
+                "must be 0 or a positive number",
+            );
+        }
     }
     Ok(())
 }
@@ -740,5 +565,70 @@ key_exchange = "x25519"
         let remote_individual = remote.replace("tpm = 2, ", "tpm_wrong_ek = 2, ");
         Scenario::parse(&remote_individual, "x.toml", "x")
             .expect("individually enrolled TPM classes run against a remote target");
+    }
+    #[test]
+    fn target_flags_work_out_into_one_kind_and_the_device_mode() {
+        let l = Scenario::parse(GOOD, "x.toml", "x").expect("embedded");
+        assert_eq!(
+            (l.target.clone(), l.mode),
+            (TargetKind::Embedded, DeviceMode::Provision)
+        );
+        assert_eq!(l.target.server_kind().as_str(), "embedded");
+        let spawned = format!("[target]\nspawn = true\n[device]\nhandshake_only = true\n{GOOD}");
+        let l = Scenario::parse(&spawned, "x.toml", "x").expect("spawned");
+        assert_eq!(
+            (l.target.clone(), l.mode),
+            (TargetKind::Spawned, DeviceMode::HandshakeOnly)
+        );
+        let remote = format!(
+            "[target]\naddress = \"h:1\"\nadmin = \"http://h:2\"\nserver_ca = \"ca.pem\"\n{GOOD}"
+        );
+        let l = Scenario::parse(&remote, "x.toml", "x").expect("remote");
+        assert_eq!(
+            l.target,
+            TargetKind::Remote {
+                address: "h:1".into(),
+                admin: "http://h:2".into(),
+                admin_token_file: None,
+                server_ca: Some("ca.pem".into()),
+            }
+        );
+        assert_eq!(l.mode, DeviceMode::Provision);
+        let l = Scenario::parse(PEER, "x.toml", "x").expect("tls-only");
+        assert_eq!(
+            l.target,
+            TargetKind::TlsOnly {
+                address: "127.0.0.1:8443".into(),
+                server_ca: Some("ca.pem".into()),
+            }
+        );
+        assert_eq!(l.mode, DeviceMode::TlsOnly);
+        assert_eq!(
+            serde_json::to_value(l.target.server_kind()).expect("json"),
+            "tls-only"
+        );
+        // A skipped verification drops the CA, and a spawned server takes no address.
+        let skip = PEER.replace(
+            "handshake_only = true",
+            "handshake_only = true\nskip_server_verification = true",
+        );
+        let l = Scenario::parse(&skip, "x.toml", "x").expect("skip");
+        assert!(matches!(
+            l.target,
+            TargetKind::TlsOnly {
+                server_ca: None,
+                ..
+            }
+        ));
+        let e = Scenario::parse(
+            &remote.replace("[target]\n", "[target]\nspawn = true\n"),
+            "x.toml",
+            "x",
+        )
+        .expect_err("spawn with an address");
+        assert!(e.to_string().contains("target.spawn"), "{e}");
+        let limits = format!("{remote}\n[server_limits]\nmax_connections = 5\n");
+        let e = Scenario::parse(&limits, "x.toml", "x").expect_err("limits on a remote target");
+        assert!(e.to_string().contains("server_limits"), "{e}");
     }
 }

@@ -24,17 +24,69 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpSocket;
 
 use crate::fleet::Fleet;
-use crate::run::RunError;
-use crate::scenario::Scenario;
+use crate::scenario::{Loaded, ServerKind, TargetKind};
 
 mod admin_client;
-pub use admin_client::AdminClient;
+pub use admin_client::{AdminClient, AdminError};
+
+/// Why the target could not be started, prepared or told about the run's TPMs.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The fleet's server config could not be loaded.
+    #[error("the fleet's server config: {0}")]
+    Config(#[from] dps_server::config::ConfigError),
+    /// The embedded server could not be built from it.
+    #[error("the embedded server: {0}")]
+    Server(#[from] dps_server::server::ServerError),
+    /// The server process could not be started.
+    #[error("cannot spawn the server: {0}")]
+    Spawn(std::io::Error),
+    /// The spawned server did not come up as it should.
+    #[error("the spawned server {0}")]
+    Spawned(&'static str),
+    /// `target.address` does not resolve.
+    #[error("target.address {address}: {why}")]
+    Address {
+        /// As written.
+        address: String,
+        /// The resolver's answer.
+        why: String,
+    },
+    /// A file the scenario names cannot be read (`target.server_ca`, `target.admin_token_file`).
+    #[error("{key} {path}: {why}")]
+    File {
+        /// The scenario key.
+        key: &'static str,
+        /// The file.
+        path: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// The run's store path is not UTF-8 (the server's config takes a string).
+    #[error("store path {0} is not UTF-8")]
+    StorePath(std::path::PathBuf),
+    /// The scenario's limits could not be handed to a spawned server.
+    #[error("server limits: {0}")]
+    Limits(#[from] serde_json::Error),
+    /// The admin API refused or failed.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// A TPM enrollment could not be published on the embedded server.
+    #[error("TPM enrollment: {0}")]
+    Enrollment(#[from] dps_server::tpm::TpmEnrollmentError),
+    /// TPM enrollments were asked of a target without any.
+    #[error("a TLS-only target has no TPM enrollments")]
+    NoEnrollments,
+    /// Local I/O (sockets, files).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
 
 /// What the server says about the run.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerView {
     /// `embedded`, `spawned`, `remote` or `tls-only`.
-    pub kind: String,
+    pub kind: ServerKind,
     /// The server's histograms (µs): `handshake`, `matching`, `resource.<step>`. For a remote
     /// server they cover its whole life, not only this run.
     pub histograms: BTreeMap<String, HistogramSummary>,
@@ -83,7 +135,7 @@ pub enum Target {
 
 /// The executable a spawned server runs: `$DPS_LOADGEN_SERVER_EXE` (a `dps-loadgen` binary; tests
 /// set it), else this executable.
-fn server_exe() -> Result<std::path::PathBuf, RunError> {
+fn server_exe() -> Result<std::path::PathBuf, TargetError> {
     match std::env::var_os("DPS_LOADGEN_SERVER_EXE") {
         Some(p) if !p.is_empty() => Ok(p.into()),
         _ => Ok(std::env::current_exe()?),
@@ -98,7 +150,7 @@ async fn spawn_server(
     fleet_dir: &std::path::Path,
     store: &str,
     limits_json: &str,
-) -> Result<(tokio::process::Child, dps_server::daemon::Bound), RunError> {
+) -> Result<(tokio::process::Child, dps_server::daemon::Bound), TargetError> {
     use tokio::io::AsyncBufReadExt as _;
     let mut child = tokio::process::Command::new(server_exe()?)
         .arg("server-run")
@@ -112,11 +164,11 @@ async fn spawn_server(
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| server_err(format!("cannot spawn the server: {e}")))?;
+        .map_err(TargetError::Spawn)?;
     let stdout = child
         .stdout
         .take()
-        .ok_or_else(|| server_err("spawned server without stdout"))?;
+        .ok_or(TargetError::Spawned("has no stdout"))?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let mut seen = Vec::new();
     let bound = tokio::time::timeout(SPAWN_TIMEOUT, async {
@@ -133,7 +185,7 @@ async fn spawn_server(
     .await
     .ok()
     .flatten()
-    .ok_or_else(|| server_err("the spawned server exited or did not report its ports"))?;
+    .ok_or(TargetError::Spawned("exited or did not report its ports"))?;
     // Keep draining its stdout so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok((child, bound))
@@ -151,107 +203,130 @@ pub struct Started {
 
 /// The run's own store file: on disk as a real DPS keeps it (an in-memory store would count every
 /// provisioning record against the process's memory), fresh for every run.
-fn store_path(store_dir: &std::path::Path) -> Result<String, RunError> {
+fn store_path(store_dir: &std::path::Path) -> Result<String, TargetError> {
     let path = store_dir.join("dps.redb");
-    path.to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| server_err(format!("store path {} is not UTF-8", path.display())))
+    match path.to_str() {
+        Some(s) => Ok(s.to_owned()),
+        None => Err(TargetError::StorePath(path)),
+    }
 }
 
-fn server_err(e: impl std::fmt::Display) -> RunError {
-    RunError::Server(e.to_string())
-}
-
-/// Start (embedded) or prepare (remote) the target of `scenario` for `fleet`, whose server set-up
-/// is in `fleet_dir`.
+/// Start (embedded or spawned) or prepare (remote) the target of `loaded` for `fleet`, whose
+/// server set-up is in `fleet_dir`.
 pub async fn start(
-    scenario: &Scenario,
+    loaded: &Loaded,
     fleet: &Fleet,
     fleet_dir: &std::path::Path,
     store_dir: &std::path::Path,
-) -> Result<Started, RunError> {
-    let verify = !scenario.device.skip_server_verification;
-    if scenario.target.spawn {
-        let limits = serde_json::to_string(&scenario.server_limits).map_err(server_err)?;
-        let (child, bound) = spawn_server(fleet_dir, &store_path(store_dir)?, &limits).await?;
-        let token = std::fs::read_to_string(fleet_dir.join("admin-token"))?;
-        let admin_addr = bound
-            .admin
-            .ok_or_else(|| server_err("spawned server without admin API"))?;
-        let admin = AdminClient::new(&format!("http://{admin_addr}"), Some(token.trim().into()))
-            .map_err(server_err)?;
-        let baseline = admin.rejections().await.map_err(server_err)?;
-        let tpm_baseline = admin
-            .requests("other", TPM_REFUSED)
-            .await
-            .map_err(server_err)?;
-        return Ok(Started {
-            target: Target::Remote {
-                admin,
-                baseline,
-                tpm_baseline,
-                groups: Vec::new(),
-                tpm_enrollments: Vec::new(),
-                child: Some(Box::new(child)),
-            },
-            addr: bound.devices,
-            server_ca: verify.then(|| fleet.server_ca.clone()),
-        });
-    }
-    let Some(address) = &scenario.target.address else {
-        let mut config = Config::load(&fleet_dir.join("config.toml")).map_err(server_err)?;
-        config.file.store.path = store_path(store_dir)?;
-        scenario.server_limits.apply(&mut config.file.limits);
-        let server = Arc::new(Server::from_config(&config).map_err(server_err)?);
-        // A deep accept backlog: bursts of thousands of connects must queue, not be dropped.
-        let socket = TcpSocket::new_v4()?;
-        socket.bind("127.0.0.1:0".parse().map_err(server_err)?)?;
-        let listener = socket.listen(4096)?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server.clone().run(listener, async {
-            let _ = stopped.await;
-        }));
-        return Ok(Started {
-            target: Target::Embedded { server, task, stop },
-            addr,
-            server_ca: verify.then(|| fleet.server_ca.clone()),
-        });
-    };
-    let addr = tokio::net::lookup_host(address)
-        .await
-        .map_err(|e| server_err(format!("target.address {address}: {e}")))?
-        .next()
-        .ok_or_else(|| server_err(format!("target.address {address}: no address")))?;
-    let server_ca = match (&scenario.target.server_ca, verify) {
-        (Some(path), true) => Some(
-            CertificateDer::from_pem_file(path)
-                .map_err(|e| server_err(format!("target.server_ca {path}: {e}")))?,
-        ),
-        _ => None,
-    };
-    if scenario.target.tls_only {
-        return Ok(Started {
+) -> Result<Started, TargetError> {
+    let scenario = &loaded.scenario;
+    let own_ca = (!scenario.device.skip_server_verification).then(|| fleet.server_ca.clone());
+    match &loaded.target {
+        TargetKind::Embedded => {
+            let (target, addr) = embedded(loaded, fleet_dir, store_dir).await?;
+            Ok(Started {
+                target,
+                addr,
+                server_ca: own_ca,
+            })
+        }
+        TargetKind::Spawned => {
+            let (target, addr) = spawned(loaded, fleet_dir, store_dir).await?;
+            Ok(Started {
+                target,
+                addr,
+                server_ca: own_ca,
+            })
+        }
+        TargetKind::TlsOnly { address, server_ca } => Ok(Started {
             target: Target::TlsOnly,
-            addr,
+            addr: resolve(address).await?,
+            server_ca: read_ca(server_ca.as_deref())?,
+        }),
+        TargetKind::Remote {
+            address,
+            admin,
+            admin_token_file,
             server_ca,
-        });
+        } => {
+            let addr = resolve(address).await?;
+            let server_ca = read_ca(server_ca.as_deref())?;
+            let token = match admin_token_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| TargetError::File {
+                            key: "target.admin_token_file",
+                            path: path.clone(),
+                            why: e.to_string(),
+                        })?
+                        .trim()
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            let target = remote(AdminClient::new(admin, token)?, fleet).await?;
+            Ok(Started {
+                target,
+                addr,
+                server_ca,
+            })
+        }
     }
-    let url = scenario.target.admin.as_deref().unwrap_or_default();
-    let token = match &scenario.target.admin_token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| server_err(format!("target.admin_token_file {path}: {e}")))?
-                .trim()
-                .to_owned(),
-        ),
-        None => None,
+}
+
+/// The fleet's server in this process, on a loopback port.
+async fn embedded(
+    loaded: &Loaded,
+    fleet_dir: &std::path::Path,
+    store_dir: &std::path::Path,
+) -> Result<(Target, SocketAddr), TargetError> {
+    let mut config = Config::load(&fleet_dir.join("config.toml"))?;
+    config.file.store.path = store_path(store_dir)?;
+    loaded.scenario.server_limits.apply(&mut config.file.limits);
+    let server = Arc::new(Server::from_config(&config)?);
+    // A deep accept backlog: bursts of thousands of connects must queue, not be dropped.
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let listener = socket.listen(4096)?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.clone().run(listener, async {
+        let _ = stopped.await;
+    }));
+    Ok((Target::Embedded { server, task, stop }, addr))
+}
+
+/// The fleet's server in a child process, read over its admin API.
+async fn spawned(
+    loaded: &Loaded,
+    fleet_dir: &std::path::Path,
+    store_dir: &std::path::Path,
+) -> Result<(Target, SocketAddr), TargetError> {
+    let limits = serde_json::to_string(&loaded.scenario.server_limits)?;
+    let (child, bound) = spawn_server(fleet_dir, &store_path(store_dir)?, &limits).await?;
+    let token = std::fs::read_to_string(fleet_dir.join("admin-token"))?;
+    let admin_addr = bound
+        .admin
+        .ok_or(TargetError::Spawned("has no admin API"))?;
+    let admin = AdminClient::new(&format!("http://{admin_addr}"), Some(token.trim().into()))?;
+    let baseline = admin.rejections().await?;
+    let tpm_baseline = admin.requests("other", TPM_REFUSED).await?;
+    let target = Target::Remote {
+        admin,
+        baseline,
+        tpm_baseline,
+        groups: Vec::new(),
+        tpm_enrollments: Vec::new(),
+        child: Some(Box::new(child)),
     };
-    let admin = AdminClient::new(url, token).map_err(server_err)?;
+    Ok((target, bound.devices))
+}
+
+/// A running DPS: the fleet's hub, groups and TPM enrollments created over its admin API.
+async fn remote(admin: AdminClient, fleet: &Fleet) -> Result<Target, TargetError> {
     admin
         .upsert("/api/v1/hubs", &fleet.hub.id, &fleet.hub)
-        .await
-        .map_err(server_err)?;
+        .await?;
     let mut groups = Vec::new();
     let collections = [
         ("/api/v1/enrollment-groups", &fleet.server_groups),
@@ -259,33 +334,45 @@ pub async fn start(
     ];
     for (collection, fleet_groups) in collections {
         for group in fleet_groups {
-            admin
-                .upsert(collection, &group.id, group)
-                .await
-                .map_err(server_err)?;
+            admin.upsert(collection, &group.id, group).await?;
             groups.push(format!("{collection}/{}", group.id));
         }
     }
     let mut target = Target::Remote {
-        baseline: admin.rejections().await.map_err(server_err)?,
-        tpm_baseline: admin
-            .requests("other", TPM_REFUSED)
-            .await
-            .map_err(server_err)?,
+        baseline: admin.rejections().await?,
+        tpm_baseline: admin.requests("other", TPM_REFUSED).await?,
         admin,
         groups,
         tpm_enrollments: Vec::new(),
         child: None,
     };
-    target
-        .enroll_tpm(&fleet.server_tpm_enrollments)
+    target.enroll_tpm(&fleet.server_tpm_enrollments).await?;
+    Ok(target)
+}
+
+/// The first address `address` (`host:port`) resolves to.
+async fn resolve(address: &str) -> Result<SocketAddr, TargetError> {
+    let fail = |why: String| TargetError::Address {
+        address: address.to_owned(),
+        why,
+    };
+    tokio::net::lookup_host(address)
         .await
-        .map_err(server_err)?;
-    Ok(Started {
-        target,
-        addr,
-        server_ca,
+        .map_err(|e| fail(e.to_string()))?
+        .next()
+        .ok_or_else(|| fail("no address".into()))
+}
+
+/// The server CA at `path`, if devices verify the server.
+fn read_ca(path: Option<&str>) -> Result<Option<CertificateDer<'static>>, TargetError> {
+    path.map(|path| {
+        CertificateDer::from_pem_file(path).map_err(|e| TargetError::File {
+            key: "target.server_ca",
+            path: path.to_owned(),
+            why: e.to_string(),
+        })
     })
+    .transpose()
 }
 
 /// The code of a refused TPM request, as the server's counters label it.
@@ -294,15 +381,15 @@ const TPM_REFUSED: &str = "4.01";
 impl Target {
     /// Enroll these TPMs individually: into the embedded server's published enrollments, or over
     /// the admin API (a remote target loses them after the run).
-    pub async fn enroll_tpm(&mut self, enrollments: &[TpmEnrollmentConfig]) -> Result<(), String> {
+    pub async fn enroll_tpm(
+        &mut self,
+        enrollments: &[TpmEnrollmentConfig],
+    ) -> Result<(), TargetError> {
         match self {
             Target::Embedded { server, .. } => {
                 let published = server.attestor().enrollments();
                 for e in enrollments {
-                    let resolved = e
-                        .resolve(std::path::Path::new(""))
-                        .map_err(|e| e.to_string())?;
-                    published.upsert(resolved).map_err(|e| e.to_string())?;
+                    published.upsert(e.resolve(std::path::Path::new(""))?)?;
                 }
             }
             Target::Remote {
@@ -319,7 +406,7 @@ impl Target {
                 }
             }
             Target::TlsOnly if enrollments.is_empty() => {}
-            Target::TlsOnly => return Err("a TLS-only target has no TPM enrollments".into()),
+            Target::TlsOnly => return Err(TargetError::NoEnrollments),
         }
         Ok(())
     }
@@ -337,15 +424,19 @@ impl Target {
     pub async fn finish(self) -> ServerView {
         match self {
             Target::TlsOnly => ServerView {
-                kind: "tls-only".into(),
-                ..ServerView::default()
+                kind: ServerKind::TlsOnly,
+                histograms: BTreeMap::new(),
+                rejections: BTreeMap::new(),
+                tpm_refusals: None,
+                open_connections_at_peak: None,
+                peak_rss_bytes: None,
             },
             Target::Embedded { server, task, stop } => {
                 let _ = stop.send(());
                 let _ = task.await;
                 let stats = &server.verifier().stats;
                 ServerView {
-                    kind: "embedded".into(),
+                    kind: ServerKind::Embedded,
                     histograms: server.metrics().histograms().histograms,
                     rejections: dps_server::enrollment::RejectReason::ALL
                         .iter()
@@ -401,13 +492,17 @@ impl Target {
                 for id in tpm_enrollments {
                     let _ = admin.delete(&format!("/api/v1/tpm-enrollments/{id}")).await;
                 }
-                let kind = if child.is_some() { "spawned" } else { "remote" };
+                let kind = if child.is_some() {
+                    ServerKind::Spawned
+                } else {
+                    ServerKind::Remote
+                };
                 if let Some(mut child) = child {
                     // Its store is in memory: nothing to flush.
                     let _ = child.kill().await;
                 }
                 ServerView {
-                    kind: kind.into(),
+                    kind,
                     histograms,
                     rejections,
                     tpm_refusals,

@@ -161,8 +161,17 @@ async fn every_class_gets_its_outcome_and_the_summary_matches_the_schema() {
     let mut broken = json.clone();
     broken.as_object_mut().expect("object").remove("mismatches");
     assert!(!validator.is_valid(&broken));
-    let mut broken = json;
+    let mut broken = json.clone();
     broken["latency"]["handshake"]["p99_us"] = serde_json::json!("fast");
+    assert!(!validator.is_valid(&broken));
+    // Failure kinds and the device mode are reported by name, and only known names validate.
+    assert_eq!(json["device_mode"], "provision");
+    assert!(json["failures"].is_object(), "{}", json["failures"]);
+    let mut broken = json.clone();
+    broken["failures"] = serde_json::json!({ "slow": 1 });
+    assert!(!validator.is_valid(&broken));
+    let mut broken = json;
+    broken["device_mode"] = serde_json::json!("handshake");
     assert!(!validator.is_valid(&broken));
 }
 

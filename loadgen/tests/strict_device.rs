@@ -13,6 +13,7 @@ use ciborium::Value;
 use dps_loadgen::collect::Collector;
 use dps_loadgen::device::{self, tls, DeviceContext, Observed, StrictCheck};
 use dps_loadgen::fleet::{Credentials, Device, DeviceClass, Expected, Fleet, GroupInfo};
+use dps_loadgen::scenario::DeviceMode;
 use dps_server::config::HubConfig;
 use dps_server::pki::{pem_encode, CertSpec, Issued};
 use dps_server::proto::body::{
@@ -244,12 +245,11 @@ async fn fake_dps(pki: Arc<Pki>, defect: Defect) -> SocketAddr {
 fn context(addr: SocketAddr, pki: &Pki) -> DeviceContext {
     DeviceContext {
         addr,
-        handshake_only: false,
+        mode: DeviceMode::Provision,
         tls: Arc::new(
             tls::ClientBase::new(Some(pki.server_ca.der()), tls::TlsOptions::default())
                 .expect("client base"),
         ),
-        tls_only: false,
         timeout: Duration::from_secs(10),
         sources: Vec::new(),
         hold: None,
@@ -302,7 +302,13 @@ async fn run(defect: Defect) -> (Observed, Collector) {
     let dev = valid_device(&pki);
     let run = device::run(&dev, &context(addr, &pki), Instant::now()).await;
     let mut collector = Collector::default();
-    collector.record(&dev, &run, &fleet(&pki), false, Duration::ZERO);
+    collector.record(
+        &dev,
+        &run,
+        &fleet(&pki),
+        DeviceMode::Provision,
+        Duration::ZERO,
+    );
     (run.observed, collector)
 }
 

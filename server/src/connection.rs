@@ -1,7 +1,6 @@
 //! One device connection after its TLS handshake: CSM first, then requests routed to the
 //! provisioning resources until the device leaves, errs, or idles out.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -9,14 +8,15 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use uuid::Uuid;
 
-use crate::enrollment::{CertId, EnrollmentGroup, ValidatedGroup};
+use crate::enrollment::CertId;
+pub use crate::profile::Profile;
 use crate::proto::body::{self, ContentFormat};
 use crate::proto::coap::{option, Code, Frame, CSM_TOKEN_LEN, MIN_FRAME_LEN};
 use crate::proto::stream::{FramedIo, StreamError};
 use crate::provision::{IssuedCredentials, ProvisionError, Provisioner, Requester};
 use crate::records::Step;
 use crate::store::{IssuedIdentity, RecordWriter, StepEvent};
-use crate::tpm::{Attestor, ChallengeSlot, TpmEnrollment};
+use crate::tpm::{Attestor, ChallengeSlot};
 
 /// Resource paths of the spec.
 pub mod paths {
@@ -34,26 +34,6 @@ pub mod paths {
     pub const TPM_CHALLENGE: &str = "/api/v1/provisioning/tpm/challenge";
     /// POST: TPM answer (activated secret + quote).
     pub const TPM_ATTEST: &str = "/api/v1/provisioning/tpm/attest";
-}
-
-/// What a session is provisioned by: the enrollment group its certificate chain (TLS, or a TPM's
-/// EK certificate chain) selected, or an individual TPM enrollment.
-#[derive(Debug, Clone)]
-pub enum Profile {
-    /// An enrollment group from the arena (X.509 or TPM).
-    Group(Arc<ValidatedGroup>),
-    /// An individual TPM enrollment.
-    Individual(Arc<TpmEnrollment>),
-}
-
-impl Profile {
-    /// The provisioning parameters: id, owner, hubs, pre-shared key.
-    pub fn def(&self) -> &EnrollmentGroup {
-        match self {
-            Profile::Group(g) => &g.def,
-            Profile::Individual(e) => &e.def,
-        }
-    }
 }
 
 /// Options a request may carry; any other critical (odd) option is refused with 4.02.

@@ -11,6 +11,7 @@ pub mod enrollment;
 pub mod init;
 pub mod metrics;
 pub mod pki;
+pub mod profile;
 pub mod proto;
 pub mod provision;
 pub mod records;

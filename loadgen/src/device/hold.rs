@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use dps_server::proto::coap::{Code, Frame};
 use tokio::sync::{watch, Notify};
 
-use super::flow::failed;
-use super::{Observed, Session};
+use super::observed::{stream_failure, FailureKind, Observed};
+use super::session::{Session, SessionError};
 use crate::metrics::Phase;
 
 /// Longest wait for a Pong.
@@ -87,13 +87,24 @@ impl HoldControl {
     }
 }
 
+/// A held connection's session error: a frame the real client cannot read, else a failure of its
+/// kind (an alert on a held connection is a failure too, not a refusal).
+fn held_failure(step: &str, e: &SessionError) -> Observed {
+    match stream_failure(step, e) {
+        Observed::Rejected { alert } => {
+            Observed::failed(FailureKind::Reset, format!("{step}: alert {alert}"))
+        }
+        other => other,
+    }
+}
+
 /// Ping and wait for the Pong with the same token, answering the server's Pings meanwhile.
 async fn ping(io: &mut Session, token: u64) -> Result<Duration, Observed> {
     let started = Instant::now();
     let token = token.to_be_bytes();
     io.write_frame(&Frame::ping(&token))
         .await
-        .map_err(|e| failed(format!("ping: {e}")))?;
+        .map_err(|e| held_failure("ping", &e))?;
     let wait = async {
         loop {
             match io.read_frame().await {
@@ -101,28 +112,36 @@ async fn ping(io: &mut Session, token: u64) -> Result<Duration, Observed> {
                 Ok(Some(f)) if f.code == Code::PING => {
                     io.write_frame(&Frame::pong(&f.token))
                         .await
-                        .map_err(|e| failed(format!("pong: {e}")))?;
+                        .map_err(|e| held_failure("pong", &e))?;
                 }
                 Ok(Some(f)) if f.code == Code::ABORT || f.code == Code::RELEASE => {
-                    return Err(failed(format!(
-                        "server sent {}: {}",
-                        f.code,
-                        String::from_utf8_lossy(&f.payload)
-                    )))
+                    return Err(Observed::failed(
+                        FailureKind::Reset,
+                        format!(
+                            "server sent {}: {}",
+                            f.code,
+                            String::from_utf8_lossy(&f.payload)
+                        ),
+                    ))
                 }
                 Ok(Some(_)) => {}
-                Ok(None) => return Err(failed("server closed the held connection")),
-                Err(e @ super::SessionError::ShortFrame { .. }) => {
-                    return Err(super::stream_failure("held connection", &e))
+                Ok(None) => {
+                    return Err(Observed::failed(
+                        FailureKind::Reset,
+                        "server closed the held connection",
+                    ))
                 }
-                Err(e) => return Err(failed(format!("held connection: {e}"))),
+                Err(e) => return Err(held_failure("held connection", &e)),
             }
         }
     };
     match tokio::time::timeout(PONG_TIMEOUT, wait).await {
         Ok(Ok(())) => Ok(started.elapsed()),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(failed(format!("no Pong within {PONG_TIMEOUT:?}"))),
+        Err(_) => Err(Observed::failed(
+            FailureKind::Timeout,
+            format!("no Pong within {PONG_TIMEOUT:?}"),
+        )),
     }
 }
 

@@ -8,7 +8,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::scenario::{KeyExchange, TlsVersion};
+use crate::spec::{KeyExchange, TlsVersion};
 
 /// Accepts any server certificate but still checks the handshake signatures, like a device
 /// configured without a server trust anchor.
@@ -57,6 +57,17 @@ impl ServerCertVerifier for AcceptAnyServer {
     }
 }
 
+/// Why the devices' TLS client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// rustls refused a setting or a certificate.
+    #[error("TLS client: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The server verifier could not be built from the CA.
+    #[error("server verifier: {0}")]
+    Verifier(#[from] rustls::client::VerifierBuilderError),
+}
+
 /// What a device offers in its ClientHello beyond its certificate: pinned so that two servers are
 /// compared on the same protocol version and key exchange, whatever each would prefer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -101,7 +112,7 @@ impl ClientBase {
     pub fn new(
         server_ca: Option<&CertificateDer<'static>>,
         options: TlsOptions,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TlsSetupError> {
         let provider = Arc::new(provider(options.key_exchange));
         let versions: &'static [&'static rustls::SupportedProtocolVersion] = match options.version {
             None => rustls::DEFAULT_VERSIONS,
@@ -112,13 +123,12 @@ impl ClientBase {
             None => Arc::new(AcceptAnyServer(provider.clone())),
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
-                roots.add(ca.clone()).map_err(|e| e.to_string())?;
+                roots.add(ca.clone())?;
                 rustls::client::WebPkiServerVerifier::builder_with_provider(
                     Arc::new(roots),
                     provider.clone(),
                 )
-                .build()
-                .map_err(|e| e.to_string())?
+                .build()?
             }
         };
         Ok(ClientBase {
@@ -134,16 +144,13 @@ impl ClientBase {
 pub fn client_config(
     client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     base: &ClientBase,
-) -> Result<rustls::ClientConfig, String> {
+) -> Result<rustls::ClientConfig, rustls::Error> {
     let builder = rustls::ClientConfig::builder_with_provider(base.provider.clone())
-        .with_protocol_versions(base.versions)
-        .map_err(|e| e.to_string())?
+        .with_protocol_versions(base.versions)?
         .dangerous()
         .with_custom_certificate_verifier(base.verifier.clone());
     let mut config = match client {
-        Some((chain, key)) => builder
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| e.to_string())?,
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
         None => builder.with_no_client_auth(),
     };
     // Every session is a fresh attestation; and the default session cache (256 slots) would cost

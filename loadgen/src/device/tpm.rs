@@ -21,8 +21,11 @@ use dps_server::proto::body::{
 use dps_server::proto::coap::Code;
 use dps_server::tpm::soft::SoftTpm;
 
-use super::flow::{failed, post, provision};
-use super::{open_session, stream_failure, DeviceContext, Observed, Session};
+use super::connect::open_session;
+use super::context::DeviceContext;
+use super::observed::{stream_failure, Observed};
+use super::provision::{post, provision};
+use super::session::{Session, SessionError};
 use crate::fleet::tpm::{TpmDevice, TpmKeys, TpmStep};
 use crate::fleet::{Device, DeviceClass};
 use crate::metrics::Phase;
@@ -50,7 +53,7 @@ pub(super) async fn flow(
     };
     if done.registration_id != registration_id {
         return (
-            failed(format!(
+            Observed::protocol(format!(
                 "attest: registration id {}, expected {registration_id}",
                 done.registration_id
             )),
@@ -59,14 +62,14 @@ pub(super) async fn flow(
     }
     if done.group != tpm.group_id {
         return (
-            failed(format!(
+            Observed::protocol(format!(
                 "attest: admitted by group {:?}, expected {:?}",
                 done.group, tpm.group_id
             )),
             None,
         );
     }
-    if ctx.handshake_only {
+    if ctx.mode.handshake_only() {
         return (Observed::Attested, Some(io));
     }
     match provision(&mut io, dev.index, uuid::Uuid::new_v4(), phases).await {
@@ -97,15 +100,13 @@ async fn refused(io: &mut Session, step: TpmStep, code: Code) -> Observed {
         match io.read_frame().await {
             Ok(Some(f)) if f.code.is_signal() => continue,
             Ok(Some(f)) => {
-                return failed(format!(
+                return Observed::protocol(format!(
                     "{}: the server sent {} after refusing with {code} instead of closing",
                     step.as_str(),
                     f.code
                 ))
             }
-            Err(e @ super::SessionError::ShortFrame { .. }) => {
-                return stream_failure(step.as_str(), &e)
-            }
+            Err(e @ SessionError::ShortFrame { .. }) => return stream_failure(step.as_str(), &e),
             Ok(None) | Err(_) => {
                 return Observed::TpmRefused {
                     step,
@@ -135,12 +136,16 @@ async fn exchange<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
         .map_err(|e| stream_failure(phase.as_str(), &e))?;
     phases.push((phase, started.elapsed()));
     if resp.code == Code::CHANGED {
-        return body::from_cbor(&resp.payload).map_err(|e| failed(format!("{phase}: {e}")));
+        return body::from_cbor(&resp.payload)
+            .map_err(|e| Observed::protocol(format!("{phase}: {e}")));
     }
     if resp.code.is_error() {
         return Err(refused(io, step, resp.code).await);
     }
-    Err(failed(format!("{phase}: unexpected {}", resp.code)))
+    Err(Observed::protocol(format!(
+        "{phase}: unexpected {}",
+        resp.code
+    )))
 }
 
 /// The soft TPM's exchange, with its class's attack.
@@ -171,12 +176,14 @@ async fn soft_attest(
                 .activate_credential(&blob, &ch.encrypted_secret)
                 .is_ok()
             {
-                return Err(failed(format!(
+                return Err(Observed::device(format!(
                     "{}: ActivateCredential recovered a secret it must not",
                     dev.class.as_str()
                 )));
             }
-            let (quote, signature) = soft.quote(&ch.nonce).map_err(|e| failed(e.to_string()))?;
+            let (quote, signature) = soft
+                .quote(&ch.nonce)
+                .map_err(|e| Observed::device(e.to_string()))?;
             TpmAttestRequest {
                 secret: vec![0; 32],
                 quote,
@@ -186,11 +193,11 @@ async fn soft_attest(
         DeviceClass::TpmReplayedNonce => {
             let first = soft
                 .attest_request(&ch)
-                .map_err(|e| failed(format!("first answer: {e}")))?;
+                .map_err(|e| Observed::device(format!("first answer: {e}")))?;
             let honest: Result<TpmAttestResponse, Observed> =
                 exchange(&mut io, TpmStep::Attest, token(dev, 1), &first, phases).await;
             if let Err(observed) = honest {
-                return Err(failed(format!(
+                return Err(Observed::protocol(format!(
                     "the first, honest attest did not succeed: {observed:?}"
                 )));
             }
@@ -200,7 +207,7 @@ async fn soft_attest(
                 exchange(&mut io, TpmStep::Challenge, token(dev, 2), &req, phases).await?;
             let secret = soft
                 .activate_credential(&fresh.credential_blob, &fresh.encrypted_secret)
-                .map_err(|e| failed(format!("second ActivateCredential: {e}")))?;
+                .map_err(|e| Observed::device(format!("second ActivateCredential: {e}")))?;
             TpmAttestRequest {
                 secret,
                 quote: first.quote,
@@ -209,7 +216,7 @@ async fn soft_attest(
         }
         _ => soft
             .attest_request(&ch)
-            .map_err(|e| failed(format!("ActivateCredential or Quote: {e}")))?,
+            .map_err(|e| Observed::device(format!("ActivateCredential or Quote: {e}")))?,
     };
     let done = exchange(&mut io, TpmStep::Attest, token(dev, 3), &answer, phases).await?;
     Ok((io, done, registration_id))
@@ -226,14 +233,14 @@ async fn swtpm_attest(
     let pool = ctx
         .swtpm
         .as_ref()
-        .ok_or_else(|| failed("tpm_swtpm device without a swtpm pool"))?;
-    let mut lease = pool.lease(dev.index).await.map_err(failed)?;
-    let req = lease.create(*ek_seed).await.map_err(failed)?;
+        .ok_or_else(|| Observed::device("tpm_swtpm device without a swtpm pool"))?;
+    let mut lease = pool.lease(dev.index).await.map_err(Observed::device)?;
+    let req = lease.create(*ek_seed).await.map_err(Observed::device)?;
     let registration_id = dps_server::tpm::registration_id(&req.ek_public);
     let mut io = anonymous(ctx, dev, phases).await?;
     let ch: TpmChallengeResponse =
         exchange(&mut io, TpmStep::Challenge, token(dev, 0), &req, phases).await?;
-    let answer = lease.answer(ch).await.map_err(failed)?;
+    let answer = lease.answer(ch).await.map_err(Observed::device)?;
     drop(lease);
     let done = exchange(&mut io, TpmStep::Attest, token(dev, 3), &answer, phases).await?;
     Ok((io, done, registration_id))
@@ -248,7 +255,7 @@ async fn swtpm_attest(
     _ctx: &DeviceContext,
     _phases: &mut Phases,
 ) -> Result<Attested, Observed> {
-    Err(failed(
+    Err(Observed::device(
         "tpm_swtpm devices need dps-loadgen built with --features tpm-sim",
     ))
 }

@@ -16,13 +16,12 @@ use dps_server::tpm::TpmEnrollmentConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
 
-use super::tpm::{TpmDevice, TpmKeys};
-use super::{build, Credentials, Device, DeviceClass, Expected, Fleet, FleetError, GroupInfo};
-use crate::scenario::FleetSpec;
-
-/// Version of the on-disk format and of the generator: bump it when either changes, so that old
-/// entries are regenerated instead of misread.
-pub const FORMAT: u32 = 4;
+use super::build::build;
+pub use super::key::{key, FORMAT};
+use super::model::{
+    Credentials, Device, Expected, Fleet, FleetError, GroupInfo, TpmDevice, TpmKeys,
+};
+use crate::spec::{DeviceClass, FleetSpec};
 
 /// Entries older than this are regenerated (device certificates are valid for five years, but a
 /// fleet should not silently age across releases).
@@ -66,24 +65,6 @@ pub fn cache_root() -> PathBuf {
         .or_else(|| var("XDG_CACHE_HOME").map(|p| p.join("dpsbench")))
         .or_else(|| var("HOME").map(|p| p.join(".cache").join("dpsbench")))
         .unwrap_or_else(|| std::env::temp_dir().join("dpsbench-cache"))
-}
-
-/// The cache key of a `[fleet]` section: FNV-1a over the format version and every field that
-/// shapes the fleet (not the `cache` switch).
-pub fn key(spec: &FleetSpec) -> String {
-    let shape = serde_json::json!({
-        "format": FORMAT,
-        "seed": spec.seed,
-        "devices": spec.devices,
-        "key": spec.key,
-        "mix": spec.mix,
-    });
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in shape.to_string().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
 }
 
 #[derive(Serialize, Deserialize)]
@@ -406,7 +387,7 @@ mod tests {
         FleetSpec {
             seed,
             devices: 12,
-            key: crate::scenario::KeyType::P256,
+            key: crate::spec::KeyType::P256,
             mix: BTreeMap::from([
                 (DeviceClass::Valid, 2),
                 (DeviceClass::Truncated, 1),

@@ -14,8 +14,9 @@ use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 use super::cache::Ready;
-use super::{ca, key_alg, write, Credentials, DeviceClass, Expected, FleetError};
-use crate::scenario::KeyType;
+use super::model::{Credentials, Device, Expected, FleetError};
+use super::pki::{ca, key_alg, write};
+use crate::spec::{DeviceClass, KeyType};
 
 /// The file of the cache entry that holds the devices themselves (with their keys): not part of
 /// any server's set-up, so not exported.
@@ -86,7 +87,7 @@ pub fn export(ready: &Ready, key: KeyType, out: &Path) -> Result<Exported, Fleet
 
     let mut verify_depth = 0;
     let mut single = None;
-    let mut deep: Option<(&super::Device, &Vec<CertificateDer<'static>>, _)> = None;
+    let mut deep: Option<(&Device, &Vec<CertificateDer<'static>>, _)> = None;
     for dev in fleet
         .devices
         .iter()
@@ -167,7 +168,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FleetError + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::FleetSpec;
+    use crate::spec::FleetSpec;
     use std::collections::BTreeMap;
 
     #[test]

@@ -8,8 +8,8 @@
 //!   present.
 //! - `tpm-vendor`: a TPM enrollment group over the fleet's TPM manufacturer chain (EK CA ← TPM
 //!   root, lead the EK CA); soft `tpm` devices of odd index and `tpm_tampered_blob` devices of odd
-//!   index present an EK certificate from it. TPM groups exist only in the server's config file,
-//!   so a remote target cannot run these classes.
+//!   index present an EK certificate from it. The group is in the embedded (and spawned) server's
+//!   config; a remote target gets it over its admin API, like the X.509 groups.
 //! - `tpm-swtpm`: `tpm_swtpm` devices, enrolled individually at run time (their EKs are only known
 //!   once the swtpm processes run).
 
@@ -19,61 +19,18 @@ use dps_server::enrollment::LeadSelector;
 use dps_server::pki::{chain_pem, CertSpec, Issued};
 use dps_server::tpm::soft::{AkKind, EkKind, SoftEk, SoftTpm};
 use dps_server::tpm::TpmEnrollmentConfig;
-use serde::{Deserialize, Serialize};
 
-use super::{DeviceClass, Expected, FleetError, HUB};
+use super::model::{Expected, FleetError, HUB};
+pub use super::model::{TpmDevice, TpmKeys, TpmStep};
+use super::pki::ca;
+use crate::spec::DeviceClass;
 
-/// Group name (in [`super::Fleet::groups`]) of individually enrolled soft TPMs.
+/// Group name (in [`super::model::Fleet::groups`]) of individually enrolled soft TPMs.
 pub const INDIVIDUAL: &str = "tpm-individual";
 /// Group name of the TPM enrollment group (EK certificates of the fleet's TPM vendor).
 pub const VENDOR: &str = "tpm-vendor";
 /// Group name of the swtpm devices' individual enrollments.
 pub const SWTPM: &str = "tpm-swtpm";
-
-/// Where a TPM device's exchange must end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TpmStep {
-    /// `POST /api/v1/provisioning/tpm/challenge`.
-    Challenge,
-    /// `POST /api/v1/provisioning/tpm/attest`.
-    Attest,
-}
-
-impl TpmStep {
-    /// The snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TpmStep::Challenge => "challenge",
-            TpmStep::Attest => "attest",
-        }
-    }
-}
-
-/// Where a TPM device's keys are.
-#[derive(Debug)]
-pub enum TpmKeys {
-    /// In software, here.
-    Soft(Box<SoftTpm>),
-    /// In a swtpm of the run's pool: the EK is the default template with this seed in its unique
-    /// field (one swtpm holds a distinct EK per seed), the AK is created by the TPM per run.
-    Swtpm {
-        /// The EK template's unique seed.
-        ek_seed: [u8; 32],
-    },
-}
-
-/// A TPM device: its keys and what its challenge presents.
-#[derive(Debug)]
-pub struct TpmDevice {
-    /// The keys.
-    pub keys: TpmKeys,
-    /// `tpm_wrong_ek`: the enrolled EK (TPM2B_PUBLIC) it presents instead of its own, without
-    /// the private key.
-    pub presented_ek: Option<Vec<u8>>,
-    /// The enrollment group id the attest answer must name; empty for an individual enrollment.
-    pub group_id: String,
-}
 
 /// The fleet's TPM manufacturer, and a foreign one for EK certificates no group trusts.
 pub struct TpmVendors {
@@ -85,7 +42,6 @@ pub struct TpmVendors {
 impl TpmVendors {
     /// New vendor PKIs for the fleet `org`.
     pub fn new(org: &str) -> Result<Self, FleetError> {
-        let ca = super::ca;
         let root = Issued::self_signed(&ca("TPM Manufacturer Root CA", org))?;
         let ek_ca = root.issue(&ca("TPM Manufacturer EK CA", org))?;
         let foreign_ca = Issued::self_signed(&ca("TPM Manufacturer EK CA", "someone else"))?;

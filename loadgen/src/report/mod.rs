@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
 
-use crate::run::{Outcome, Summary};
+use crate::scenario::ServerKind;
+use crate::summary::{Outcome, Summary};
 
 /// Write the reports into a new directory under `results_dir`; returns it.
 pub fn write(results_dir: &Path, outcome: &Outcome) -> std::io::Result<PathBuf> {
@@ -224,7 +225,7 @@ pub fn markdown(s: &Summary) -> String {
         out,
         "\nPeak resident memory: {} ({}); server: {}. Open-file limit {}. Fleet {}.",
         s.peak_rss_bytes.map_or_else(|| "?".into(), mib),
-        if s.server.kind == "embedded" {
+        if s.server.kind == ServerKind::Embedded {
             "generator and embedded server together"
         } else {
             "generator"

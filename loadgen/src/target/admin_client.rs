@@ -22,6 +22,60 @@ enum Existing {
     DeleteAndCreate,
 }
 
+/// Why an admin API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The URL is not `http://host:port`.
+    #[error("target.admin {url:?}: {why}")]
+    Url {
+        /// As given.
+        url: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The admin API could not be reached.
+    #[error("admin API {authority}: {source}")]
+    Connect {
+        /// `host:port`.
+        authority: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// HTTP failed (handshake, request, body).
+    #[error("admin API {method} {path}: {source}")]
+    Http {
+        /// The request method.
+        method: Method,
+        /// The request path.
+        path: String,
+        /// hyper's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The API answered with an error status.
+    #[error("admin API {method} {path}: {status}: {body}")]
+    Status {
+        /// The request method.
+        method: Method,
+        /// The request path.
+        path: String,
+        /// The status.
+        status: StatusCode,
+        /// Its body, as text.
+        body: String,
+    },
+    /// A request body could not be encoded or an answer decoded.
+    #[error("admin API {path}: JSON: {source}")]
+    Json {
+        /// The request path.
+        path: String,
+        /// serde_json's error.
+        source: serde_json::Error,
+    },
+    /// `/metrics` lacks a sample.
+    #[error("/metrics has no {0}")]
+    NoSample(String),
+}
+
 /// An admin API at `http://host:port` with an optional bearer token.
 #[derive(Debug, Clone)]
 pub struct AdminClient {
@@ -31,15 +85,17 @@ pub struct AdminClient {
 
 impl AdminClient {
     /// A client for `url` (`http://host:port`, a trailing `/` allowed).
-    pub fn new(url: &str, token: Option<String>) -> Result<Self, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            format!("target.admin {url:?}: only http:// URLs are supported (the admin API is plain HTTP)")
-        })?;
+    pub fn new(url: &str, token: Option<String>) -> Result<Self, AdminError> {
+        let bad = |why| AdminError::Url {
+            url: url.to_owned(),
+            why,
+        };
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| bad("only http:// URLs are supported (the admin API is plain HTTP)"))?;
         let authority = rest.trim_end_matches('/');
         if authority.is_empty() || authority.contains('/') {
-            return Err(format!(
-                "target.admin {url:?}: expected http://host:port without a path"
-            ));
+            return Err(bad("expected http://host:port without a path"));
         }
         Ok(Self {
             authority: authority.to_owned(),
@@ -52,13 +108,21 @@ impl AdminClient {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Bytes), String> {
+    ) -> Result<(StatusCode, Bytes), AdminError> {
+        let http = |source: Box<dyn std::error::Error + Send + Sync>| AdminError::Http {
+            method: method.clone(),
+            path: path.to_owned(),
+            source,
+        };
         let tcp = tokio::net::TcpStream::connect(&self.authority)
             .await
-            .map_err(|e| format!("admin API {}: {e}", self.authority))?;
+            .map_err(|source| AdminError::Connect {
+                authority: self.authority.clone(),
+                source,
+            })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
-            .map_err(|e| format!("admin API {}: {e}", self.authority))?;
+            .map_err(|e| http(e.into()))?;
         tokio::spawn(conn);
         let mut req = Request::builder()
             .method(method.clone())
@@ -72,25 +136,24 @@ impl AdminClient {
         }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| e.to_string())?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("admin API {method} {path}: {e}"))?;
+            .map_err(|e| http(e.into()))?;
+        let resp = sender.send_request(req).await.map_err(|e| http(e.into()))?;
         let status = resp.status();
         let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
             .collect()
             .await
-            .map_err(|e| format!("admin API {method} {path}: {e}"))?
+            .map_err(http)?
             .to_bytes();
         Ok((status, body))
     }
 
-    fn failed(method: &str, path: &str, status: StatusCode, body: &[u8]) -> String {
-        format!(
-            "admin API {method} {path}: {status}: {}",
-            String::from_utf8_lossy(body).trim()
-        )
+    fn failed(method: Method, path: &str, status: StatusCode, body: &[u8]) -> AdminError {
+        AdminError::Status {
+            method,
+            path: path.to_owned(),
+            status,
+            body: String::from_utf8_lossy(body).trim().to_owned(),
+        }
     }
 
     /// Create `value` under `collection`, or replace the one with `id` if it exists (PUT).
@@ -99,7 +162,7 @@ impl AdminClient {
         collection: &str,
         id: &str,
         value: &T,
-    ) -> Result<(), String> {
+    ) -> Result<(), AdminError> {
         self.create_or(collection, id, value, Existing::Put).await
     }
 
@@ -110,7 +173,7 @@ impl AdminClient {
         collection: &str,
         id: &str,
         value: &T,
-    ) -> Result<(), String> {
+    ) -> Result<(), AdminError> {
         self.create_or(collection, id, value, Existing::DeleteAndCreate)
             .await
     }
@@ -122,8 +185,11 @@ impl AdminClient {
         id: &str,
         value: &T,
         existing: Existing,
-    ) -> Result<(), String> {
-        let json = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+    ) -> Result<(), AdminError> {
+        let json = serde_json::to_vec(value).map_err(|source| AdminError::Json {
+            path: collection.to_owned(),
+            source,
+        })?;
         let (status, body) = self
             .send(Method::POST, collection, Some(json.clone()))
             .await?;
@@ -131,7 +197,7 @@ impl AdminClient {
             return Ok(());
         }
         if status != StatusCode::CONFLICT {
-            return Err(Self::failed("POST", collection, status, &body));
+            return Err(Self::failed(Method::POST, collection, status, &body));
         }
         let path = format!("{collection}/{id}");
         let (method, target) = match existing {
@@ -145,52 +211,55 @@ impl AdminClient {
         if status.is_success() {
             Ok(())
         } else {
-            Err(Self::failed(method.as_str(), target, status, &body))
+            Err(Self::failed(method, target, status, &body))
         }
     }
 
     /// Delete `path`.
-    pub async fn delete(&self, path: &str) -> Result<(), String> {
+    pub async fn delete(&self, path: &str) -> Result<(), AdminError> {
         let (status, body) = self.send(Method::DELETE, path, None).await?;
         if status.is_success() {
             Ok(())
         } else {
-            Err(Self::failed("DELETE", path, status, &body))
+            Err(Self::failed(Method::DELETE, path, status, &body))
         }
     }
 
     /// GET `path` as JSON.
-    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, AdminError> {
         let (status, body) = self.send(Method::GET, path, None).await?;
         if !status.is_success() {
-            return Err(Self::failed("GET", path, status, &body));
+            return Err(Self::failed(Method::GET, path, status, &body));
         }
-        serde_json::from_slice(&body).map_err(|e| format!("admin API GET {path}: {e}"))
+        serde_json::from_slice(&body).map_err(|source| AdminError::Json {
+            path: path.to_owned(),
+            source,
+        })
     }
 
-    async fn prometheus(&self) -> Result<String, String> {
+    async fn prometheus(&self) -> Result<String, AdminError> {
         let (status, body) = self.send(Method::GET, "/metrics", None).await?;
         if !status.is_success() {
-            return Err(Self::failed("GET", "/metrics", status, &body));
+            return Err(Self::failed(Method::GET, "/metrics", status, &body));
         }
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     /// A gauge without labels from `/metrics`.
-    pub async fn gauge(&self, name: &str) -> Result<u64, String> {
+    pub async fn gauge(&self, name: &str) -> Result<u64, AdminError> {
         let text = self.prometheus().await?;
-        sample(&text, name).ok_or_else(|| format!("/metrics has no {name}"))
+        sample(&text, name).ok_or_else(|| AdminError::NoSample(name.to_owned()))
     }
 
     /// `dps_requests_total` of `resource` (e.g. `other`, where the TPM resources count) answered
     /// with `code` (e.g. `4.01`); 0 when the server has not answered any.
-    pub async fn requests(&self, resource: &str, code: &str) -> Result<u64, String> {
+    pub async fn requests(&self, resource: &str, code: &str) -> Result<u64, AdminError> {
         let name = format!("dps_requests_total{{resource=\"{resource}\",code=\"{code}\"}}");
         Ok(sample(&self.prometheus().await?, &name).unwrap_or(0))
     }
 
     /// `dps_rejections_total` by reason.
-    pub async fn rejections(&self) -> Result<BTreeMap<String, u64>, String> {
+    pub async fn rejections(&self) -> Result<BTreeMap<String, u64>, AdminError> {
         Ok(rejections(&self.prometheus().await?))
     }
 }
@@ -237,7 +306,11 @@ mod tests {
     #[test]
     fn only_plain_http_urls() {
         assert!(AdminClient::new("http://127.0.0.1:8080/", None).is_ok());
-        assert!(AdminClient::new("https://x:1", None).is_err());
-        assert!(AdminClient::new("http://x:1/api", None).is_err());
+        assert!(matches!(
+            AdminClient::new("https://x:1", None),
+            Err(AdminError::Url { .. })
+        ));
+        let e = AdminClient::new("http://x:1/api", None).expect_err("a path");
+        assert!(e.to_string().contains("without a path"), "{e}");
     }
 }

@@ -13,8 +13,8 @@ use super::enrollment::{certificate_certifies, TpmEnrollments};
 use super::make_credential::{check_storage_key, make_credential};
 use super::marshal::Public;
 use super::quote::{check_attestation_key, verify_quote, QuoteError};
-use crate::connection::Profile;
 use crate::enrollment::{Arena, CertId, Verdict};
+use crate::profile::Profile;
 use crate::proto::body::{TpmAttestRequest, TpmChallengeRequest, TpmChallengeResponse};
 use crate::proto::coap::Code;
 

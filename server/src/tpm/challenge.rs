@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::connection::Profile;
 use crate::enrollment::CertId;
+use crate::profile::Profile;
 
 use super::marshal::Public;
 

@@ -2,15 +2,15 @@
 
 use time::OffsetDateTime;
 
+use super::check::{StrictCheck, Violation};
 use super::rep::{oc_uuid_parses, string, Object, Rep};
-use super::{StrictCheck, Violation};
 
 /// `OC_MAX_STRING_LENGTH` (util/oc_secure_string_internal.h): api/cloud/oc_cloud.c
 /// `oc_cloud_provision_conf_resource` refuses a server, token or provider this long or longer.
 const MAX_STRING_LENGTH: usize = 4096;
 
 /// api/plgd/plgd_time.c `dev_time_parse_fetch_response`: a `time` string that
-/// `oc_clock_parse_time_rfc3339_v1` parses. The server's time, for [`super::DpsClock`].
+/// `oc_clock_parse_time_rfc3339_v1` parses. The server's time, for [`super::check::DpsClock`].
 pub(crate) fn time(root: &Object) -> Result<OffsetDateTime, Violation> {
     let v = |d: String| Violation::new(StrictCheck::Time, d);
     let text = string(root, "time").ok_or_else(|| v("no `time` string".into()))?;

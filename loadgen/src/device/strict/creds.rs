@@ -8,8 +8,8 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer as _, X509Certificate};
 
+use super::check::{DpsClock, StrictCheck, Violation};
 use super::rep::{Object, Rep};
-use super::{DpsClock, StrictCheck, Violation};
 
 /// `OC_CREDTYPE_PSK` (include/oc_cred.h).
 const CREDTYPE_PSK: i64 = 1;

@@ -1,5 +1,7 @@
-//! The provisioning flow of one device, step by step, with the checks a device makes on each
-//! answer (iotivity-lite's, from [`super::strict`], then the spec's).
+//! The CoAP provisioning steps of one session, in iotivity-lite's order (time, ownership, cloud
+//! configuration, credentials from a fresh CSR, ACLs), each answer checked as iotivity-lite's
+//! client checks it ([`super::strict`]), then as the spec requires beyond that. X.509 and TPM
+//! devices run the same steps once attested.
 
 use std::time::{Duration, Instant};
 
@@ -8,11 +10,11 @@ use dps_server::proto::body::{
 };
 use dps_server::proto::coap::{Code, Frame};
 use rcgen::PublicKeyData as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::CertificateDer;
 
+use super::observed::{stream_failure, Observed};
+use super::session::Session;
 use super::strict::{self, DpsClock, StrictCheck, Violation};
-use super::{open_session, reconnects, stream_failure, DeviceContext, Observed, Session};
-use crate::fleet::{Credentials, Device};
 use crate::metrics::Phase;
 
 type Phases = Vec<(Phase, Duration)>;
@@ -21,78 +23,13 @@ type Phases = Vec<(Phase, Duration)>;
 pub(super) struct Provisioned {
     /// `devowneruuid`.
     pub(super) owner: String,
-    identity: CertificateDer<'static>,
-    key: rcgen::KeyPair,
+    /// The identity certificate it was issued.
+    pub(super) identity: CertificateDer<'static>,
+    /// The key of that certificate.
+    pub(super) key: rcgen::KeyPair,
 }
 
-pub(super) fn failed(error: impl Into<String>) -> Observed {
-    Observed::Failed {
-        error: error.into(),
-    }
-}
-
-/// The device's whole run up to holding: what it observed, and its open session when it ended
-/// attested or provisioned (for the hold executor).
-pub(super) async fn flow(
-    dev: &Device,
-    ctx: &DeviceContext,
-    phases: &mut Phases,
-) -> (Observed, Option<Session>) {
-    let (chain, key) = match &dev.credentials {
-        Credentials::X509 { chain, key } => (chain.clone(), key.clone_key()),
-        Credentials::Tpm(tpm) => return super::tpm::flow(dev, tpm, ctx, phases).await,
-    };
-    if ctx.tls_only {
-        let observed = super::handshake_then_close(ctx, dev.index, (chain, key), phases).await;
-        return (observed, None);
-    }
-    let mut io =
-        match open_session(ctx, dev.index, Some((chain, key)), Phase::Handshake, phases).await {
-            Ok(io) => io,
-            Err(observed) => return (observed, None),
-        };
-    if ctx.handshake_only {
-        return (Observed::Attested, Some(io));
-    }
-    let device_id = uuid::Uuid::new_v4();
-    let first = match provision(&mut io, dev.index, device_id, phases).await {
-        Ok(p) => p,
-        Err(observed) => return (observed, None),
-    };
-    if !reconnects(dev) {
-        return (Observed::Provisioned { owner: first.owner }, Some(io));
-    }
-    // Like a device after a reboot: a new session authenticated by the identity certificate.
-    drop(io);
-    let identity_key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(first.key.serialize_der()));
-    let mut io = match open_session(
-        ctx,
-        dev.index,
-        Some((vec![first.identity], identity_key)),
-        Phase::IdentityHandshake,
-        phases,
-    )
-    .await
-    {
-        Ok(io) => io,
-        Err(observed) => return (observed, None),
-    };
-    match provision(&mut io, dev.index, device_id, phases).await {
-        Ok(again) if again.owner == first.owner => {
-            (Observed::Reconnected { owner: again.owner }, Some(io))
-        }
-        Ok(again) => (
-            failed(format!(
-                "identity session got owner {}, the first session {}",
-                again.owner, first.owner
-            )),
-            None,
-        ),
-        Err(observed) => (observed, None),
-    }
-}
-
-fn request(code: Code, token: u64, path: &str) -> Frame {
+pub(super) fn request(code: Code, token: u64, path: &str) -> Frame {
     Frame::request(code, &token.to_be_bytes(), path).with_accept(ContentFormat::OcfCbor.as_u16())
 }
 
@@ -101,7 +38,7 @@ pub(super) fn post<T: serde::Serialize>(
     path: &str,
     body: &T,
 ) -> Result<Frame, Observed> {
-    let payload = body::to_cbor(body).map_err(|e| failed(e.to_string()))?;
+    let payload = body::to_cbor(body).map_err(|e| Observed::device(e.to_string()))?;
     Ok(request(Code::POST, token, path)
         .with_content_format(ContentFormat::OcfCbor.as_u16())
         .with_payload(payload))
@@ -124,11 +61,7 @@ async fn step(
         .map_err(|e| stream_failure(phase.as_str(), &e))?;
     phases.push((phase, started.elapsed()));
     if resp.code != want {
-        return Err(failed(format!(
-            "{phase}: {} {}",
-            resp.code,
-            String::from_utf8_lossy(&resp.payload)
-        )));
+        return Err(Observed::unexpected_answer(phase, &resp));
     }
     strict::parse_root(&resp.payload)
         .map_err(|e| Violation::new(check, format!("{phase}: cannot parse the body: {e}")).into())
@@ -165,7 +98,9 @@ pub(super) async fn provision(
     .await?;
     let owner = strict::ownership(&own)?;
     if uuid::Uuid::parse_str(&owner).is_err() {
-        return Err(failed(format!("ownership: not a UUID: {owner:?}")));
+        return Err(Observed::protocol(format!(
+            "ownership: not a UUID: {owner:?}"
+        )));
     }
     let cloud_req = CloudConfigurationRequest {
         di: device_id.to_string(),
@@ -186,10 +121,13 @@ pub(super) async fn provision(
     .await?;
     let cloud = strict::cloud_configuration(&cloud)?;
     if cloud.cis.is_empty() || uuid::Uuid::parse_str(&cloud.sid).is_err() {
-        return Err(failed("cloud configuration without cis or a UUID sid"));
+        return Err(Observed::protocol(
+            "cloud configuration without cis or a UUID sid",
+        ));
     }
-    let key = rcgen::KeyPair::generate().map_err(|e| failed(e.to_string()))?;
-    let csr = dps_server::pki::device_csr(&device_id, &key).map_err(|e| failed(e.to_string()))?;
+    let key = rcgen::KeyPair::generate().map_err(|e| Observed::device(e.to_string()))?;
+    let csr = dps_server::pki::device_csr(&device_id, &key)
+        .map_err(|e| Observed::device(e.to_string()))?;
     let cred_req = CredentialsRequest {
         di: device_id.to_string(),
         csr: Csr {
@@ -213,7 +151,7 @@ pub(super) async fn provision(
     };
     let applied = strict::credentials(&creds, &device, &clock)?;
     if applied.identity_subject != device_id.to_string() {
-        return Err(failed(format!(
+        return Err(Observed::protocol(format!(
             "credentials: the identity certificate is for subject {:?}, not this device",
             applied.identity_subject
         )));
@@ -228,7 +166,7 @@ pub(super) async fn provision(
     )
     .await?;
     if strict::acls(&acls)? == 0 {
-        return Err(failed("acls: empty"));
+        return Err(Observed::protocol("acls: empty"));
     }
     Ok(Provisioned {
         owner,

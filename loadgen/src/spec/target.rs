@@ -1,0 +1,97 @@
+//! `[target]` and `[server_limits]`: where the server is, and what a scenario changes of the
+//! limits of the fleet's own server.
+
+use serde::{Deserialize, Serialize};
+
+/// `[target]`: where the server is. Absent (or without `address`): an embedded server on
+/// loopback, set up for the fleet.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// Run the fleet's server in a child process instead of in-process: the same server, with its
+    /// own file-descriptor limit (tens of thousands of connections need one per end) and its own
+    /// memory, measured apart from the generator's. Read over its admin API like a remote one.
+    #[serde(default)]
+    pub spawn: bool,
+    /// Device port of a running server (`host:port`); absent = embedded server.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Its admin API (`http://host:port`): the fleet's hub and groups are created there before
+    /// the run and deleted after it, and the server's histograms and rejection counters are read
+    /// from it. Required with `address`.
+    #[serde(default)]
+    pub admin: Option<String>,
+    /// File holding the admin bearer token (as `dps-server init` writes it).
+    #[serde(default)]
+    pub admin_token_file: Option<String>,
+    /// PEM of the CA the server certificate chains to (devices verify the server with it);
+    /// required unless `device.skip_server_verification`.
+    #[serde(default)]
+    pub server_ca: Option<String>,
+    /// `address` is a TLS server that is not driven by the load generator (a peer such as nginx
+    /// configured with the fleet's trust anchors, or a DPS already configured with the fleet's
+    /// groups): it has no admin API and nothing is created on it, so only `valid` devices run,
+    /// handshake only, and a device reads the verdict from how the server ends the connection
+    /// (see [`crate::device`]). This is what lets one executor measure our server and a peer the
+    /// same way.
+    #[serde(default)]
+    pub tls_only: bool,
+}
+
+/// `[server_limits]`: what a scenario may change of the server's `[limits]`; unset keys keep the
+/// server's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsOverride {
+    /// Connections served at once.
+    pub max_connections: Option<u32>,
+    /// TLS handshake deadline, ms.
+    pub handshake_timeout_ms: Option<u64>,
+    /// Idle connections close after this, ms.
+    pub inactivity_timeout_ms: Option<u64>,
+    /// Largest CoAP message, bytes.
+    pub max_message_size: Option<u32>,
+    /// Provisioning requests per second (0 = unlimited).
+    pub max_requests_per_second: Option<u32>,
+    /// Failed handshakes per second per source address before shedding (0 = off).
+    pub failed_handshakes_per_ip_per_s: Option<u32>,
+    /// Burst of the failed-handshake budget.
+    pub failed_handshakes_burst: Option<u32>,
+    /// Handshakes in progress at once per source address (0 = no cap).
+    pub pending_handshakes_per_ip: Option<u32>,
+}
+
+impl LimitsOverride {
+    /// Apply to a server's limits.
+    pub fn apply(&self, l: &mut dps_server::config::LimitsSection) {
+        if let Some(v) = self.max_connections {
+            l.max_connections = v;
+        }
+        if let Some(v) = self.handshake_timeout_ms {
+            l.handshake_timeout_ms = v;
+        }
+        if let Some(v) = self.inactivity_timeout_ms {
+            l.inactivity_timeout_ms = v;
+        }
+        if let Some(v) = self.max_message_size {
+            l.max_message_size = v;
+        }
+        if let Some(v) = self.max_requests_per_second {
+            l.max_requests_per_second = v;
+        }
+        if let Some(v) = self.failed_handshakes_per_ip_per_s {
+            l.failed_handshakes_per_ip_per_s = v;
+        }
+        if let Some(v) = self.failed_handshakes_burst {
+            l.failed_handshakes_burst = v;
+        }
+        if let Some(v) = self.pending_handshakes_per_ip {
+            l.pending_handshakes_per_ip = v;
+        }
+    }
+
+    /// Nothing to change.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}

@@ -1,0 +1,381 @@
+//! The summary of a run (`summary.json`, schema `loadgen/summary.schema.json`): the collected
+//! devices, the server's own view cross-checked against what the fleet expects, the attackers'
+//! reports, and the thresholds judged.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::attack::{self, AttackKind};
+use crate::collect::{ClassCounts, Collector, Second};
+use crate::device::{FailureKind, StrictCheck};
+use crate::fleet::DeviceClass;
+use crate::metrics::{Phase, Quantiles, Recorder};
+use crate::scenario::{DeviceMode, Loaded, ServerKind};
+use crate::target::ServerView;
+use crate::threshold::{Metric, RateOf};
+
+/// One threshold's verdict.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThresholdResult {
+    /// As written.
+    pub threshold: String,
+    /// The measured value (µs for latencies, per second for rates).
+    pub actual: f64,
+    /// Held.
+    pub passed: bool,
+}
+
+/// The server's side of the run, in the summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerSummary {
+    /// `embedded`, `spawned`, `remote` or `tls-only`.
+    pub kind: ServerKind,
+    /// The server's own latency (µs) by histogram: `handshake` (TLS with attestation),
+    /// `matching` (authenticate + select), `resource.<step>`. A remote server's cover its life.
+    pub latency: BTreeMap<String, Quantiles>,
+    /// The server's peak resident memory, bytes (remote only; an embedded server shares the
+    /// generator's process, see [`Summary::peak_rss_bytes`]).
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// The hold executor's measurements, taken while every device was holding.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HoldSummary {
+    /// Most devices holding at once (client view).
+    pub held_peak: u64,
+    /// Device connections the server counted open then.
+    pub server_open_connections: Option<u64>,
+    /// Seconds from the first connect until every device was through its flow.
+    pub connect_s: f64,
+    /// This process's resident memory before the first connect, bytes.
+    pub rss_before_bytes: Option<u64>,
+    /// This process's resident memory with every device holding, bytes (embedded: server and
+    /// generator together).
+    pub rss_held_bytes: Option<u64>,
+    /// (held − before) / held devices: what one held connection costs this process.
+    pub bytes_per_connection: Option<u64>,
+}
+
+/// Devices under attack, beside devices before it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttackSummary {
+    /// Each `[[attack]]`.
+    pub attackers: Vec<attack::AttackReport>,
+    /// p99 of the total latency of devices scheduled before the first attack started, µs.
+    pub p99_total_before_us: u64,
+    /// p99 of the total latency of devices scheduled while attackers were active, µs.
+    pub p99_total_during_us: u64,
+    /// during / before (0 when either side has no devices).
+    pub p99_ratio: f64,
+    /// Devices scheduled before / during.
+    pub devices_before: u64,
+    /// Devices scheduled while attackers were active.
+    pub devices_during: u64,
+    /// Time the server took to close everything after the run, ms.
+    pub settle_ms: u64,
+}
+
+/// What a run produced; serialized as `summary.json` (schema: `loadgen/summary.schema.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// Schema version of this document.
+    pub schema_version: u32,
+    /// Scenario name.
+    pub scenario: String,
+    /// Start time, RFC 3339.
+    pub started_at: String,
+    /// Wall time of the device phase, seconds.
+    pub duration_s: f64,
+    /// The fleet came from the on-disk cache.
+    pub fleet_reused: bool,
+    /// Device runs scheduled (the fleet size, or the ramp's starts, which cycle through the fleet).
+    pub devices: u64,
+    /// Devices that ran to completion as expected with the full flow.
+    pub provisioned: u64,
+    /// Devices whose handshake completed (accepted or refused as expected).
+    pub handshakes: u64,
+    /// Devices with an outcome other than expected.
+    pub mismatches: u64,
+    /// Devices that failed for another reason (timeouts, I/O, bad answers, strict checks).
+    pub errors: u64,
+    /// Of the errors, devices that failed one of iotivity-lite's checks on what the server sent
+    /// (a frame too short for the real client to read, an answer it would refuse), by check.
+    #[serde(default)]
+    pub strict_failures: BTreeMap<StrictCheck, u64>,
+    /// Of the errors, the other devices by kind of failure (timeout, reset, busy, ...).
+    #[serde(default)]
+    pub failures: BTreeMap<FailureKind, u64>,
+    /// What the devices did: the whole flow, handshake only, or TLS only.
+    #[serde(default)]
+    pub device_mode: DeviceMode,
+    /// Scheduled starts dropped (open model only).
+    pub dropped: u64,
+    /// Provisioned per second.
+    pub provisioned_per_s: f64,
+    /// Handshakes per second.
+    pub handshakes_per_s: f64,
+    /// Client-side latency per phase.
+    pub latency: BTreeMap<Phase, Quantiles>,
+    /// The server's view.
+    pub server: ServerSummary,
+    /// Per class.
+    pub classes: BTreeMap<DeviceClass, ClassCounts>,
+    /// Server-side rejection counters by reason, for cross-checking.
+    pub server_rejections: BTreeMap<String, u64>,
+    /// Rejections the fleet expects by reason.
+    pub expected_rejections: BTreeMap<String, u64>,
+    /// TPM requests the server refused with 4.01 (its own counter), for cross-checking; `None`
+    /// when it could not be read.
+    #[serde(default)]
+    pub server_tpm_refusals: Option<u64>,
+    /// TPM refusals with 4.01 the fleet expects.
+    #[serde(default)]
+    pub expected_tpm_refusals: u64,
+    /// A few mismatching devices, for diagnosis.
+    pub mismatch_examples: Vec<String>,
+    /// Per second of the run (by completion time): to read a ramp's knee.
+    pub timeline: Vec<Second>,
+    /// Highest provisioned/s over any 3 consecutive seconds (the final, draining second left out):
+    /// the throughput at saturation when the executor ramps past it.
+    pub peak_provisioned_per_s: f64,
+    /// Hold executor only.
+    pub hold: Option<HoldSummary>,
+    /// `[[attack]]` only: what the attackers saw and how the devices fared.
+    pub attack: Option<AttackSummary>,
+    /// Device connections the server still had open once devices and attackers were gone
+    /// (after up to 30 s of grace); `None` if the server cannot tell.
+    pub leftover_connections: Option<u64>,
+    /// The open-file limit the run had.
+    pub open_files_limit: u64,
+    /// This process's peak resident memory, bytes (with an embedded server: both together).
+    pub peak_rss_bytes: Option<u64>,
+    /// Thresholds and their verdicts.
+    pub thresholds: Vec<ThresholdResult>,
+    /// All thresholds held.
+    pub passed: bool,
+}
+
+/// A finished run: the summary and the raw histograms.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The summary.
+    pub summary: Summary,
+    /// Client-side histograms.
+    pub recorder: Recorder,
+    /// The server's histograms (mergeable serializations).
+    pub server: ServerView,
+}
+
+/// What the run knows besides the collected devices.
+#[derive(Debug)]
+pub struct Facts {
+    /// When the device phase started.
+    pub started_at: time::OffsetDateTime,
+    /// How long it took.
+    pub duration: Duration,
+    /// Runs scheduled.
+    pub total: u64,
+    /// Starts dropped.
+    pub dropped: u64,
+    /// The fleet came from the cache.
+    pub fleet_reused: bool,
+    /// Hold executor only.
+    pub hold: Option<HoldSummary>,
+    /// The open-file limit of the run.
+    pub open_files_limit: u64,
+    /// The attackers' reports.
+    pub attacks: Vec<attack::AttackReport>,
+    /// Server connections still open once everything was gone, and how long that took to settle.
+    pub leftover: Option<(u64, Duration)>,
+}
+
+/// The summary of a run: the collected devices and `facts`, cross-checked against the server's
+/// own `server` view, its thresholds judged.
+pub fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) -> Outcome {
+    let secs = f.duration.as_secs_f64().max(1e-9);
+    let done = c.done;
+    let attack = attack_summary(&c, f.attacks, f.leftover);
+    let mut summary = Summary {
+        schema_version: 2,
+        scenario: loaded.scenario.name.clone(),
+        started_at: f
+            .started_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        duration_s: secs,
+        fleet_reused: f.fleet_reused,
+        devices: f.total,
+        provisioned: c.provisioned,
+        handshakes: c.handshakes,
+        mismatches: c.mismatches,
+        errors: c.errors,
+        strict_failures: c.strict_failures,
+        failures: c.failures,
+        device_mode: loaded.mode,
+        dropped: f.dropped,
+        provisioned_per_s: c.provisioned as f64 / secs,
+        handshakes_per_s: c.handshakes as f64 / secs,
+        latency: c
+            .recorder
+            .phases
+            .iter()
+            .map(|(p, h)| (*p, Quantiles::of(h)))
+            .collect(),
+        server: server_summary(&server),
+        classes: c.classes,
+        server_rejections: server.rejections.clone(),
+        expected_rejections: c.expected_rejections,
+        server_tpm_refusals: server.tpm_refusals,
+        expected_tpm_refusals: c.expected_tpm_refusals,
+        mismatch_examples: c.examples,
+        timeline: c.timeline.seconds(),
+        peak_provisioned_per_s: c.timeline.peak(3),
+        hold: f.hold,
+        attack,
+        leftover_connections: f.leftover.map(|(n, _)| n),
+        open_files_limit: f.open_files_limit,
+        peak_rss_bytes: dps_server::metrics::resident_memory().map(|m| m.peak),
+        thresholds: Vec::new(),
+        passed: true,
+    };
+    cross_check(&mut summary);
+    let recorder = c.recorder;
+    summary.thresholds = loaded
+        .thresholds
+        .iter()
+        .map(|t| {
+            let actual = metric(&summary, &recorder, t.metric, done as f64 / secs);
+            ThresholdResult {
+                threshold: t.text.clone(),
+                actual,
+                passed: t.op.holds(actual, t.limit),
+            }
+        })
+        .collect();
+    summary.passed = summary.thresholds.iter().all(|t| t.passed);
+    Outcome {
+        summary,
+        recorder,
+        server,
+    }
+}
+
+/// The server's side, its histograms reduced to quantiles.
+fn server_summary(server: &ServerView) -> ServerSummary {
+    let latency = server
+        .histograms
+        .iter()
+        .filter_map(|(name, h)| {
+            let hist = dps_server::metrics::decode_histogram(&h.hdr).ok()?;
+            Some((name.clone(), Quantiles::of(&hist)))
+        })
+        .collect();
+    ServerSummary {
+        kind: server.kind,
+        latency,
+        peak_rss_bytes: server.peak_rss_bytes,
+    }
+}
+
+/// The server's own counts against the fleet's expectations; a difference is a mismatch.
+fn cross_check(summary: &mut Summary) {
+    // The server's own count of rejections by reason must equal what the runs expect: per-device
+    // checks see only the TLS alert, this sees the exact reason. (A run that timed out client-side
+    // may still have been judged by the server, so the check holds only without errors.)
+    // A handshake storm's refusals are the server's too (reason no_path: its CA is unknown);
+    // each storm handshake that ended in a close may or may not have reached attestation (a shed
+    // connection never does), so no_path may exceed the devices' count by at most that many.
+    let storm: u64 = summary
+        .attack
+        .iter()
+        .flat_map(|a| &a.attackers)
+        .filter(|r| r.kind == AttackKind::HandshakeStorm)
+        .map(|r| r.attempted)
+        .sum();
+    let mut server_rejections = summary.server_rejections.clone();
+    if storm > 0 {
+        if let Some(n) = server_rejections.get_mut("no_path") {
+            let expected = summary
+                .expected_rejections
+                .get("no_path")
+                .copied()
+                .unwrap_or(0);
+            if *n >= expected && *n <= expected + storm {
+                *n = expected;
+            }
+        }
+        server_rejections.retain(|_, n| *n > 0);
+    }
+    if summary.errors == 0 && server_rejections != summary.expected_rejections {
+        summary.mismatches += 1;
+        summary.mismatch_examples.push(format!(
+            "server rejections {:?} differ from the fleet's expected {:?}",
+            summary.server_rejections, summary.expected_rejections
+        ));
+    }
+    // Likewise every refused TPM device got exactly one 4.01 from the server (its own count of
+    // TPM requests answered so; a TPM device's other requests are not in it).
+    if summary.errors == 0
+        && summary
+            .server_tpm_refusals
+            .is_some_and(|n| n != summary.expected_tpm_refusals)
+    {
+        summary.mismatches += 1;
+        summary.mismatch_examples.push(format!(
+            "server TPM refusals (4.01) {:?} differ from the fleet's expected {}",
+            summary.server_tpm_refusals, summary.expected_tpm_refusals
+        ));
+    }
+}
+
+/// The value a threshold on `metric` is judged by (`devices_per_s`: runs finished per second).
+fn metric(summary: &Summary, recorder: &Recorder, metric: Metric, devices_per_s: f64) -> f64 {
+    match metric {
+        Metric::Mismatches => summary.mismatches as f64,
+        Metric::Errors => summary.errors as f64,
+        Metric::Dropped => summary.dropped as f64,
+        Metric::AttackP99Ratio => summary.attack.as_ref().map_or(f64::NAN, |a| a.p99_ratio),
+        Metric::LeftoverConnections => summary.leftover_connections.map_or(f64::NAN, |n| n as f64),
+        Metric::Quantile { quantile, phase } => recorder.quantile(phase, quantile) as f64,
+        Metric::Rate {
+            what: RateOf::Provisioned,
+        } => summary.provisioned_per_s,
+        Metric::Rate {
+            what: RateOf::Handshakes,
+        } => summary.handshakes_per_s,
+        Metric::Rate {
+            what: RateOf::Devices,
+        } => devices_per_s,
+    }
+}
+
+fn attack_summary(
+    c: &Collector,
+    attackers: Vec<attack::AttackReport>,
+    leftover: Option<(u64, Duration)>,
+) -> Option<AttackSummary> {
+    let (before, during) = (c.before_attack.as_ref()?, c.during_attack.as_ref()?);
+    let p99 = |h: &hdrhistogram::Histogram<u64>| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(0.99)
+        }
+    };
+    let (b, d) = (p99(before), p99(during));
+    Some(AttackSummary {
+        attackers,
+        p99_total_before_us: b,
+        p99_total_during_us: d,
+        p99_ratio: if b == 0 || d == 0 {
+            0.0
+        } else {
+            d as f64 / b as f64
+        },
+        devices_before: before.len(),
+        devices_during: during.len(),
+        settle_ms: leftover.map_or(0, |(_, t)| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+    })
+}
