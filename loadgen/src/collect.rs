@@ -287,6 +287,7 @@ mod tests {
                 id: crate::fleet::HUB.into(),
                 gateways: Vec::new(),
                 name: None,
+                authorization: None,
             },
             server_tpm_enrollments: Vec::new(),
             server_tpm_groups: Vec::new(),
