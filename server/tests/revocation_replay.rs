@@ -219,6 +219,27 @@ async fn admin_delete(running: &Running, dir: &std::path::Path, path: &str) -> u
         .expect("status")
 }
 
+/// The answer to a credentials request for `device_id` with `key`, on a new session of `leaf`.
+async fn ask_credentials(
+    dir: &std::path::Path,
+    running: &Running,
+    leaf: &Issued,
+    device_id: &Uuid,
+    key: &rcgen::KeyPair,
+) -> dps_server::proto::coap::Frame {
+    let tls = connect(dir, running.addr, Some(auth_of(leaf)))
+        .await
+        .expect("handshake");
+    let mut dev = FramedIo::new(tls, 64 * 1024);
+    dev.exchange(&post(
+        4,
+        "/api/v1/provisioning/credentials",
+        &credentials_request(device_id, key),
+    ))
+    .await
+    .expect("answer")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_csr_cannot_take_over_a_device_id_until_it_is_released() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -230,18 +251,7 @@ async fn a_replayed_csr_cannot_take_over_a_device_id_until_it_is_released() {
     let b = provision(dir.path(), running.addr, auth_of(&owner_leaf)).await;
 
     // A sends B's captured CSR (B's id, B's key): refused, and nothing changes for B.
-    let tls = connect(dir.path(), running.addr, Some(auth_of(&thief_leaf)))
-        .await
-        .expect("handshake");
-    let mut thief = FramedIo::new(tls, 64 * 1024);
-    let resp = thief
-        .exchange(&post(
-            4,
-            "/api/v1/provisioning/credentials",
-            &credentials_request(&b.device_id, &b.key),
-        ))
-        .await
-        .expect("answer");
+    let resp = ask_credentials(dir.path(), &running, &thief_leaf, &b.device_id, &b.key).await;
     assert_eq!(resp.code, Code::BAD_REQUEST);
     let diagnostic = String::from_utf8_lossy(&resp.payload);
     assert!(
@@ -249,19 +259,8 @@ async fn a_replayed_csr_cannot_take_over_a_device_id_until_it_is_released() {
         "{diagnostic}"
     );
     // With a key of its own, too.
-    let tls = connect(dir.path(), running.addr, Some(auth_of(&thief_leaf)))
-        .await
-        .expect("handshake");
-    let mut thief = FramedIo::new(tls, 64 * 1024);
     let own_key = rcgen::KeyPair::generate().expect("key");
-    let resp = thief
-        .exchange(&post(
-            4,
-            "/api/v1/provisioning/credentials",
-            &credentials_request(&b.device_id, &own_key),
-        ))
-        .await
-        .expect("answer");
+    let resp = ask_credentials(dir.path(), &running, &thief_leaf, &b.device_id, &own_key).await;
     assert_eq!(resp.code, Code::BAD_REQUEST);
     assert!(
         identity_admitted(dir.path(), &running, &b).await,
@@ -282,31 +281,9 @@ async fn a_replayed_csr_cannot_take_over_a_device_id_until_it_is_released() {
 
     // The owner itself may come back without its identity (a lost answer) and ask again with
     // its key (as real clients do); another key is refused while its certificate is valid.
-    let tls = connect(dir.path(), running.addr, Some(auth_of(&owner_leaf)))
-        .await
-        .expect("handshake");
-    let mut owner = FramedIo::new(tls, 64 * 1024);
-    let resp = owner
-        .exchange(&post(
-            4,
-            "/api/v1/provisioning/credentials",
-            &credentials_request(&b.device_id, &own_key),
-        ))
-        .await
-        .expect("answer");
+    let resp = ask_credentials(dir.path(), &running, &owner_leaf, &b.device_id, &own_key).await;
     assert_eq!(resp.code, Code::BAD_REQUEST);
-    let tls = connect(dir.path(), running.addr, Some(auth_of(&owner_leaf)))
-        .await
-        .expect("handshake");
-    let mut owner = FramedIo::new(tls, 64 * 1024);
-    let renewed = owner
-        .exchange(&post(
-            4,
-            "/api/v1/provisioning/credentials",
-            &credentials_request(&b.device_id, &b.key),
-        ))
-        .await
-        .expect("answer");
+    let renewed = ask_credentials(dir.path(), &running, &owner_leaf, &b.device_id, &b.key).await;
     let key = rcgen::KeyPair::from_pem(&b.key.serialize_pem()).expect("key");
     let renewed = Provisioned {
         device_id: b.device_id,
@@ -324,18 +301,7 @@ async fn a_replayed_csr_cannot_take_over_a_device_id_until_it_is_released() {
     assert_eq!(admin_delete(&running, dir.path(), &path).await, 204);
     assert_eq!(admin_delete(&running, dir.path(), &path).await, 404);
     assert!(!identity_admitted(dir.path(), &running, &renewed).await);
-    let tls = connect(dir.path(), running.addr, Some(auth_of(&thief_leaf)))
-        .await
-        .expect("handshake");
-    let mut now_free = FramedIo::new(tls, 64 * 1024);
-    let taken = now_free
-        .exchange(&post(
-            4,
-            "/api/v1/provisioning/credentials",
-            &credentials_request(&b.device_id, &own_key),
-        ))
-        .await
-        .expect("answer");
+    let taken = ask_credentials(dir.path(), &running, &thief_leaf, &b.device_id, &own_key).await;
     let a = Provisioned {
         device_id: b.device_id,
         key: own_key,
