@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::device::hold::HoldControl;
 use crate::device::{self, DeviceContext, DeviceRun};
 use crate::fleet::Fleet;
+use crate::saturation::StartMeter;
 use crate::scenario::{ExecutorSpec, Stage};
 
 /// A started executor.
@@ -19,6 +20,8 @@ pub struct Started {
     pub results: mpsc::UnboundedReceiver<(usize, DeviceRun)>,
     /// Scheduled starts dropped (open model).
     pub dropped: Arc<AtomicU64>,
+    /// Starts against the schedule: lateness, and drops by why (nothing for a plain closed loop).
+    pub starts: Arc<StartMeter>,
     /// Runs scheduled in all.
     pub total: u64,
     /// Hold executor: fires once every device is holding or has failed, while they still hold.
@@ -31,12 +34,13 @@ pub struct Started {
 pub fn start(fleet: Arc<Fleet>, mut ctx: DeviceContext, executor: &ExecutorSpec) -> Started {
     let (tx, results) = mpsc::unbounded_channel();
     let dropped = Arc::new(AtomicU64::new(0));
+    let starts = Arc::new(StartMeter::default());
     let mut total = fleet.devices.len() as u64;
     let mut all_held = None;
     let mut hold = None;
     match executor.clone() {
         ExecutorSpec::ClosedLoop { concurrency } => {
-            closed_loop(fleet, Arc::new(ctx), tx, concurrency, None);
+            closed_loop(fleet, Arc::new(ctx), tx, concurrency, None, starts.clone());
         }
         ExecutorSpec::ConstantArrivalRate {
             rate,
@@ -48,7 +52,8 @@ pub fn start(fleet: Arc<Fleet>, mut ctx: DeviceContext, executor: &ExecutorSpec)
                 .map(|i| i as f64 * period)
                 .collect();
             let limits = (max_in_flight, max_lateness);
-            open_model(fleet, Arc::new(ctx), tx, dropped.clone(), schedule, limits);
+            let counters = (dropped.clone(), starts.clone());
+            open_model(fleet, Arc::new(ctx), tx, counters, schedule, limits);
         }
         ExecutorSpec::RampingArrivalRate {
             start_rate,
@@ -59,7 +64,8 @@ pub fn start(fleet: Arc<Fleet>, mut ctx: DeviceContext, executor: &ExecutorSpec)
             let schedule = ramp_schedule(start_rate, &stages);
             total = schedule.len() as u64;
             let limits = (max_in_flight, max_lateness);
-            open_model(fleet, Arc::new(ctx), tx, dropped.clone(), schedule, limits);
+            let counters = (dropped.clone(), starts.clone());
+            open_model(fleet, Arc::new(ctx), tx, counters, schedule, limits);
         }
         ExecutorSpec::Hold {
             rate,
@@ -73,7 +79,14 @@ pub fn start(fleet: Arc<Fleet>, mut ctx: DeviceContext, executor: &ExecutorSpec)
             all_held = Some(held_rx);
             hold = Some(control.clone());
             let pace = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
-            closed_loop(fleet, Arc::new(ctx), tx, connect_concurrency, pace);
+            closed_loop(
+                fleet,
+                Arc::new(ctx),
+                tx,
+                connect_concurrency,
+                pace,
+                starts.clone(),
+            );
             tokio::spawn(async move {
                 control.all_settled().await;
                 let _ = held_tx.send(());
@@ -85,6 +98,7 @@ pub fn start(fleet: Arc<Fleet>, mut ctx: DeviceContext, executor: &ExecutorSpec)
     Started {
         results,
         dropped,
+        starts,
         total,
         all_held,
         hold,
@@ -92,14 +106,16 @@ pub fn start(fleet: Arc<Fleet>, mut ctx: DeviceContext, executor: &ExecutorSpec)
 }
 
 /// `concurrency` workers take devices in order until the fleet is done; with `pace`, starts are
-/// also spaced at least that far apart. Under the hold executor a worker's slot frees as soon as
-/// its device is holding (the run itself reports at release).
+/// also spaced at least that far apart (how late the pacing timer fires goes to `starts`). Under
+/// the hold executor a worker's slot frees as soon as its device is holding (the run itself
+/// reports at release).
 fn closed_loop(
     fleet: Arc<Fleet>,
     ctx: Arc<DeviceContext>,
     tx: mpsc::UnboundedSender<(usize, DeviceRun)>,
     concurrency: usize,
     pace: Option<Duration>,
+    starts: Arc<StartMeter>,
 ) {
     let next = Arc::new(AtomicUsize::new(0));
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
@@ -113,6 +129,7 @@ fn closed_loop(
             if let Some(pace) = pace {
                 let at = started + pace.saturating_mul(u32::try_from(i).unwrap_or(u32::MAX));
                 tokio::time::sleep_until(at.into()).await;
+                starts.started(at.elapsed());
             }
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
@@ -165,12 +182,13 @@ pub fn ramp_schedule(start_rate: f64, stages: &[Stage]) -> Vec<f64> {
 
 /// The open model: start device runs at the given offsets (cycling through the fleet), latency
 /// counted from the scheduled time; a start later than `max_lateness`, or beyond `max_in_flight`
-/// (0 = unlimited), is dropped and counted.
+/// (0 = unlimited), is dropped and counted (in `dropped`, and by why in `starts`, which also gets
+/// how late each started device's task began to run).
 fn open_model(
     fleet: Arc<Fleet>,
     ctx: Arc<DeviceContext>,
     tx: mpsc::UnboundedSender<(usize, DeviceRun)>,
-    dropped: Arc<AtomicU64>,
+    (dropped, starts): (Arc<AtomicU64>, Arc<StartMeter>),
     schedule: Vec<f64>,
     (max_in_flight, max_lateness): (usize, Duration),
 ) {
@@ -188,15 +206,20 @@ fn open_model(
             let scheduled = start + Duration::from_secs_f64(offset);
             tokio::time::sleep_until(scheduled).await;
             let late = tokio::time::Instant::now().saturating_duration_since(scheduled);
-            let permit = match limit.clone().try_acquire_owned() {
-                Ok(p) if late <= max_lateness => p,
-                _ => {
-                    dropped.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
+            if late > max_lateness {
+                dropped.fetch_add(1, Ordering::Relaxed);
+                starts.drop_late();
+                continue;
+            }
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                dropped.fetch_add(1, Ordering::Relaxed);
+                starts.drop_in_flight();
+                continue;
             };
-            let (fleet, ctx, tx) = (fleet.clone(), ctx.clone(), tx.clone());
+            let (fleet, ctx, tx, starts) = (fleet.clone(), ctx.clone(), tx.clone(), starts.clone());
             tokio::spawn(async move {
+                // Timer and run-queue delay together: when the device really began.
+                starts.started(scheduled.elapsed());
                 if let Some(dev) = fleet.devices.get(i) {
                     // Latency counts from the scheduled start, not from when we got to it.
                     let run = device::run(dev, &ctx, scheduled.into_std()).await;

@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod report;
 pub mod run;
+pub mod saturation;
 pub mod scenario;
 pub mod spec;
 pub mod summary;

@@ -248,6 +248,10 @@ fn main() -> ExitCode {
             if let Some(dir) = &finished.results_dir {
                 let _ = writeln!(out, "\nresults: {}", dir.display());
             }
+            // Last, so that it is what a reader sees: who limited the run.
+            if let Some(line) = dps_loadgen::report::verdict_line(&finished.outcome.summary) {
+                let _ = writeln!(out, "\n{line}");
+            }
             ExitCode::from(finished.exit_code)
         }
         Err(e) => {

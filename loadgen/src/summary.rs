@@ -12,6 +12,7 @@ use crate::collect::{ClassCounts, Collector, Second};
 use crate::device::{FailureKind, StrictCheck};
 use crate::fleet::DeviceClass;
 use crate::metrics::{Phase, Quantiles, Recorder};
+use crate::saturation::{self, GeneratorSummary};
 use crate::scenario::{DeviceMode, Loaded, ServerKind};
 use crate::target::ServerView;
 use crate::threshold::{Metric, RateOf};
@@ -151,6 +152,10 @@ pub struct Summary {
     pub open_files_limit: u64,
     /// This process's peak resident memory, bytes (with an embedded server: both together).
     pub peak_rss_bytes: Option<u64>,
+    /// The generator's own saturation (CPU of each side, start lateness, connect time, ports) and
+    /// who limited the run; `None` in summaries written before it existed.
+    #[serde(default)]
+    pub generator: Option<GeneratorSummary>,
     /// Thresholds and their verdicts.
     pub thresholds: Vec<ThresholdResult>,
     /// All thresholds held.
@@ -189,6 +194,8 @@ pub struct Facts {
     pub attacks: Vec<attack::AttackReport>,
     /// Server connections still open once everything was gone, and how long that took to settle.
     pub leftover: Option<(u64, Duration)>,
+    /// What the run measured about its generator (`None` if its sampler could not start).
+    pub generator: Option<saturation::Measured>,
 }
 
 /// The summary of a run: the collected devices and `facts`, cross-checked against the server's
@@ -197,6 +204,19 @@ pub fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) ->
     let secs = f.duration.as_secs_f64().max(1e-9);
     let done = c.done;
     let attack = attack_summary(&c, f.attacks, f.leftover);
+    let failed = |k: FailureKind| c.failures.get(&k).copied().unwrap_or(0);
+    let outcomes = saturation::Outcomes {
+        provisioned: c.provisioned,
+        handshakes: c.handshakes,
+        tcp: c.recorder.phases.get(&Phase::Tcp).map(Quantiles::of),
+        timeouts: failed(FailureKind::Timeout),
+        busy: failed(FailureKind::Busy),
+        resets: failed(FailureKind::Reset),
+    };
+    let generator = f
+        .generator
+        .as_ref()
+        .map(|m| saturation::figures::summarize(m, &outcomes));
     let mut summary = Summary {
         schema_version: 2,
         scenario: loaded.scenario.name.clone(),
@@ -237,6 +257,7 @@ pub fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) ->
         leftover_connections: f.leftover.map(|(n, _)| n),
         open_files_limit: f.open_files_limit,
         peak_rss_bytes: dps_server::metrics::resident_memory().map(|m| m.peak),
+        generator,
         thresholds: Vec::new(),
         passed: true,
     };

@@ -133,6 +133,9 @@ pub enum Target {
     TlsOnly,
 }
 
+/// The address the fleet's own server (embedded or spawned) listens on, a loopback port of it.
+pub const OWN_SERVER_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::LOCALHOST;
+
 /// The executable a spawned server runs: `$DPS_LOADGEN_SERVER_EXE` (a `dps-loadgen` binary; tests
 /// set it), else this executable.
 fn server_exe() -> Result<std::path::PathBuf, TargetError> {
@@ -156,7 +159,9 @@ async fn spawn_server(
         .arg("server-run")
         .arg("--config")
         .arg(fleet_dir.join("config.toml"))
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .arg("--listen")
+        .arg(format!("{OWN_SERVER_IP}:0"))
+        .args(["--admin-listen", "127.0.0.1:0"])
         .args(["--store", store])
         .args(["--limits-json", limits_json])
         .env("RUST_LOG", "warn")
@@ -286,7 +291,7 @@ async fn embedded(
     let server = Arc::new(Server::from_config(&config)?);
     // A deep accept backlog: bursts of thousands of connects must queue, not be dropped.
     let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    socket.bind(SocketAddr::from((OWN_SERVER_IP, 0)))?;
     let listener = socket.listen(4096)?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -351,7 +356,7 @@ async fn remote(admin: AdminClient, fleet: &Fleet) -> Result<Target, TargetError
 }
 
 /// The first address `address` (`host:port`) resolves to.
-async fn resolve(address: &str) -> Result<SocketAddr, TargetError> {
+pub async fn resolve(address: &str) -> Result<SocketAddr, TargetError> {
     let fail = |why: String| TargetError::Address {
         address: address.to_owned(),
         why,
@@ -409,6 +414,16 @@ impl Target {
             Target::TlsOnly => return Err(TargetError::NoEnrollments),
         }
         Ok(())
+    }
+
+    /// The process id of a server this run spawned (its CPU is read from `/proc`).
+    pub fn server_pid(&self) -> Option<u32> {
+        match self {
+            Target::Remote {
+                child: Some(child), ..
+            } => child.id(),
+            _ => None,
+        }
     }
 
     /// Device connections the server has open now (for the hold executor's peak).

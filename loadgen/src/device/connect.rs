@@ -15,21 +15,27 @@ use super::observed::{stream_failure, FailureKind, Observed};
 use super::session::{DeviceIo, Session};
 use super::tls;
 use crate::metrics::Phase;
+use crate::saturation::ports;
 
 /// Largest CoAP message a device accepts (the identity chain in the credentials answer fits).
 const MAX_MESSAGE: usize = 64 * 1024;
 
-/// TCP connect from this device's source address.
+/// TCP connect from this device's source address, the time of its calls counted in
+/// [`DeviceContext::connects`]. A bound source defers its port to connect()
+/// (`IP_BIND_ADDRESS_NO_PORT`), where the kernel picks one unique for the whole 4-tuple.
 pub(super) async fn connect_tcp(ctx: &DeviceContext, index: usize) -> std::io::Result<TcpStream> {
+    let started = Instant::now();
     let Some(source) = ctx.sources.get(index % ctx.sources.len().max(1)) else {
-        return TcpStream::connect(ctx.addr).await;
+        return ctx.connects.time(TcpStream::connect(ctx.addr)).await;
     };
     let socket = match source {
         IpAddr::V4(_) => TcpSocket::new_v4()?,
         IpAddr::V6(_) => TcpSocket::new_v6()?,
     };
+    ports::bind_address_no_port(&socket)?;
     socket.bind(SocketAddr::new(*source, 0))?;
-    socket.connect(ctx.addr).await
+    ctx.connects.add(started.elapsed());
+    ctx.connects.time(socket.connect(ctx.addr)).await
 }
 
 /// Open a session: TCP, TLS with `client` (chain, key; none for a TPM device), then the server's
@@ -252,6 +258,7 @@ mod tests {
             ),
             timeout: Duration::from_secs(10),
             sources: Vec::new(),
+            connects: Arc::default(),
             hold: None,
             #[cfg(feature = "tpm-sim")]
             swtpm: None,

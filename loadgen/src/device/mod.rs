@@ -30,7 +30,7 @@ mod x509;
 use std::time::Instant;
 
 pub use connect::handshake_then_close;
-pub use context::{source_addresses, DeviceContext};
+pub use context::DeviceContext;
 pub use observed::{DeviceRun, FailureKind, Observed};
 pub use session::{DeviceIo, Session, SessionError};
 pub use strict::StrictCheck;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
 
+use crate::saturation::{GeneratorSummary, LimitedBy};
 use crate::scenario::ServerKind;
 use crate::summary::{Outcome, Summary};
 
@@ -98,6 +99,106 @@ fn mib(bytes: u64) -> String {
 
 fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// The verdict on who limited the run, in one line (the run's last line on the console).
+pub fn verdict_line(s: &Summary) -> Option<String> {
+    let g = s.generator.as_ref()?;
+    let reasons = g.reasons.join("; ");
+    Some(match g.limited_by {
+        LimitedBy::Generator => {
+            format!("the generator, not the target, limited this run: {reasons}.")
+        }
+        LimitedBy::Target => format!("the target limited this run: {reasons}."),
+        LimitedBy::None => format!("{reasons}."),
+    })
+}
+
+/// The summary's generator section: the verdict, CPU of each side, lateness, connect, ports.
+fn generator(out: &mut String, g: &GeneratorSummary) {
+    let verdict = match g.limited_by {
+        LimitedBy::Generator => "**The generator, not the target, limited this run:**",
+        LimitedBy::Target => "**The target limited this run:**",
+        LimitedBy::None => "**Generator:**",
+    };
+    let _ = writeln!(out, "\n{verdict} {}.\n", g.reasons.join("; "));
+    let _ = writeln!(
+        out,
+        "| CPU over {:.1} s | user s | system s | cores used (busiest second) | ms per provisioned | ms per handshake |\n|---|---:|---:|---:|---:|---:|",
+        g.cpu.wall_s
+    );
+    let opt = |v: Option<f64>| v.map_or_else(|| "–".into(), |v| format!("{v:.3}"));
+    let generator_row = if g.cpu.process_includes_server {
+        "this process (generator and embedded server)"
+    } else {
+        "generator process"
+    };
+    for (name, side) in [
+        (generator_row, &g.cpu.process),
+        ("server process", &g.cpu.server),
+    ] {
+        if let Some(c) = side {
+            let _ = writeln!(
+                out,
+                "| {name} | {:.2} | {:.2} | {:.2} ({:.2}) | {} | {} |",
+                c.user_s,
+                c.system_s,
+                c.cores_used,
+                c.peak_cores_used,
+                opt(c.ms_per_provisioned),
+                opt(c.ms_per_handshake)
+            );
+        }
+    }
+    let lateness = g.start_lateness.map_or_else(
+        || "no schedule (closed loop)".into(),
+        |q| {
+            format!(
+                "p50 {} / p99 {} / max {} ms",
+                ms(q.p50_us),
+                ms(q.p99_us),
+                ms(q.max_us)
+            )
+        },
+    );
+    let p = &g.ports;
+    let sources = match (p.sources.first(), p.sources.last(), p.route_source) {
+        (Some(first), Some(last), _) if p.sources.len() > 1 => {
+            format!("{} source addresses {first}…{last}", p.sources.len())
+        }
+        (Some(one), _, _) => format!("source address {one}"),
+        (None, _, Some(route)) => format!("source address {route} (the kernel's choice)"),
+        _ => "the kernel's source address".into(),
+    };
+    let _ = writeln!(
+        out,
+        "\nStarts: lateness {lateness}; dropped {} late, {} at max_in_flight. {} connects: tcp phase {:.2} s in all (p99 {} ms), {:.3} s inside the socket calls ({}). Ports toward the target from {sources}: {} in use at the start, at most {} at once ({} from one address, of {} per address), {} in TIME_WAIT; planned {} ({} in flight + {} in TIME_WAIT over {} s) of {} free. CPU of {} worker threads on {} CPUs; the sampler's own {:.3} s left out.",
+        g.dropped_late,
+        g.dropped_in_flight,
+        g.connect.connects,
+        g.connect.tcp_sum_s,
+        ms(g.connect.tcp_p99_us),
+        g.connect.busy_s,
+        g.connect
+            .busy_share
+            .map_or_else(|| "share not known".into(), |x| format!("{:.1} % of the process's CPU", x * 100.0)),
+        p.in_use_at_start,
+        p.peak_in_use,
+        p.peak_in_use_per_address,
+        p.per_address,
+        p.peak_time_wait,
+        p.needed,
+        p.in_flight,
+        p.time_wait,
+        p.time_wait_window_s,
+        p.free_at_start,
+        g.cpu.worker_threads,
+        g.cpu.cores,
+        g.cpu.sampler_s,
+    );
+    for n in &g.notes {
+        let _ = writeln!(out, "\n- {n}");
+    }
 }
 
 /// The human summary.
@@ -245,6 +346,9 @@ pub fn markdown(s: &Summary) -> String {
             "generated"
         }
     );
+    if let Some(g) = &s.generator {
+        generator(&mut out, g);
+    }
     if s.timeline.len() > 1 {
         let _ = writeln!(
             out,

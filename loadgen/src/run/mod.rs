@@ -13,6 +13,9 @@ use crate::collect::Collector;
 use crate::device::{self, DeviceContext};
 use crate::fleet::{self, Fleet};
 use crate::metrics::Phase;
+use crate::saturation::budget::{self, PortPlan};
+use crate::saturation::sampler::{Sampler, Watch};
+use crate::saturation::{cpu, ports, Measured};
 use crate::scenario::{ExecutorSpec, Loaded, TargetKind};
 use crate::summary::{summarize, Facts};
 pub use crate::summary::{
@@ -37,6 +40,9 @@ pub enum RunError {
     #[cfg(feature = "tpm-sim")]
     #[error(transparent)]
     Swtpm(#[from] swtpm::SwtpmError),
+    /// The run's devices cannot have the ephemeral ports they need: refused before any starts.
+    #[error(transparent)]
+    PortBudget(#[from] crate::saturation::PortBudgetError),
     /// Local I/O (temp dir, sockets).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -96,6 +102,7 @@ pub async fn run_with_cache(
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Outcome, RunError> {
     let scenario = &loaded.scenario;
+    let plan = port_plan(loaded).await?;
     let open_files_limit = open_files(loaded)?;
     let ready = fleet::cache::load_or_build(&scenario.fleet, cache_root)?;
     let fleet = Arc::new(ready.fleet);
@@ -116,17 +123,14 @@ pub async fn run_with_cache(
             },
         )?),
         timeout: scenario.device.timeout,
-        sources: device::source_addresses(
-            &started.addr,
-            scenario.device.source_addresses,
-            fleet.devices.len(),
-        ),
+        sources: plan.sources.clone(),
+        connects: Arc::default(),
         hold: None,
         #[cfg(feature = "tpm-sim")]
         swtpm: swtpm.clone(),
     };
     let server_target = started.target;
-    let (c, mut facts) = drive(loaded, &fleet, ctx, &server_target, progress).await;
+    let (c, mut facts) = drive(loaded, &fleet, ctx, &server_target, plan, progress).await;
     facts.leftover = settle(&server_target).await;
     facts.fleet_reused = ready.reused;
     facts.open_files_limit = open_files_limit;
@@ -136,6 +140,30 @@ pub async fn run_with_cache(
         pool.shutdown().await;
     }
     Ok(summarize(loaded, c, server, facts))
+}
+
+/// The run's source addresses and port budget, worked out before the fleet is even built: the
+/// fleet's own server listens on [`target::OWN_SERVER_IP`] (its port is not known yet, and no
+/// socket goes to it yet); another target is resolved here.
+async fn port_plan(loaded: &Loaded) -> Result<PortPlan, RunError> {
+    let s = &loaded.scenario;
+    let target = match &loaded.target {
+        TargetKind::Embedded | TargetKind::Spawned => {
+            std::net::SocketAddr::from((target::OWN_SERVER_IP, 0))
+        }
+        TargetKind::Remote { address, .. } | TargetKind::TlsOnly { address, .. } => {
+            target::resolve(address).await?
+        }
+    };
+    let demand = budget::demand(&s.fleet, &s.executor, s.device.timeout);
+    let seed = ports::run_seed();
+    Ok(budget::plan(
+        target,
+        s.device.source_addresses,
+        demand,
+        &s.executor,
+        seed,
+    )?)
 }
 
 /// Raise the open-file limit for the run; a hold that cannot have the descriptors it needs is
@@ -166,6 +194,7 @@ async fn drive(
     fleet: &Arc<Fleet>,
     ctx: DeviceContext,
     server_target: &Target,
+    plan: PortPlan,
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> (Collector, Facts) {
     let scenario = &loaded.scenario;
@@ -173,6 +202,15 @@ async fn drive(
     let started_at = time::OffsetDateTime::now_utc();
     let started = Instant::now();
     let device_addr = ctx.addr;
+    let connects = ctx.connects.clone();
+    let sampler = Sampler::start(Watch {
+        target: device_addr,
+        sources: plan
+            .route_source
+            .map_or_else(|| ctx.sources.clone(), |src| vec![src]),
+        server_pid: server_target.server_pid(),
+    })
+    .ok();
     let mut exec = executor::start(fleet.clone(), ctx, &scenario.executor);
     let attacks: Vec<attack::Running> = scenario
         .attack
@@ -242,6 +280,25 @@ async fn drive(
     }
     progress(&snapshot(&c, 0));
     let duration = started.elapsed();
+    let generator = sampler.map(|sampler| Measured {
+        sampled: sampler.stop(),
+        starts: exec.starts.starts(),
+        connect_busy: (connects.busy(), connects.calls()),
+        plan,
+        workers: tokio::runtime::Handle::current().metrics().num_workers(),
+        cores: cpu::cores(),
+        embedded: loaded.target == TargetKind::Embedded,
+        max_in_flight: match &scenario.executor {
+            ExecutorSpec::ConstantArrivalRate { max_in_flight, .. }
+            | ExecutorSpec::RampingArrivalRate { max_in_flight, .. } => Some(*max_in_flight),
+            _ => None,
+        },
+        max_lateness: match &scenario.executor {
+            ExecutorSpec::ConstantArrivalRate { max_lateness, .. }
+            | ExecutorSpec::RampingArrivalRate { max_lateness, .. } => Some(*max_lateness),
+            _ => None,
+        },
+    });
     let mut attack_reports = Vec::with_capacity(attacks.len());
     for a in attacks {
         attack_reports.push(a.finish().await);
@@ -256,6 +313,7 @@ async fn drive(
         open_files_limit: 0,
         attacks: attack_reports,
         leftover: None,
+        generator,
     };
     (c, facts)
 }

@@ -1,0 +1,131 @@
+//! CPU time, user and system: of this process (getrusage, microseconds), of the calling thread (to
+//! leave the sampler's own cost out), and of another process such as the spawned server (from
+//! `/proc/<pid>/stat`, in clock ticks). What a run spent per provisioned device, and whether a side
+//! ran out of cores, are read from these.
+
+use std::time::Duration;
+
+use nix::sys::resource::{getrusage, Usage, UsageWho};
+
+/// User and system CPU time of a process or thread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// In user mode.
+    pub user: Duration,
+    /// In the kernel on its behalf (system calls such as connect, page faults).
+    pub system: Duration,
+}
+
+impl CpuTimes {
+    /// User plus system.
+    pub fn total(&self) -> Duration {
+        self.user + self.system
+    }
+
+    /// The time spent since `earlier` (never negative).
+    pub fn since(&self, earlier: &CpuTimes) -> CpuTimes {
+        CpuTimes {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+
+    /// This time less `part` (never negative): the process without its sampler thread.
+    pub fn without(&self, part: &CpuTimes) -> CpuTimes {
+        self.since(part)
+    }
+}
+
+fn of_usage(u: &Usage) -> CpuTimes {
+    let d = |t: nix::sys::time::TimeVal| {
+        let secs = u64::try_from(t.tv_sec()).unwrap_or(0);
+        let micros = u64::try_from(t.tv_usec()).unwrap_or(0);
+        Duration::from_secs(secs) + Duration::from_micros(micros)
+    };
+    CpuTimes {
+        user: d(u.user_time()),
+        system: d(u.system_time()),
+    }
+}
+
+/// This process, all its threads (with an embedded server: the server's too).
+pub fn this_process() -> std::io::Result<CpuTimes> {
+    Ok(of_usage(&getrusage(UsageWho::RUSAGE_SELF)?))
+}
+
+/// The calling thread only.
+pub fn this_thread() -> std::io::Result<CpuTimes> {
+    Ok(of_usage(&getrusage(UsageWho::RUSAGE_THREAD)?))
+}
+
+/// Another process of this machine, all its threads, from `/proc/<pid>/stat`.
+pub fn of_process(pid: u32) -> std::io::Result<CpuTimes> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|t| u64::try_from(t).ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(100);
+    parse_stat(&text, ticks).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/stat: no utime and stime"),
+        )
+    })
+}
+
+/// utime and stime (fields 14 and 15) of a `/proc/<pid>/stat` line, in `ticks` per second. The
+/// command name (field 2) is in parentheses and may hold spaces and parentheses itself, so the
+/// fields are counted from the last `)`.
+fn parse_stat(text: &str, ticks: u64) -> Option<CpuTimes> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // After the name: state is field 3, so utime (14) is the 12th and stime (15) the 13th.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    let d = |t: u64| Duration::from_secs_f64(t as f64 / ticks as f64);
+    Some(CpuTimes {
+        user: d(utime),
+        system: d(stime),
+    })
+}
+
+/// CPUs this process may run on (its affinity and cgroup quota), at least 1.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_are_read_past_odd_command_names() {
+        let line = "4242 (dps (loadgen) x) S 1 4242 4242 0 -1 4194560 2716 0 0 0 \
+                    250 75 0 0 20 0 9 0 123456 1000000 500 18446744073709551615";
+        let t = parse_stat(line, 100).expect("parsed");
+        assert_eq!(t.user, Duration::from_millis(2500));
+        assert_eq!(t.system, Duration::from_millis(750));
+        assert!(parse_stat("4242 (short) S 1 2", 100).is_none());
+    }
+
+    #[test]
+    fn this_process_and_a_child_are_measured() {
+        // Burn a little CPU so the figures cannot all be zero.
+        let before = this_process().expect("getrusage");
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(30) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let after = this_process().expect("getrusage");
+        assert!(after.since(&before).total() > Duration::ZERO);
+        assert!(this_thread().expect("thread").total() <= after.total());
+        let me = of_process(std::process::id()).expect("/proc/self");
+        assert!(me.total() <= after.total() + Duration::from_millis(20));
+        assert!(of_process(u32::MAX).is_err());
+        assert!(cores() >= 1);
+    }
+}

@@ -1,0 +1,156 @@
+//! Meters the devices and the executor feed while a run goes: the time this process spends in its
+//! own socket calls to open device connections ([`ConnectMeter`]), and how late device starts are
+//! against the schedule and why starts were dropped ([`StartMeter`]).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::metrics::{self, Quantiles};
+
+/// Time spent inside the calls that open device connections (socket, bind, connect and its
+/// completion), on this process's threads: what a connect() that searches long for a free port
+/// costs the generator, which a connect phase measured in wall time cannot tell from a slow peer.
+#[derive(Debug, Default)]
+pub struct ConnectMeter {
+    nanos: AtomicU64,
+    calls: AtomicU64,
+}
+
+impl ConnectMeter {
+    /// Count `d` spent in one connection's calls.
+    pub fn add(&self, d: Duration) {
+        let n = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Run `f` (a connect) counting only the time its polls take, not the time it waits.
+    pub async fn time<F: Future>(&self, f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        std::future::poll_fn(|cx| {
+            let t = Instant::now();
+            let out = f.as_mut().poll(cx);
+            self.add(t.elapsed());
+            out
+        })
+        .await
+    }
+
+    /// Time counted so far.
+    pub fn busy(&self) -> Duration {
+        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
+    }
+
+    /// Connects timed so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+/// Device starts against the schedule: how late each started device began to run (from its
+/// scheduled time to the first poll of its task: timer and run-queue delay together), and the
+/// starts dropped, by why.
+#[derive(Debug)]
+pub struct StartMeter {
+    lateness: Mutex<Histogram<u64>>,
+    dropped_late: AtomicU64,
+    dropped_in_flight: AtomicU64,
+}
+
+impl Default for StartMeter {
+    fn default() -> Self {
+        Self {
+            lateness: Mutex::new(metrics::new_histogram()),
+            dropped_late: AtomicU64::new(0),
+            dropped_in_flight: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What a [`StartMeter`] saw.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Starts {
+    /// Lateness of the started devices (`None`: nothing was scheduled, as in a closed loop).
+    pub lateness: Option<Quantiles>,
+    /// Starts dropped for being later than `max_lateness`.
+    pub dropped_late: u64,
+    /// Starts dropped because `max_in_flight` devices were running.
+    pub dropped_in_flight: u64,
+}
+
+impl StartMeter {
+    /// A scheduled device began `late` after its time.
+    pub fn started(&self, late: Duration) {
+        let mut h = self
+            .lateness
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        metrics::record(&mut h, late);
+    }
+
+    /// A start was dropped for being too late.
+    pub fn drop_late(&self) {
+        self.dropped_late.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A start was dropped at the in-flight cap.
+    pub fn drop_in_flight(&self) {
+        self.dropped_in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The figures so far.
+    pub fn starts(&self) -> Starts {
+        let h = self
+            .lateness
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Starts {
+            lateness: (!h.is_empty()).then(|| Quantiles::of(&h)),
+            dropped_late: self.dropped_late.load(Ordering::Relaxed),
+            dropped_in_flight: self.dropped_in_flight.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connect_time_counts_polls_not_waits() {
+        let m = ConnectMeter::default();
+        let out = m
+            .time(async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                7
+            })
+            .await;
+        assert_eq!(out, 7);
+        assert_eq!(m.calls(), 1);
+        assert!(m.busy() < Duration::from_millis(20), "{:?}", m.busy());
+        m.time(async { std::thread::sleep(Duration::from_millis(15)) })
+            .await;
+        assert!(m.busy() >= Duration::from_millis(15), "{:?}", m.busy());
+    }
+
+    #[test]
+    fn starts_are_counted_by_lateness_and_drop() {
+        let s = StartMeter::default();
+        assert_eq!(s.starts().lateness, None);
+        for ms in [1, 2, 3, 40] {
+            s.started(Duration::from_millis(ms));
+        }
+        s.drop_late();
+        s.drop_in_flight();
+        s.drop_in_flight();
+        let seen = s.starts();
+        let q = seen.lateness.expect("lateness");
+        assert_eq!(q.count, 4);
+        assert!((39_000..=40_100).contains(&q.max_us), "{q:?}");
+        assert_eq!((seen.dropped_late, seen.dropped_in_flight), (1, 2));
+    }
+}

@@ -1,0 +1,223 @@
+//! A thread that watches the run from the side while devices run: this process's CPU, the
+//! spawned server's, and the ports toward the target from the run's source addresses, once a
+//! second. Its own CPU (reading `/proc/net/tcp` costs the kernel time when tens of thousands of
+//! sockets are open) is measured on its thread and left out of the generator's figure.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::cpu::{self, CpuTimes};
+use super::ports;
+
+/// How often the sampler looks.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// What the sampler watches.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    /// The target's device port.
+    pub target: SocketAddr,
+    /// The run's source addresses (empty: the kernel picks; then every local address counts).
+    pub sources: Vec<IpAddr>,
+    /// The spawned server's process, if any.
+    pub server_pid: Option<u32>,
+}
+
+/// Ports toward the target from the run's sources.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortSamples {
+    /// Sockets when the devices started.
+    pub at_start: u64,
+    /// Most at once.
+    pub peak: u64,
+    /// Most from one source address.
+    pub peak_per_address: u64,
+    /// Most in TIME_WAIT.
+    pub peak_time_wait: u64,
+    /// Readings taken.
+    pub samples: u64,
+}
+
+impl PortSamples {
+    fn add(&mut self, (all, per_address, time_wait): (u64, u64, u64)) {
+        self.peak = self.peak.max(all);
+        self.peak_per_address = self.peak_per_address.max(per_address);
+        self.peak_time_wait = self.peak_time_wait.max(time_wait);
+        self.samples += 1;
+    }
+}
+
+/// CPU of one process over the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuSamples {
+    /// Spent over the run.
+    pub spent: CpuTimes,
+    /// Cores used in the busiest second.
+    pub peak_cores: f64,
+}
+
+/// What the sampler saw.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sampled {
+    /// From start to stop.
+    pub wall: Duration,
+    /// This process, less the sampler's own thread (`None` when unreadable).
+    pub process: Option<CpuSamples>,
+    /// The sampler's own CPU, left out of `process`.
+    pub sampler: CpuTimes,
+    /// The spawned server (`None` when there is none or it cannot be read).
+    pub server: Option<CpuSamples>,
+    /// Ports toward the target.
+    pub ports: PortSamples,
+}
+
+/// A running sampler; [`Sampler::stop`] ends it.
+pub struct Sampler {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<Sampled>,
+}
+
+/// One reading.
+struct Reading {
+    at: Instant,
+    process: Option<CpuTimes>,
+    server: Option<CpuTimes>,
+}
+
+fn read(watch: &Watch, sampler: CpuTimes) -> Reading {
+    Reading {
+        at: Instant::now(),
+        process: cpu::this_process().ok().map(|p| p.without(&sampler)),
+        server: watch.server_pid.and_then(|pid| cpu::of_process(pid).ok()),
+    }
+}
+
+fn ports_now(watch: &Watch) -> Option<(u64, u64, u64)> {
+    let seen = ports::toward(watch.target.ip(), Some(watch.target.port())).ok()?;
+    Some(seen.over(&watch.sources))
+}
+
+/// Cores used between two readings of one process.
+fn cores(a: Option<CpuTimes>, b: Option<CpuTimes>, secs: f64) -> Option<f64> {
+    Some(b?.since(&a?).total().as_secs_f64() / secs.max(1e-9))
+}
+
+impl Sampler {
+    /// Take the first reading now (CPU, and the ports in use as the devices start), then one a
+    /// second on a thread of its own.
+    pub fn start(watch: Watch) -> std::io::Result<Sampler> {
+        let first = read(&watch, CpuTimes::default());
+        let mut ports = PortSamples::default();
+        if let Some(now) = ports_now(&watch) {
+            ports.at_start = now.0;
+            ports.add(now);
+        }
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("dps-loadgen-sampler".into())
+            .spawn(move || run(&watch, first, ports, &stopped))?;
+        Ok(Sampler { stop, thread })
+    }
+
+    /// Take the last reading and return what was seen.
+    pub fn stop(self) -> Sampled {
+        let _ = self.stop.send(());
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+fn run(
+    watch: &Watch,
+    first: Reading,
+    mut ports: PortSamples,
+    stopped: &mpsc::Receiver<()>,
+) -> Sampled {
+    let own = cpu::this_thread().unwrap_or_default();
+    let mut last = Reading {
+        process: first.process,
+        server: first.server,
+        at: first.at,
+    };
+    let (mut peak_process, mut peak_server) = (0.0_f64, 0.0_f64);
+    loop {
+        let done = !matches!(
+            stopped.recv_timeout(EVERY),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        );
+        if let Some(now) = ports_now(watch) {
+            ports.add(now);
+        }
+        let spent = cpu::this_thread().unwrap_or_default().since(&own);
+        let now = read(watch, spent);
+        let secs = now.at.duration_since(last.at).as_secs_f64();
+        // A last, short interval says little about a rate.
+        if secs >= 0.5 {
+            if let Some(c) = cores(last.process, now.process, secs) {
+                peak_process = peak_process.max(c);
+            }
+            if let Some(c) = cores(last.server, now.server, secs) {
+                peak_server = peak_server.max(c);
+            }
+        }
+        if done {
+            let side = |a: Option<CpuTimes>, b: Option<CpuTimes>, peak: f64| {
+                Some(CpuSamples {
+                    spent: b?.since(&a?),
+                    peak_cores: peak,
+                })
+            };
+            return Sampled {
+                wall: now.at.duration_since(first.at),
+                process: side(first.process, now.process, peak_process),
+                sampler: spent,
+                server: side(first.server, now.server, peak_server),
+                ports,
+            };
+        }
+        last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sampler_sees_cpu_and_ports_of_the_run() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listen");
+        let target = listener.local_addr().expect("addr");
+        let source = ports::loopback_sources(1, &ports::Toward::default(), ports::run_seed())[0];
+        let sampler = Sampler::start(Watch {
+            target,
+            sources: vec![source],
+            server_pid: Some(std::process::id()),
+        })
+        .expect("sampler");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::new(source, 0)).expect("bind");
+        let stream = socket.connect(target).await.expect("connect");
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(1_200) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let seen = sampler.stop();
+        drop(stream);
+        assert!(seen.wall >= Duration::from_millis(1_200));
+        let process = seen.process.expect("process CPU");
+        assert!(
+            process.spent.total() >= Duration::from_millis(800),
+            "{process:?}"
+        );
+        assert!(process.peak_cores > 0.5, "{process:?}");
+        // This process stands in for a server process here.
+        assert!(seen.server.expect("server").spent.total() > Duration::ZERO);
+        assert_eq!(seen.ports.at_start, 0);
+        assert_eq!((seen.ports.peak, seen.ports.peak_per_address), (1, 1));
+        assert!(seen.ports.samples >= 2);
+    }
+}
