@@ -102,8 +102,8 @@ pub async fn run_with_cache(
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Outcome, RunError> {
     let scenario = &loaded.scenario;
-    let plan = port_plan(loaded).await?;
     let open_files_limit = open_files(loaded)?;
+    let plan = port_plan(loaded).await?;
     let ready = fleet::cache::load_or_build(&scenario.fleet, cache_root)?;
     let fleet = Arc::new(ready.fleet);
     let store_dir = tempfile::tempdir()?;
