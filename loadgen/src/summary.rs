@@ -216,7 +216,7 @@ pub fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) ->
     let generator = f
         .generator
         .as_ref()
-        .map(|m| saturation::figures::summarize(m, &outcomes));
+        .map(|m| saturation::summarize(m, &outcomes));
     let mut summary = Summary {
         schema_version: 2,
         scenario: loaded.scenario.name.clone(),

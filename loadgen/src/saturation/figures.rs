@@ -1,6 +1,6 @@
 //! The `generator` section of `summary.json`: what the run measured about its own generator (CPU
 //! of each side, start lateness, dropped starts, time in connect(), ports) put together from the
-//! meters, and the verdict ([`super::verdict`]) on who limited the run.
+//! meters; [`super::verdict`] judges who limited the run.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -10,8 +10,30 @@ use serde::{Deserialize, Serialize};
 use super::budget::PortPlan;
 use super::meter::Starts;
 use super::sampler::{CpuSamples, Sampled};
-use super::verdict::{self, LimitedBy};
 use crate::metrics::Quantiles;
+
+/// Who limited the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitedBy {
+    /// The generator could not offer the scenario's load: the figures are the generator's.
+    Generator,
+    /// The target could not keep up while the generator could.
+    Target,
+    /// No sign that either side was at its limit.
+    None,
+}
+
+impl LimitedBy {
+    /// The name in the summary.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitedBy::Generator => "generator",
+            LimitedBy::Target => "target",
+            LimitedBy::None => "none",
+        }
+    }
+}
 
 /// The `generator` section of the summary.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,8 +193,9 @@ fn side(c: &CpuSamples, wall: f64, o: &Outcomes) -> SideCpu {
     }
 }
 
-/// The `generator` section from the run's measurements and its devices' outcomes.
-pub fn summarize(m: &Measured, o: &Outcomes) -> GeneratorSummary {
+/// The `generator` section's figures from the run's measurements and its devices' outcomes,
+/// not yet judged (`limited_by` none, no reasons): [`super::summarize`] judges them.
+pub fn figures(m: &Measured, o: &Outcomes) -> GeneratorSummary {
     let wall = m.sampled.wall.as_secs_f64();
     let process = m.sampled.process.as_ref().map(|c| side(c, wall, o));
     let server = m.sampled.server.as_ref().map(|c| side(c, wall, o));
@@ -203,7 +226,7 @@ pub fn summarize(m: &Measured, o: &Outcomes) -> GeneratorSummary {
         peak_in_use_per_address: m.sampled.ports.peak_per_address,
         peak_time_wait: m.sampled.ports.peak_time_wait,
     };
-    let mut summary = GeneratorSummary {
+    GeneratorSummary {
         limited_by: LimitedBy::None,
         reasons: Vec::new(),
         notes: p.notes.clone(),
@@ -221,10 +244,5 @@ pub fn summarize(m: &Measured, o: &Outcomes) -> GeneratorSummary {
         dropped_in_flight: m.starts.dropped_in_flight,
         connect,
         ports,
-    };
-    let judged = verdict::judge(&summary, m, o);
-    summary.limited_by = judged.limited_by;
-    summary.reasons = judged.reasons;
-    summary.notes.extend(judged.notes);
-    summary
+    }
 }

@@ -18,6 +18,15 @@ pub mod sampler;
 pub mod verdict;
 
 pub use budget::{PortBudgetError, PortPlan};
-pub use figures::{GeneratorSummary, Measured, Outcomes};
+pub use figures::{GeneratorSummary, LimitedBy, Measured, Outcomes};
 pub use meter::{ConnectMeter, StartMeter};
-pub use verdict::LimitedBy;
+
+/// The summary's `generator` section: the figures of `m` with the devices' outcomes `o`, judged.
+pub fn summarize(m: &Measured, o: &Outcomes) -> GeneratorSummary {
+    let mut summary = figures::figures(m, o);
+    let judged = verdict::judge(&summary, m, o);
+    summary.limited_by = judged.limited_by;
+    summary.reasons = judged.reasons;
+    summary.notes.extend(judged.notes);
+    summary
+}

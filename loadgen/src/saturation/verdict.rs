@@ -12,32 +12,7 @@
 //! a busy machine. An embedded server shares the generator's process and threads: that CPU cannot
 //! be split, so it is a note, not a verdict.
 
-use serde::{Deserialize, Serialize};
-
-use super::figures::{GeneratorSummary, Measured, Outcomes};
-
-/// Who limited the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LimitedBy {
-    /// The generator could not offer the scenario's load: the figures are the generator's.
-    Generator,
-    /// The target could not keep up while the generator could.
-    Target,
-    /// No sign that either side was at its limit.
-    None,
-}
-
-impl LimitedBy {
-    /// The name in the summary.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LimitedBy::Generator => "generator",
-            LimitedBy::Target => "target",
-            LimitedBy::None => "none",
-        }
-    }
-}
+use super::figures::{GeneratorSummary, LimitedBy, Measured, Outcomes};
 
 /// Share of its usable cores above which a process counts as out of CPU.
 pub const CPU_BUSY: f64 = 0.9;
@@ -217,9 +192,9 @@ mod tests {
     use crate::metrics::Quantiles;
     use crate::saturation::budget::{Demand, PortPlan};
     use crate::saturation::cpu::CpuTimes;
-    use crate::saturation::figures::summarize;
     use crate::saturation::meter::Starts;
     use crate::saturation::sampler::{CpuSamples, PortSamples, Sampled};
+    use crate::saturation::summarize;
     use std::time::Duration;
 
     fn cpu(secs: f64) -> Option<CpuSamples> {
