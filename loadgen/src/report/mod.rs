@@ -172,7 +172,8 @@ fn generator(out: &mut String, g: &GeneratorSummary) {
     };
     let _ = writeln!(
         out,
-        "\nStarts: lateness {lateness}; dropped {} late, {} at max_in_flight. {} connects: tcp phase {:.2} s in all (p99 {} ms), {:.3} s inside the socket calls ({}). Ports toward the target from {sources}: {} in use at the start, at most {} at once ({} from one address, of {} per address), {} in TIME_WAIT; planned {} ({} in flight + {} in TIME_WAIT over {} s) of {} free. CPU of {} worker threads on {} CPUs; the sampler's own {:.3} s left out.",
+        "\nStarts: lateness {lateness}, {} more than 25 ms late; dropped {} late, {} at max_in_flight. {} connects: tcp phase {:.2} s in all (p99 {} ms), {:.3} s inside the socket calls ({}). Ports toward the target from {sources}: {} in use at the start, at most {} at once ({} from one address, of {} per address), {} in TIME_WAIT; planned {} ({} in flight + {} in TIME_WAIT over {} s) of {} free. CPU of {} worker threads on {} CPUs; the sampler's own {:.3} s left out.",
+        g.late_starts,
         g.dropped_late,
         g.dropped_in_flight,
         g.connect.connects,

@@ -48,6 +48,8 @@ pub struct GeneratorSummary {
     pub cpu: CpuSummary,
     /// How late scheduled devices started (µs; `None` without a schedule, as in a closed loop).
     pub start_lateness: Option<Quantiles>,
+    /// Started devices that began more than 25 ms late ([`super::meter::LATE`]).
+    pub late_starts: u64,
     /// Starts dropped for being later than `max_lateness`.
     pub dropped_late: u64,
     /// Starts dropped at the generator's own `max_in_flight`.
@@ -240,6 +242,7 @@ pub fn figures(m: &Measured, o: &Outcomes) -> GeneratorSummary {
             sampler_s: m.sampled.sampler.total().as_secs_f64(),
         },
         start_lateness: m.starts.lateness,
+        late_starts: m.starts.late,
         dropped_late: m.starts.dropped_late,
         dropped_in_flight: m.starts.dropped_in_flight,
         connect,

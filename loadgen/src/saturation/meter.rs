@@ -51,6 +51,11 @@ impl ConnectMeter {
     }
 }
 
+/// A start later than this is late: well above the timer and run-queue jitter of a healthy
+/// runtime (about a millisecond), and enough to distort a provisioning's latency of a few
+/// milliseconds.
+pub const LATE: Duration = Duration::from_millis(25);
+
 /// Device starts against the schedule: how late each started device began to run (from its
 /// scheduled time to the first poll of its task: timer and run-queue delay together), and the
 /// starts dropped, by why.
@@ -76,6 +81,8 @@ impl Default for StartMeter {
 pub struct Starts {
     /// Lateness of the started devices (`None`: nothing was scheduled, as in a closed loop).
     pub lateness: Option<Quantiles>,
+    /// Started devices that began more than [`LATE`] late.
+    pub late: u64,
     /// Starts dropped for being later than `max_lateness`.
     pub dropped_late: u64,
     /// Starts dropped because `max_in_flight` devices were running.
@@ -108,8 +115,10 @@ impl StartMeter {
             .lateness
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let on_time = u64::try_from(LATE.as_micros()).unwrap_or(u64::MAX);
         Starts {
             lateness: (!h.is_empty()).then(|| Quantiles::of(&h)),
+            late: h.len().saturating_sub(h.count_between(0, on_time)),
             dropped_late: self.dropped_late.load(Ordering::Relaxed),
             dropped_in_flight: self.dropped_in_flight.load(Ordering::Relaxed),
         }
@@ -152,5 +161,6 @@ mod tests {
         assert_eq!(q.count, 4);
         assert!((39_000..=40_100).contains(&q.max_us), "{q:?}");
         assert_eq!((seen.dropped_late, seen.dropped_in_flight), (1, 2));
+        assert_eq!(seen.late, 1);
     }
 }
