@@ -15,16 +15,16 @@ use super::observed::{stream_failure, FailureKind, Observed};
 use super::session::{DeviceIo, Session};
 use super::tls;
 use crate::metrics::Phase;
-use crate::saturation::ports;
+use crate::saturation::{ports, ConnectMeter};
 
 /// Largest CoAP message a device accepts (the identity chain in the credentials answer fits).
 const MAX_MESSAGE: usize = 64 * 1024;
 
-/// TCP connect from this device's source address, the time of its calls counted in
+/// TCP connect from this device's source address, the CPU time of its calls counted in
 /// [`DeviceContext::connects`]. A bound source defers its port to connect()
 /// (`IP_BIND_ADDRESS_NO_PORT`), where the kernel picks one unique for the whole 4-tuple.
 pub(super) async fn connect_tcp(ctx: &DeviceContext, index: usize) -> std::io::Result<TcpStream> {
-    let started = Instant::now();
+    let started = ConnectMeter::now();
     let Some(source) = ctx.sources.get(index % ctx.sources.len().max(1)) else {
         return ctx.connects.time(TcpStream::connect(ctx.addr)).await;
     };
@@ -34,7 +34,8 @@ pub(super) async fn connect_tcp(ctx: &DeviceContext, index: usize) -> std::io::R
     };
     ports::bind_address_no_port(&socket)?;
     socket.bind(SocketAddr::new(*source, 0))?;
-    ctx.connects.add(started.elapsed());
+    ctx.connects
+        .add(ConnectMeter::now().saturating_sub(started));
     ctx.connects.time(socket.connect(ctx.addr)).await
 }
 

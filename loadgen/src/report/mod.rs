@@ -197,6 +197,13 @@ fn generator(out: &mut String, g: &GeneratorSummary) {
         g.cpu.cores,
         g.cpu.sampler_s,
     );
+    if let (Some(all), Some(others)) = (g.cpu.machine_cores_used, g.cpu.others_cores_used) {
+        let _ = writeln!(
+            out,
+            "\nThe whole machine: {all:.2} of {} cores busy on average, {others:.2} of them other processes'.",
+            g.cpu.cores
+        );
+    }
     for n in &g.notes {
         let _ = writeln!(out, "\n- {n}");
     }

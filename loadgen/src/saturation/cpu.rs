@@ -1,6 +1,7 @@
 //! CPU time, user and system: of this process (getrusage, microseconds), of the calling thread (to
-//! leave the sampler's own cost out), and of another process such as the spawned server (from
-//! `/proc/<pid>/stat`, in clock ticks). What a run spent per provisioned device, and whether a side
+//! leave the sampler's own cost out, and around each poll of a connect), of another process such
+//! as the spawned server (from `/proc/<pid>/stat`, in clock ticks), and of the whole machine
+//! (`/proc/stat`: what other processes took). What a run spent per provisioned device, and whether a side
 //! ran out of cores, are read from these.
 
 use std::time::Duration;
@@ -61,13 +62,7 @@ pub fn this_thread() -> std::io::Result<CpuTimes> {
 /// Another process of this machine, all its threads, from `/proc/<pid>/stat`.
 pub fn of_process(pid: u32) -> std::io::Result<CpuTimes> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .and_then(|t| u64::try_from(t).ok())
-        .filter(|t| *t > 0)
-        .unwrap_or(100);
-    parse_stat(&text, ticks).ok_or_else(|| {
+    parse_stat(&text, clock_ticks()).ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("/proc/{pid}/stat: no utime and stime"),
@@ -91,6 +86,48 @@ fn parse_stat(text: &str, ticks: u64) -> Option<CpuTimes> {
     })
 }
 
+/// CPU time of the calling thread from its clock (`CLOCK_THREAD_CPUTIME_ID`, nanoseconds): cheap
+/// enough to read around each poll of a connect.
+pub fn thread_clock() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map_or(Duration::ZERO, Duration::from)
+}
+
+/// Time the machine's CPUs spent busy (anything but idle and I/O wait), all processes and the
+/// kernel together, from the first line of `/proc/stat`.
+pub fn machine_busy() -> std::io::Result<Duration> {
+    let text = std::fs::read_to_string("/proc/stat")?;
+    parse_machine(&text, clock_ticks()).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "/proc/stat: no cpu line")
+    })
+}
+
+/// Busy time of the `cpu` line: user, nice, system, irq, softirq and steal (idle and iowait
+/// left out; guest time is already in user).
+fn parse_machine(text: &str, ticks: u64) -> Option<Duration> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let busy: u64 = [0usize, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|i| f.get(*i).copied().unwrap_or(0))
+        .sum();
+    Some(Duration::from_secs_f64(busy as f64 / ticks as f64))
+}
+
+/// Clock ticks per second of `/proc` figures (`USER_HZ`, 100 on Linux).
+fn clock_ticks() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|t| u64::try_from(t).ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(100)
+}
+
 /// CPUs this process may run on (its affinity and cgroup quota), at least 1.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -108,6 +145,9 @@ mod tests {
         assert_eq!(t.user, Duration::from_millis(2500));
         assert_eq!(t.system, Duration::from_millis(750));
         assert!(parse_stat("4242 (short) S 1 2", 100).is_none());
+        let stat = "cpu  100 50 30 900 20 5 5 10 0 0\ncpu0 50 25 15 450 10 2 3 5 0 0\n";
+        assert_eq!(parse_machine(stat, 100), Some(Duration::from_secs(2)));
+        assert_eq!(parse_machine("intr 1 2 3", 100), None);
     }
 
     #[test]
@@ -126,6 +166,12 @@ mod tests {
         let me = of_process(std::process::id()).expect("/proc/self");
         assert!(me.total() <= after.total() + Duration::from_millis(20));
         assert!(of_process(u32::MAX).is_err());
+        assert!(machine_busy().expect("/proc/stat") > Duration::ZERO);
+        let t = thread_clock();
+        assert!(
+            t > Duration::ZERO
+                && t <= this_thread().expect("thread").total() + Duration::from_millis(20)
+        );
         assert!(cores() >= 1);
     }
 }

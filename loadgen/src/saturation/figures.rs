@@ -75,6 +75,10 @@ pub struct CpuSummary {
     pub process_includes_server: bool,
     /// The spawned server's process (`None` unless spawned).
     pub server: Option<SideCpu>,
+    /// Average cores the whole machine used: every process and the kernel (`None`: unreadable).
+    pub machine_cores_used: Option<f64>,
+    /// Of them, cores other processes took: the machine less this process and a spawned server.
+    pub others_cores_used: Option<f64>,
     /// CPU of the sampler that took these figures, seconds, left out of `process`.
     pub sampler_s: f64,
 }
@@ -202,6 +206,7 @@ pub fn figures(m: &Measured, o: &Outcomes) -> GeneratorSummary {
     let process = m.sampled.process.as_ref().map(|c| side(c, wall, o));
     let server = m.sampled.server.as_ref().map(|c| side(c, wall, o));
     let process_cpu = m.sampled.process.map(|c| c.spent.total().as_secs_f64());
+    let machine = m.sampled.machine.map(|d| d.as_secs_f64() / wall.max(1e-9));
     let busy_s = m.connect_busy.0.as_secs_f64();
     let connect = ConnectSummary {
         connects: m.connect_busy.1,
@@ -239,6 +244,13 @@ pub fn figures(m: &Measured, o: &Outcomes) -> GeneratorSummary {
             process,
             process_includes_server: m.embedded,
             server,
+            machine_cores_used: machine,
+            others_cores_used: machine.map(|all| {
+                let ours = process.map_or(0.0, |p| p.cores_used)
+                    + server.map_or(0.0, |p| p.cores_used)
+                    + m.sampled.sampler.total().as_secs_f64() / wall.max(1e-9);
+                (all - ours).max(0.0)
+            }),
             sampler_s: m.sampled.sampler.total().as_secs_f64(),
         },
         start_lateness: m.starts.lateness,

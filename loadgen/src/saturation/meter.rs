@@ -5,15 +5,18 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use super::cpu::thread_clock;
 use crate::metrics::{self, Quantiles};
 
-/// Time spent inside the calls that open device connections (socket, bind, connect and its
-/// completion), on this process's threads: what a connect() that searches long for a free port
-/// costs the generator, which a connect phase measured in wall time cannot tell from a slow peer.
+/// CPU time spent inside the calls that open device connections (socket, bind, connect and its
+/// completion), on this process's threads (their CPU clocks, so a thread preempted by another
+/// process does not count): what a connect() that searches long for a free port costs the
+/// generator, which a connect phase measured in wall time cannot tell from a slow peer. On
+/// loopback a connect() also runs the kernel's side of the TCP handshake for both ends.
 #[derive(Debug, Default)]
 pub struct ConnectMeter {
     nanos: AtomicU64,
@@ -27,17 +30,22 @@ impl ConnectMeter {
         self.nanos.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Run `f` (a connect) counting only the time its polls take, not the time it waits.
+    /// Run `f` (a connect) counting only the CPU time its polls take, not the time it waits.
     pub async fn time<F: Future>(&self, f: F) -> F::Output {
         let mut f = std::pin::pin!(f);
         self.calls.fetch_add(1, Ordering::Relaxed);
         std::future::poll_fn(|cx| {
-            let t = Instant::now();
+            let t = thread_clock();
             let out = f.as_mut().poll(cx);
-            self.add(t.elapsed());
+            self.add(thread_clock().saturating_sub(t));
             out
         })
         .await
+    }
+
+    /// CPU time of the calling thread now, to count synchronous calls with [`ConnectMeter::add`].
+    pub fn now() -> Duration {
+        thread_clock()
     }
 
     /// Time counted so far.
@@ -141,8 +149,20 @@ mod tests {
         assert_eq!(out, 7);
         assert_eq!(m.calls(), 1);
         assert!(m.busy() < Duration::from_millis(20), "{:?}", m.busy());
-        m.time(async { std::thread::sleep(Duration::from_millis(15)) })
+        // A poll that burns CPU counts; one that blocks the thread without it does not.
+        m.time(async { std::thread::sleep(Duration::from_millis(30)) })
             .await;
+        assert!(m.busy() < Duration::from_millis(20), "{:?}", m.busy());
+        m.time(async {
+            // 15 ms of this thread's CPU, however long the machine takes to give it.
+            let start = thread_clock();
+            let mut x = 0u64;
+            while thread_clock().saturating_sub(start) < Duration::from_millis(15) {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            std::hint::black_box(x);
+        })
+        .await;
         assert!(m.busy() >= Duration::from_millis(15), "{:?}", m.busy());
     }
 

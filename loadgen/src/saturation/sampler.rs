@@ -1,5 +1,5 @@
 //! A thread that watches the run from the side while devices run: this process's CPU, the
-//! spawned server's, and the ports toward the target from the run's source addresses, once a
+//! spawned server's, the whole machine's, and the ports toward the target from the run's source addresses, once a
 //! second. Its own CPU (reading `/proc/net/tcp` costs the kernel time when tens of thousands of
 //! sockets are open) is measured on its thread and left out of the generator's figure.
 
@@ -68,6 +68,8 @@ pub struct Sampled {
     pub sampler: CpuTimes,
     /// The spawned server (`None` when there is none or it cannot be read).
     pub server: Option<CpuSamples>,
+    /// Busy time of the whole machine's CPUs, every process and the kernel (`None`: unreadable).
+    pub machine: Option<Duration>,
     /// Ports toward the target.
     pub ports: PortSamples,
 }
@@ -83,6 +85,7 @@ struct Reading {
     at: Instant,
     process: Option<CpuTimes>,
     server: Option<CpuTimes>,
+    machine: Option<Duration>,
 }
 
 fn read(watch: &Watch, sampler: CpuTimes) -> Reading {
@@ -90,6 +93,7 @@ fn read(watch: &Watch, sampler: CpuTimes) -> Reading {
         at: Instant::now(),
         process: cpu::this_process().ok().map(|p| p.without(&sampler)),
         server: watch.server_pid.and_then(|pid| cpu::of_process(pid).ok()),
+        machine: cpu::machine_busy().ok(),
     }
 }
 
@@ -137,6 +141,7 @@ fn run(
     let mut last = Reading {
         process: first.process,
         server: first.server,
+        machine: first.machine,
         at: first.at,
     };
     let (mut peak_process, mut peak_server) = (0.0_f64, 0.0_f64);
@@ -172,6 +177,10 @@ fn run(
                 process: side(first.process, now.process, peak_process),
                 sampler: spent,
                 server: side(first.server, now.server, peak_server),
+                machine: now
+                    .machine
+                    .zip(first.machine)
+                    .map(|(b, a)| b.saturating_sub(a)),
                 ports,
             };
         }
@@ -216,6 +225,12 @@ mod tests {
         assert!(process.peak_cores > 0.5, "{process:?}");
         // This process stands in for a server process here.
         assert!(seen.server.expect("server").spent.total() > Duration::ZERO);
+        // The machine was at least as busy as this process.
+        let machine = seen.machine.expect("machine");
+        assert!(
+            machine + Duration::from_millis(100) >= process.spent.total(),
+            "{machine:?}"
+        );
         assert_eq!(seen.ports.at_start, 0);
         assert_eq!((seen.ports.peak, seen.ports.peak_per_address), (1, 1));
         assert!(seen.ports.samples >= 2);

@@ -24,6 +24,9 @@ pub const LATE_STARTS: u64 = 10;
 /// Share of the generator's CPU spent inside connect calls above which connecting is its
 /// bottleneck (a healthy loopback connect costs a few percent of a provisioning).
 pub const CONNECT_SHARE: f64 = 0.2;
+/// Share of the machine's cores other processes took above which a run was not on a quiet
+/// machine.
+pub const OTHERS_BUSY: f64 = 0.25;
 /// Share of one source address's ports in use above which the port budget is the limit.
 pub const PORTS_NEAR: f64 = 0.9;
 
@@ -54,6 +57,15 @@ pub fn judge(s: &GeneratorSummary, m: &Measured, o: &Outcomes) -> Judged {
     let mut notes = Vec::new();
     let cores = m.cores.max(1) as f64;
     let usable = m.workers.clamp(1, m.cores.max(1)) as f64;
+    // Other processes' CPU, when they took enough of the machine to matter.
+    let others = s
+        .cpu
+        .others_cores_used
+        .filter(|x| *x >= OTHERS_BUSY * cores)
+        .map(|x| format!("other processes on the machine took {x:.2} of its {cores} cores"));
+    if let Some(o) = &others {
+        notes.push(format!("{o}: these are not a quiet machine's figures"));
+    }
     if let Some(p) = &s.cpu.process {
         if m.embedded {
             notes.push(format!(
@@ -98,10 +110,10 @@ pub fn judge(s: &GeneratorSummary, m: &Measured, o: &Outcomes) -> Judged {
                 ms(micros(meter::LATE)),
                 ms(late.p99_us),
                 ms(late.max_us),
-                if m.embedded {
-                    "; the embedded server's work runs on the same threads"
-                } else {
-                    ""
+                match (&others, m.embedded) {
+                    (Some(o), _) => format!("; {o}"),
+                    (None, true) => "; the embedded server's work runs on the same threads".into(),
+                    (None, false) => String::new(),
                 }
             ));
         }
@@ -223,6 +235,7 @@ mod tests {
                 process: cpu(process),
                 sampler: CpuTimes::default(),
                 server: server.and_then(cpu),
+                machine: None,
                 ports: PortSamples {
                     at_start: 0,
                     peak: 900,
@@ -301,6 +314,18 @@ mod tests {
     #[test]
     fn lateness_drops_cpu_connect_and_ports_point_at_the_generator() {
         let by = |m: &Measured, o: &Outcomes| summarize(m, o);
+        let mut busy_machine = measured(4.0, None, starts(80, 0, 0));
+        busy_machine.sampled.machine = Some(Duration::from_secs(16));
+        let s = by(&busy_machine, &outcomes());
+        assert!(
+            s.reasons[0].contains("other processes on the machine took 1.20 of its 2 cores"),
+            "{:?}",
+            s.reasons
+        );
+        assert_eq!(
+            s.cpu.others_cores_used.map(|x| (x * 100.0).round()),
+            Some(120.0)
+        );
         let s = by(&measured(4.0, None, starts(80, 0, 0)), &outcomes());
         assert_eq!(s.limited_by, LimitedBy::Generator);
         assert!(

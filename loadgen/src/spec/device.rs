@@ -48,9 +48,10 @@ pub struct DeviceSpec {
     /// counted).
     #[serde(default = "default_device_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// Spread connections over this many source addresses `127.0.0.1, 127.0.0.2, ...` when the
-    /// target is on loopback, so tens of thousands of connections do not run out of ephemeral
-    /// ports (about 28,000 per source address). 0 = one per 20,000 devices, at least 1.
+    /// Spread connections over this many source addresses when the target is on IPv4 loopback,
+    /// fresh ones of 127.0.0.0/8 for each run (no socket toward the target, so no earlier run's
+    /// TIME_WAIT), so tens of thousands of connections do not run out of ephemeral ports (about
+    /// 28,000 per source address). 0 = as many as the run's port budget needs, at least 1.
     #[serde(default)]
     pub source_addresses: u8,
     /// Offer only this TLS version; absent: TLS 1.3 and 1.2 (1.3 preferred).
