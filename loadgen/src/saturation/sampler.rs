@@ -208,9 +208,13 @@ mod tests {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket.bind(SocketAddr::new(source, 0)).expect("bind");
         let stream = socket.connect(target).await.expect("connect");
+        // At least 1.2 s and 600 ms of this thread's CPU, however busy the machine is.
         let start = Instant::now();
+        let cpu_start = cpu::thread_clock();
         let mut x = 0u64;
-        while start.elapsed() < Duration::from_millis(1_200) {
+        while start.elapsed() < Duration::from_millis(1_200)
+            || cpu::thread_clock().saturating_sub(cpu_start) < Duration::from_millis(600)
+        {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
         }
         std::hint::black_box(x);
@@ -219,10 +223,10 @@ mod tests {
         assert!(seen.wall >= Duration::from_millis(1_200));
         let process = seen.process.expect("process CPU");
         assert!(
-            process.spent.total() >= Duration::from_millis(800),
+            process.spent.total() >= Duration::from_millis(600),
             "{process:?}"
         );
-        assert!(process.peak_cores > 0.5, "{process:?}");
+        assert!(process.peak_cores > 0.1, "{process:?}");
         // This process stands in for a server process here.
         assert!(seen.server.expect("server").spent.total() > Duration::ZERO);
         // The machine was at least as busy as this process.
