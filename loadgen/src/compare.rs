@@ -61,6 +61,20 @@ pub fn compare(a: &Summary, b: &Summary) -> String {
     for (name, x, y) in rows {
         let _ = writeln!(out, "| {name} | {x:.1} | {y:.1} | {} |", delta(x, y));
     }
+    // CPU per provisioned device of each side, when both runs measured it.
+    let cpu = |s: &Summary, server: bool| {
+        let g = s.generator.as_ref()?;
+        let side = if server { g.cpu.server } else { g.cpu.process };
+        side?.ms_per_provisioned
+    };
+    for (name, server) in [
+        ("CPU ms per provisioned, generator process", false),
+        ("CPU ms per provisioned, server process", true),
+    ] {
+        if let (Some(x), Some(y)) = (cpu(a, server), cpu(b, server)) {
+            let _ = writeln!(out, "| {name} | {x:.3} | {y:.3} | {} |", delta(x, y));
+        }
+    }
     for (phase, qa) in &a.latency {
         let Some(qb) = b.latency.get(phase) else {
             continue;
