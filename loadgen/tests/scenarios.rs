@@ -219,6 +219,8 @@ fn shipped_scenarios_load() {
         "quickstart.toml",
         "ci-smoke.toml",
         "knee.toml",
+        "power-on.toml",
+        "overload.toml",
         "tpm-mix.toml",
     ] {
         if name == "tpm-mix.toml" && !cfg!(feature = "tpm-sim") {
