@@ -7,9 +7,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::retry::RetryPlan;
 pub use crate::spec::{
     AttackKind, AttackSpec, DeviceClass, DeviceSpec, ExecutorSpec, FleetSpec, KeyExchange, KeyType,
-    LimitsOverride, Scenario, Stage, TargetSpec, TlsVersion,
+    LimitsOverride, RetryPolicy, RetrySpec, Scenario, Stage, TargetSpec, TlsVersion,
 };
 use crate::threshold::Threshold;
 
@@ -160,6 +161,8 @@ pub struct Loaded {
     pub target: TargetKind,
     /// What its devices do.
     pub mode: DeviceMode,
+    /// What its devices do after an attempt that ended in an error.
+    pub retry: RetryPlan,
 }
 
 /// The key a scenario is refused at, and why.
@@ -206,6 +209,7 @@ impl Scenario {
         fleet_checks(&scenario.fleet).map_err(invalid)?;
         executor_checks(&scenario.executor).map_err(invalid)?;
         attack_checks(&scenario.attack).map_err(invalid)?;
+        let retry = RetryPlan::resolve(&scenario.device).map_err(invalid)?;
         let thresholds = scenario
             .thresholds
             .iter()
@@ -220,6 +224,7 @@ impl Scenario {
             thresholds,
             target,
             mode,
+            retry,
         })
     }
 }

@@ -251,6 +251,7 @@ mod tests {
                 .expect("client base"),
             ),
             timeout: Duration::from_secs(10),
+            retry: Arc::new(crate::retry::RetryPlan::none(Duration::from_secs(10))),
             sources: Vec::new(),
             hold: None,
             #[cfg(feature = "tpm-sim")]

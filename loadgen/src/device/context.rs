@@ -9,6 +9,7 @@ use super::hold;
 #[cfg(feature = "tpm-sim")]
 use super::swtpm;
 use super::tls;
+use crate::retry::RetryPlan;
 use crate::scenario::DeviceMode;
 
 /// What all devices of a run share.
@@ -21,8 +22,12 @@ pub struct DeviceContext {
     /// The devices' TLS client: how they verify the server (the CA its certificate chains to, or
     /// none) and the TLS version and key exchange they offer.
     pub tls: Arc<tls::ClientBase>,
-    /// Per-device deadline (connect, handshake, flow; not the hold).
+    /// `[device] timeout`: an attempt's deadline (connect, handshake, flow; not the hold) under
+    /// the policies without timeouts of their own (the run takes each attempt's deadline from
+    /// `retry`).
     pub timeout: Duration,
+    /// What a device does after an attempt that ended in an error, by class.
+    pub retry: Arc<RetryPlan>,
     /// Source addresses to spread connections over (device i uses `i % len`); empty: the OS picks.
     pub sources: Vec<IpAddr>,
     /// Set under the hold executor.

@@ -7,6 +7,7 @@ mod attack;
 mod device;
 mod executor;
 mod fleet;
+mod retry;
 mod target;
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,7 @@ pub use attack::{AttackKind, AttackSpec};
 pub use device::{DeviceSpec, KeyExchange, TlsVersion};
 pub use executor::{ExecutorSpec, Stage};
 pub use fleet::{DeviceClass, FleetSpec, KeyType};
+pub use retry::{RetryPolicy, RetrySpec, RetryTable};
 pub use target::{LimitsOverride, TargetSpec};
 
 /// A whole scenario file.

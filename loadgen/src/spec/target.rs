@@ -59,6 +59,8 @@ pub struct LimitsOverride {
     pub failed_handshakes_burst: Option<u32>,
     /// Handshakes in progress at once per source address (0 = no cap).
     pub pending_handshakes_per_ip: Option<u32>,
+    /// Max-Age (seconds) of the 5.03 answered beyond `max_connections`.
+    pub busy_retry_after_s: Option<u32>,
 }
 
 impl LimitsOverride {
@@ -87,6 +89,9 @@ impl LimitsOverride {
         }
         if let Some(v) = self.pending_handshakes_per_ip {
             l.pending_handshakes_per_ip = v;
+        }
+        if let Some(v) = self.busy_retry_after_s {
+            l.busy_retry_after_s = v;
         }
     }
 
