@@ -8,6 +8,7 @@ pub mod compare;
 pub mod device;
 pub mod executor;
 pub mod fleet;
+pub mod link;
 pub mod metrics;
 pub mod report;
 pub mod run;

@@ -252,6 +252,7 @@ fn context(addr: SocketAddr, pki: &Pki) -> DeviceContext {
         ),
         timeout: Duration::from_secs(10),
         sources: Vec::new(),
+        links: Default::default(),
         hold: None,
         #[cfg(feature = "tpm-sim")]
         swtpm: None,

@@ -114,6 +114,18 @@ pub fn markdown(s: &Summary) -> String {
         "{} devices in {:.2} s (started {}): {} provisioned ({:.1}/s), {} handshakes ({:.1}/s), {} mismatches, {} errors, {} dropped.\n",
         s.devices, s.duration_s, s.started_at, s.provisioned, s.provisioned_per_s, s.handshakes, s.handshakes_per_s, s.mismatches, s.errors, s.dropped
     );
+    if !s.links.is_empty() {
+        let links: Vec<String> = s
+            .links
+            .iter()
+            .map(|(class, link)| format!("{} over {link}", class.as_str()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "Link profiles (emulated in the devices' socket I/O; other classes direct): {}.\n",
+            links.join("; ")
+        );
+    }
     if !s.strict_failures.is_empty() {
         let checks: Vec<String> = s
             .strict_failures

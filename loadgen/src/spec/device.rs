@@ -1,8 +1,12 @@
 //! `[device]`: what each simulated device does and what its TLS client offers.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::fleet::DeviceClass;
+use super::link::LinkSpec;
 
 /// A TLS protocol version a device can be pinned to (`[device] tls_version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +63,22 @@ pub struct DeviceSpec {
     /// The key-exchange group(s) offered; default X25519 alone ([`KeyExchange`]).
     #[serde(default)]
     pub key_exchange: KeyExchange,
+    /// The network every device sits behind, emulated in its own socket I/O (`"lte-m"`, or a
+    /// table); absent: none, the device talks to the target directly.
+    #[serde(default)]
+    pub link: Option<LinkSpec>,
+    /// Per class (`[device.class.tpm]`): what devices of that class do differently.
+    #[serde(default)]
+    pub class: BTreeMap<DeviceClass, ClassDeviceSpec>,
+}
+
+/// `[device.class.<class>]`: settings of one device class that differ from `[device]`'s.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassDeviceSpec {
+    /// This class's link (`"none"`: no emulation even when `[device] link` is set).
+    #[serde(default)]
+    pub link: Option<LinkSpec>,
 }
 
 fn default_device_timeout() -> Duration {
@@ -74,6 +94,8 @@ impl Default for DeviceSpec {
             source_addresses: 0,
             tls_version: None,
             key_exchange: KeyExchange::X25519,
+            link: None,
+            class: BTreeMap::new(),
         }
     }
 }
