@@ -2,7 +2,8 @@
 //! issue's acceptance: within 10 %): the same small fleet against the embedded server, once over
 //! `lan` and once with the `valid` class on a 40 ms link, on tokio's real clock. Each CoAP request
 //! is one round trip, the TCP connect one, the TLS 1.3 handshake with the server's verdict (its
-//! CSM) two. One device at a time: with two, identical delays keep them in lockstep over the link
+//! CSM) two. Alone in its test binary, so that no other run shares the machine's cores with it
+//! (the other link tests are in `link_classes.rs`). One device at a time: with two, identical delays keep them in lockstep over the link
 //! (while they drift apart over `lan`), so their credentials answers queue for the same fsync
 //! and the difference would measure the server's group commit, not the link.
 

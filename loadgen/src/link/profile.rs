@@ -181,8 +181,8 @@ impl LinkProfile {
         (self.rtt + self.jitter * 4).max(MIN_RTO)
     }
 
-    /// Round trips a device needs before its deadline can possibly be met, and the least time
-    /// they take (no bandwidth, jitter or loss): for a clear error when the deadline is shorter.
+    /// The least time `round_trips` round trips take over this link (no serialisation, jitter
+    /// or loss): a device deadline shorter than its flow's is refused with a clear error.
     pub fn least_time(&self, round_trips: u32) -> Duration {
         self.rtt * round_trips
     }

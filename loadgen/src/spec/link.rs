@@ -32,7 +32,8 @@ pub struct LinkTable {
     /// Round-trip time, e.g. `"120ms"`: half of it on the way out, half on the way back.
     #[serde(default, with = "humantime_serde")]
     pub rtt: Option<Duration>,
-    /// Each one-way delay varies uniformly by up to this much either way (at most rtt / 2).
+    /// Each one-way delay varies uniformly by up to this much either way, one draw per burst
+    /// (at most rtt / 2).
     #[serde(default, with = "humantime_serde")]
     pub jitter: Option<Duration>,
     /// Both directions' bandwidth, e.g. `"375kbit"` (bit, kbit, Mbit, Gbit per second).
