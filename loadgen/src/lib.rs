@@ -9,6 +9,7 @@ pub mod device;
 pub mod executor;
 pub mod fleet;
 pub mod judge;
+pub mod link;
 pub mod metrics;
 pub mod report;
 pub mod retry;

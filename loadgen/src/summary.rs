@@ -11,6 +11,7 @@ use crate::attack::{self, AttackKind};
 use crate::collect::{Attempts, ClassCounts, Collector, Second};
 use crate::device::{FailureKind, StrictCheck};
 use crate::fleet::DeviceClass;
+use crate::link::LinkSummary;
 use crate::metrics::{Phase, Quantiles, Recorder};
 use crate::scenario::{DeviceMode, Loaded, RetryPolicy, ServerKind};
 use crate::storm::{self, Storm};
@@ -121,6 +122,9 @@ pub struct Summary {
     /// What the devices did: the whole flow, handshake only, or TLS only.
     #[serde(default)]
     pub device_mode: DeviceMode,
+    /// The link profile each class went through (classes absent: none, directly to the target).
+    #[serde(default)]
+    pub links: BTreeMap<DeviceClass, LinkSummary>,
     /// Scheduled starts dropped (open model only).
     pub dropped: u64,
     /// Provisioned per second.
@@ -239,6 +243,11 @@ pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, f: Facts
         strict_failures: c.strict_failures,
         failures: c.failures,
         device_mode: loaded.mode,
+        links: loaded
+            .links
+            .iter()
+            .map(|(class, link)| (class, link.summary()))
+            .collect(),
         dropped: f.dropped,
         provisioned_per_s: c.provisioned as f64 / secs,
         handshakes_per_s: c.handshakes as f64 / secs,

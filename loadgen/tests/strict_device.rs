@@ -253,6 +253,7 @@ fn context(addr: SocketAddr, pki: &Pki) -> DeviceContext {
         timeout: Duration::from_secs(10),
         retry: Arc::new(dps_loadgen::retry::RetryPlan::none(Duration::from_secs(10))),
         sources: Vec::new(),
+        links: Default::default(),
         hold: None,
         #[cfg(feature = "tpm-sim")]
         swtpm: None,

@@ -9,6 +9,7 @@ use super::hold;
 #[cfg(feature = "tpm-sim")]
 use super::swtpm;
 use super::tls;
+use crate::link::LinkPlan;
 use crate::retry::RetryPlan;
 use crate::scenario::DeviceMode;
 
@@ -30,6 +31,8 @@ pub struct DeviceContext {
     pub retry: Arc<RetryPlan>,
     /// Source addresses to spread connections over (device i uses `i % len`); empty: the OS picks.
     pub sources: Vec<IpAddr>,
+    /// The link profile of each class (classes absent: no emulation).
+    pub links: LinkPlan,
     /// Set under the hold executor.
     pub hold: Option<Arc<hold::HoldControl>>,
     /// The swtpm processes `tpm_swtpm` devices run on (started for runs that have such devices).

@@ -9,8 +9,8 @@
 //! ([`tpm`]); under the hold executor a device then stays connected and pings until released
 //! ([`hold`]).
 //!
-//! Inside, each file has one job and imports only the ones below it: `session` (framing as the
-//! real client reads it), `strict` (its checks), `tls` (the TLS client), `observed` (outcomes and
+//! Inside, each file has one job and imports only the ones below it: `link` (the socket through
+//! the device's link profile), `session` (framing as the real client reads it), `strict` (its checks), `tls` (the TLS client), `observed` (outcomes and
 //! failure kinds), `context`, `connect` (TCP, TLS, verdict), `provision` (the CoAP steps), `x509`
 //! and `tpm` (the two ways to attest), `hold`; this module dispatches, and runs a device's
 //! attempts as its retry policy ([`crate::retry`]) says.
@@ -18,6 +18,7 @@
 mod connect;
 mod context;
 pub mod hold;
+pub mod link;
 mod observed;
 mod provision;
 mod session;

@@ -91,7 +91,7 @@ async fn anonymous(
     dev: &Device,
     phases: &mut Phases,
 ) -> Result<Session, Observed> {
-    open_session(ctx, dev.index, None, Phase::Handshake, phases).await
+    open_session(ctx, (dev.index, dev.class), None, Phase::Handshake, phases).await
 }
 
 /// After an error the server must close the connection: the next read ends the stream.

@@ -190,6 +190,18 @@ pub fn markdown(s: &Summary) -> String {
         let _ = writeln!(out, "Errors by kind: {}.\n", kinds.join(", "));
     }
     retries(&mut out, s);
+    if !s.links.is_empty() {
+        let links: Vec<String> = s
+            .links
+            .iter()
+            .map(|(class, link)| format!("{} over {link}", class.as_str()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "Link profiles (emulated in the devices' socket I/O; other classes direct): {}.\n",
+            links.join("; ")
+        );
+    }
     if !s.strict_failures.is_empty() {
         let checks: Vec<String> = s
             .strict_failures

@@ -128,6 +128,7 @@ pub async fn run_with_cache(
             scenario.device.source_addresses,
             fleet.devices.len(),
         ),
+        links: loaded.links.clone(),
         hold: None,
         #[cfg(feature = "tpm-sim")]
         swtpm: swtpm.clone(),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::fleet::DeviceClass;
+use super::link::LinkSpec;
 use super::retry::RetrySpec;
 
 /// A TLS protocol version a device can be pinned to (`[device] tls_version`).
@@ -75,6 +76,22 @@ pub struct DeviceSpec {
     /// `max_attempts` bounds the retries.
     #[serde(default, with = "humantime_serde")]
     pub retry_deadline: Option<Duration>,
+    /// The network every device sits behind, emulated in its own socket I/O (`"lte-m"`, or a
+    /// table); absent: none, the device talks to the target directly.
+    #[serde(default)]
+    pub link: Option<LinkSpec>,
+    /// Per class (`[device.class.tpm]`): what devices of that class do differently.
+    #[serde(default)]
+    pub class: BTreeMap<DeviceClass, ClassDeviceSpec>,
+}
+
+/// `[device.class.<class>]`: settings of one device class that differ from `[device]`'s.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassDeviceSpec {
+    /// This class's link (`"none"`: no emulation even when `[device] link` is set).
+    #[serde(default)]
+    pub link: Option<LinkSpec>,
 }
 
 fn default_device_timeout() -> Duration {
@@ -93,6 +110,8 @@ impl Default for DeviceSpec {
             retry: RetrySpec::default(),
             retry_by_class: BTreeMap::new(),
             retry_deadline: None,
+            link: None,
+            class: BTreeMap::new(),
         }
     }
 }
