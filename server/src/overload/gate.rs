@@ -63,6 +63,71 @@ struct State {
     fresh: VecDeque<Waiter>,
     /// The last time the fresh queue was empty.
     last_empty: Instant,
+    /// Handshakes begun (first flight granted) and not yet over.
+    open: usize,
+    /// How many may be open at once ([`OpenLimit`]).
+    limit: OpenLimit,
+}
+
+/// The adaptive limit on open handshakes (a gradient limiter, as Netflix's concurrency-limits):
+/// while handshakes take about as long as the fastest seen lately, the limit grows; once they
+/// take over twice that (the CPU — the server's or the devices' — is saturated and every
+/// handshake in progress slows the others), it shrinks in proportion. Fresh connections beyond it
+/// wait in the queue and are shed there. The durations are the server's view of a handshake
+/// (first flight to done), round trips included, so the limit follows the link as well: 200 ms
+/// handshakes over LTE-M are the no-load figure there, not overload.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenLimit {
+    limit: f64,
+    floor: f64,
+    /// Smoothed handshake duration, seconds.
+    smoothed: f64,
+    /// The fastest lately, seconds (drifts up toward `smoothed`, so an old minimum fades).
+    fastest: f64,
+}
+
+/// Handshakes slower than this multiple of the fastest lately mean saturation.
+const TOLERANCE: f64 = 2.0;
+/// The most handshakes ever open at once (memory, not CPU, bounds it beyond).
+const CEILING: f64 = 100_000.0;
+
+impl OpenLimit {
+    fn new(slots: usize) -> Self {
+        // Never fewer than a few handshakes per place: each waits on a round trip most of its time.
+        let floor = (slots.max(1) * 8).max(32) as f64;
+        OpenLimit {
+            limit: (floor * 4.0).min(CEILING),
+            floor,
+            smoothed: 0.0,
+            fastest: 0.0,
+        }
+    }
+
+    /// Open handshakes allowed now.
+    pub fn get(&self) -> usize {
+        self.limit as usize
+    }
+
+    /// A handshake was over after `took`, with `open` handshakes open.
+    fn completed(&mut self, took: Duration, open: usize) {
+        let d = took.as_secs_f64().max(1e-6);
+        if self.smoothed == 0.0 {
+            (self.smoothed, self.fastest) = (d, d);
+        }
+        self.smoothed += (d - self.smoothed) * 0.05;
+        // The long-run baseline (Gradient2's "long RTT"): a slow average, so the limit reacts to
+        // handshakes getting slower than they have been, not to the queueing of a busy but
+        // healthy server.
+        self.fastest += (self.smoothed - self.fastest) * 0.002;
+        let gradient = (TOLERANCE * self.fastest / self.smoothed).clamp(0.5, 1.0);
+        // Grow only when the limit is being used: an idle server's limit stays where it is.
+        let growth = if (open as f64) * 2.0 >= self.limit {
+            self.limit.sqrt().min(4.0)
+        } else {
+            0.0
+        };
+        self.limit = (self.limit * gradient + growth).clamp(self.floor, CEILING);
+    }
 }
 
 struct Inner {
@@ -115,6 +180,8 @@ impl CpuGate {
                     continuing: VecDeque::new(),
                     fresh: VecDeque::new(),
                     last_empty: Instant::now(),
+                    open: 0,
+                    limit: OpenLimit::new(settings.slots),
                 }),
                 counters,
             }),
@@ -146,8 +213,15 @@ impl CpuGate {
             }
             // Waiters exist only while every place is taken (`release` hands places on until
             // then), so a free place means nobody is ahead.
-            if state.running < settings.slots {
+            let room = match class {
+                Class::Continuing => true,
+                Class::Fresh => state.fresh.is_empty() && state.open < state.limit.get(),
+            };
+            if state.running < settings.slots && room {
                 state.running += 1;
+                if class == Class::Fresh {
+                    state.open += 1;
+                }
                 return Ok(Slot {
                     gate: Some(self.clone()),
                 });
@@ -178,6 +252,7 @@ impl CpuGate {
         let mut ticket = Ticket {
             rx: Some(rx),
             gate: self,
+            class,
         };
         let granted = match deadline {
             None => ticket.wait().await,
@@ -196,17 +271,36 @@ impl CpuGate {
         }
     }
 
-    /// Hands a freed place to the next waiter: continuing steps first; among fresh ones the
-    /// oldest while the queue is short-lived, the newest once it is congested (adaptive LIFO).
     fn release(&self) {
-        let settings = self.inner.settings;
         let mut state = self.state();
         state.running = state.running.saturating_sub(1);
+        self.dispatch(&mut state);
+    }
+
+    /// A handshake begun by a fresh grant is over (done after `took`, or failed: `None`).
+    pub(crate) fn handshake_over(&self, took: Option<Duration>) {
+        let mut state = self.state();
+        state.open = state.open.saturating_sub(1);
+        if let Some(took) = took {
+            let open = state.open;
+            state.limit.completed(took, open);
+        }
+        self.dispatch(&mut state);
+    }
+
+    /// Hands free places to waiters: continuing steps first; a fresh one only while fewer
+    /// handshakes are open than the limit, the oldest while the queue is short-lived, the newest
+    /// once it is congested (adaptive LIFO).
+    fn dispatch(&self, state: &mut State) {
+        let settings = self.inner.settings;
         while state.running < settings.slots {
             let now = Instant::now();
-            let waiter = match state.continuing.pop_front() {
-                Some(w) => w,
+            let (waiter, fresh) = match state.continuing.pop_front() {
+                Some(w) => (w, false),
                 None => {
+                    if state.open >= state.limit.get() {
+                        return;
+                    }
                     let congested =
                         now.saturating_duration_since(state.last_empty) >= settings.interval;
                     let next = if congested {
@@ -218,7 +312,7 @@ impl CpuGate {
                         state.last_empty = now;
                     }
                     match next {
-                        Some(w) => w,
+                        Some(w) => (w, true),
                         None => return,
                     }
                 }
@@ -226,11 +320,20 @@ impl CpuGate {
             // A waiter that gave up (its deadline passed) has dropped its receiver.
             if waiter.grant.send(()).is_ok() {
                 state.running += 1;
+                if fresh {
+                    state.open += 1;
+                }
                 self.inner
                     .counters
                     .waited(now.saturating_duration_since(waiter.since));
             }
         }
+    }
+
+    /// Open handshakes and their current limit.
+    pub fn open_handshakes(&self) -> (usize, usize) {
+        let state = self.state();
+        (state.open, state.limit.get())
     }
 
     /// Steps running now and steps waiting (continuing, fresh).
@@ -245,6 +348,7 @@ impl CpuGate {
 struct Ticket<'a> {
     rx: Option<oneshot::Receiver<()>>,
     gate: &'a CpuGate,
+    class: Class,
 }
 
 impl Ticket<'_> {
@@ -261,6 +365,9 @@ impl Drop for Ticket<'_> {
         if let Some(mut rx) = self.rx.take() {
             rx.close();
             if rx.try_recv().is_ok() {
+                if self.class == Class::Fresh {
+                    self.gate.handshake_over(None);
+                }
                 self.gate.release();
             }
         }
@@ -361,6 +468,49 @@ mod tests {
             t.await.expect("join");
         }
         assert_eq!(*order.lock().unwrap(), ["new", "old"]);
+    }
+
+    #[test]
+    fn the_open_limit_grows_while_handshakes_are_fast_and_shrinks_when_they_slow() {
+        let mut l = OpenLimit::new(4);
+        let start = l.get();
+        for _ in 0..200 {
+            l.completed(Duration::from_millis(2), l.get());
+        }
+        let grown = l.get();
+        assert!(grown > start, "{start} -> {grown}");
+        for _ in 0..200 {
+            l.completed(Duration::from_millis(2), 0);
+        }
+        assert_eq!(l.get(), grown, "an unused limit does not grow");
+        for _ in 0..200 {
+            l.completed(Duration::from_millis(40), l.get());
+        }
+        let shrunk = l.get();
+        assert!(shrunk < grown / 4, "{grown} -> {shrunk}");
+        assert!(shrunk >= 32, "never below the floor");
+    }
+
+    #[tokio::test]
+    async fn fresh_steps_wait_while_the_open_handshakes_are_at_their_limit() {
+        let g = gate(64, 5_000, 5_000, 10_000);
+        let limit = g.open_handshakes().1;
+        for _ in 0..limit {
+            // Each step ends at once; its handshake stays open.
+            drop(g.enter(Class::Fresh).await.expect("within the limit"));
+        }
+        assert_eq!(
+            g.open_handshakes().0,
+            limit,
+            "places back, handshakes still open"
+        );
+        let g2 = g.clone();
+        let next = tokio::spawn(async move { g2.enter(Class::Fresh).await.map(|_| ()) });
+        tokio::task::yield_now().await;
+        assert_eq!(g.load().2, 1, "waits for a handshake to end");
+        let _continuing = g.enter(Class::Continuing).await.expect("continuing passes");
+        g.handshake_over(Some(Duration::from_millis(1)));
+        next.await.expect("join").expect("admitted once one ended");
     }
 
     #[tokio::test]

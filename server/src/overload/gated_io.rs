@@ -27,6 +27,17 @@ pub struct GatedIo {
     entering: Option<Entering>,
     staged: Vec<u8>,
     staged_from: usize,
+    /// Set when this connection's first flight was granted: the handshake counts as open in the
+    /// gate until [`GatedIo::open`] (done) or drop (failed).
+    opened: Option<(CpuGate, std::time::Instant)>,
+}
+
+impl Drop for GatedIo {
+    fn drop(&mut self) {
+        if let Some((gate, _)) = self.opened.take() {
+            gate.handshake_over(None);
+        }
+    }
 }
 
 impl std::fmt::Debug for GatedIo {
@@ -53,11 +64,15 @@ impl GatedIo {
             entering: None,
             staged: Vec::new(),
             staged_from: 0,
+            opened: None,
         }
     }
 
     /// The handshake is over: give back any place and pass bytes straight through from now on.
     pub fn open(&mut self) {
+        if let Some((gate, since)) = self.opened.take() {
+            gate.handshake_over(Some(since.elapsed()));
+        }
         self.gate = None;
         self.slot = None;
         self.entering = None;
@@ -137,13 +152,23 @@ impl AsyncRead for GatedIo {
             this.staged.extend_from_slice(stage_buf.filled());
             this.staged_from = 0;
         }
-        let class = this.class;
-        let entering = this
-            .entering
-            .get_or_insert_with(|| Box::pin(async move { gate.enter(class).await }));
+        // A handshake already open (a ClientHello that came in parts) holds its place among the
+        // open ones: its later parts continue it.
+        let class = if this.opened.is_some() {
+            Class::Continuing
+        } else {
+            this.class
+        };
+        let entering = this.entering.get_or_insert_with(|| {
+            let gate = gate.clone();
+            Box::pin(async move { gate.enter(class).await })
+        });
         match ready!(entering.as_mut().poll(cx)) {
             Ok(slot) => {
                 this.entering = None;
+                if class == Class::Fresh && this.opened.is_none() {
+                    this.opened = Some((gate.clone(), std::time::Instant::now()));
+                }
                 this.slot = Some(slot);
                 this.drain_staged(buf);
                 Poll::Ready(Ok(()))
