@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::device::{self, DeviceRun, FailureKind, Observed, StrictCheck};
+use crate::device::{DeviceRun, FailureKind, Observed, StrictCheck};
 use crate::fleet::{Device, DeviceClass, Expected, Fleet};
+use crate::judge::{judge, Judgement};
 use crate::metrics::{Phase, Recorder};
 use crate::scenario::DeviceMode;
 
@@ -18,11 +19,43 @@ pub struct ClassCounts {
     pub devices: u64,
     /// Got exactly what the class expects.
     pub as_expected: u64,
-    /// Got something else.
+    /// Got a wrong verdict (false accepts, false rejects and other wrong verdicts).
     pub mismatches: u64,
-    /// Observed outcomes (`provisioned:<group>`, `rejected:<alert>`, `strict:<check>`, `failed`,
-    /// ...) and counts.
+    /// Of the mismatches: got in, though the class must be refused.
+    #[serde(default)]
+    pub false_accepts: u64,
+    /// Of the mismatches: refused with a verdict, though the class must get in.
+    #[serde(default)]
+    pub false_rejects: u64,
+    /// Ended in an error, no verdict (timeout, reset, busy, ..., a strict check).
+    #[serde(default)]
+    pub errors: u64,
+    /// Attempts made by its devices.
+    #[serde(default)]
+    pub attempts: u64,
+    /// Most attempts one of its devices made.
+    #[serde(default)]
+    pub max_attempts: u64,
+    /// Observed outcomes (`provisioned:<group>`, `rejected:<alert>`, `refused:<step>:<code>`,
+    /// `strict:<check>`, `failed`, ...) and counts.
     pub observed: BTreeMap<String, u64>,
+}
+
+/// The devices' attempts: how many each needed, and how the failed ones ended.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Attempts {
+    /// Attempts in all.
+    pub total: u64,
+    /// Most attempts one device made.
+    pub max: u64,
+    /// Devices that made more than one.
+    pub retried_devices: u64,
+    /// Devices by the number of attempts they made (`"1"`, `"2"`, ...).
+    pub per_device: BTreeMap<u32, u64>,
+    /// Attempts that ended in an error, by kind (a failure kind or `strict`), whether they were
+    /// retried or were the device's last: from the devices' side, how often the server was busy
+    /// (`busy`: 5.03) or cut them off (`reset`).
+    pub errors: BTreeMap<String, u64>,
 }
 
 /// One second of a run.
@@ -81,6 +114,11 @@ impl Timeline {
     /// The best `window`-second average of provisioned/s. The last second is left out: it holds
     /// the drain of queued runs, not sustained throughput.
     pub fn peak(&self, window: usize) -> f64 {
+        self.peak_at(window).1
+    }
+
+    /// [`Timeline::peak`], and the second its window starts at.
+    pub fn peak_at(&self, window: usize) -> (usize, f64) {
         let full = self
             .buckets
             .len()
@@ -88,38 +126,25 @@ impl Timeline {
             .max(1)
             .min(self.buckets.len());
         let p: Vec<u64> = self.buckets[..full].iter().map(|b| b.1).collect();
-        if p.len() < window {
-            return p.iter().sum::<u64>() as f64 / window.max(1) as f64;
-        }
-        p.windows(window)
-            .map(|w| w.iter().sum::<u64>() as f64 / window as f64)
-            .fold(0.0, f64::max)
+        best_window(&p, window)
     }
 }
 
-/// Did a device observe what its class expects?
-pub fn matches(expected: &Expected, observed: &Observed, fleet: &Fleet, mode: DeviceMode) -> bool {
-    let owner_of = |group: &str| fleet.groups.get(group).map(|g| g.owner_uuid.as_str());
-    match (expected, observed) {
-        (Expected::Accepted { group }, Observed::Provisioned { owner })
-        | (Expected::Reconnected { group }, Observed::Reconnected { owner }) => {
-            owner_of(group) == Some(owner.as_str())
-        }
-        (Expected::Accepted { .. } | Expected::Reconnected { .. }, Observed::Attested) => {
-            mode.handshake_only()
-        }
-        (Expected::Rejected { reason }, Observed::Rejected { alert }) => {
-            device::expected_alert(*reason) == alert
-        }
-        (
-            Expected::TpmRefused { step, code },
-            Observed::TpmRefused {
-                step: seen_step,
-                code: seen_code,
-            },
-        ) => step == seen_step && code == seen_code,
-        _ => false,
+/// The best `window`-long average of `per_second` and where it starts (a shorter series: its
+/// sum over `window`, at 0).
+pub fn best_window(per_second: &[u64], window: usize) -> (usize, f64) {
+    let window = window.max(1);
+    if per_second.len() < window {
+        return (0, per_second.iter().sum::<u64>() as f64 / window as f64);
     }
+    per_second
+        .windows(window)
+        .map(|w| w.iter().sum::<u64>() as f64 / window as f64)
+        .enumerate()
+        .fold(
+            (0, 0.0),
+            |best, (i, v)| if v > best.1 { (i, v) } else { best },
+        )
 }
 
 fn observed_label(o: &Observed, fleet: &Fleet) -> String {
@@ -136,6 +161,7 @@ fn observed_label(o: &Observed, fleet: &Fleet) -> String {
         Observed::Attested => "attested".into(),
         Observed::Rejected { alert } => format!("rejected:{alert}"),
         Observed::TpmRefused { step, code } => format!("tpm_refused:{}:{code}", step.as_str()),
+        Observed::Refused { phase, code } => format!("refused:{phase}:{code}"),
         Observed::Strict { check, .. } => format!("strict:{check}"),
         Observed::Failed { .. } => "failed".into(),
     }
@@ -154,16 +180,29 @@ pub struct Collector {
     pub provisioned: u64,
     /// Finished as expected (handshake accepted or refused as expected).
     pub handshakes: u64,
-    /// Outcome other than expected.
+    /// A wrong verdict: false accepts, false rejects, other wrong verdicts.
     pub mismatches: u64,
-    /// Of the mismatches, runs that failed (timeouts, I/O, bad answers, strict checks).
+    /// Of the mismatches, devices that got in though their class must be refused.
+    pub false_accepts: u64,
+    /// Of the mismatches, devices refused with a verdict though their class must get in.
+    pub false_rejects: u64,
+    /// Runs that ended in an error rather than a verdict (timeouts, I/O, bad answers, strict
+    /// checks); not mismatches.
     pub errors: u64,
     /// Of the errors, runs that failed one of iotivity-lite's checks, by check.
     pub strict_failures: BTreeMap<StrictCheck, u64>,
     /// Of the errors, the other runs by kind of failure.
     pub failures: BTreeMap<FailureKind, u64>,
-    /// A few mismatching devices, for diagnosis.
+    /// A few mismatching or failed devices, for diagnosis.
     pub examples: Vec<String>,
+    /// The devices' attempts.
+    pub attempts: Attempts,
+    /// Runs whose class must get in.
+    pub must_get_in: u64,
+    /// When each run that had to get in did (as expected), from the start of the device phase.
+    pub got_in_at: Vec<Duration>,
+    /// The latest first scheduled start of a run, from the start of the device phase.
+    pub last_arrival: Duration,
     /// Rejections the fleet expects, by reason.
     pub expected_rejections: BTreeMap<String, u64>,
     /// TPM refusals with 4.01 the fleet expects (one answer each).
@@ -202,17 +241,30 @@ impl Collector {
         for (phase, d) in &run.phases {
             self.recorder.record(dev.class, *phase, *d);
         }
-        let ok = matches(&dev.expected, &run.observed, fleet, mode);
+        let judged = judge(&dev.expected, &run.observed, fleet, mode);
+        let ok = judged == Judgement::AsExpected;
+        // The last attempt's latency (each attempt's Total counts from its own start).
         let total = run
             .phases
             .iter()
+            .rev()
             .find(|(p, _)| *p == Phase::Total)
             .map(|(_, d)| *d);
         self.timeline
             .record(at, ok && run.observed.provisioned(), total);
+        // Scheduled start = when it got through minus the time since its first scheduled start.
+        let scheduled = at.saturating_sub(run.since_scheduled);
+        self.last_arrival = self.last_arrival.max(scheduled);
+        if matches!(
+            dev.expected,
+            Expected::Accepted { .. } | Expected::Reconnected { .. }
+        ) {
+            self.must_get_in += 1;
+            if ok {
+                self.got_in_at.push(at);
+            }
+        }
         if let (Some((from, to)), Some(total)) = (self.attack_window, total) {
-            // Scheduled start = when it got through minus its total latency.
-            let scheduled = at.saturating_sub(total);
             let slot = if scheduled < from {
                 self.before_attack.as_mut()
             } else if scheduled < to {
@@ -224,39 +276,75 @@ impl Collector {
                 crate::metrics::record(h, total);
             }
         }
+        self.count_attempts(run);
+        self.expect(dev);
         let c = self.classes.entry(dev.class).or_default();
         c.devices += 1;
+        c.attempts += u64::from(run.attempts);
+        c.max_attempts = c.max_attempts.max(u64::from(run.attempts));
         *c.observed
             .entry(observed_label(&run.observed, fleet))
             .or_default() += 1;
-        if ok {
-            c.as_expected += 1;
-            self.handshakes += 1;
-            self.provisioned += u64::from(run.observed.provisioned());
-        } else {
-            c.mismatches += 1;
-            self.mismatches += 1;
-            match &run.observed {
-                Observed::Failed { kind, .. } => {
-                    self.errors += 1;
-                    *self.failures.entry(*kind).or_default() += 1;
-                }
-                Observed::Strict { check, .. } => {
-                    self.errors += 1;
-                    *self.strict_failures.entry(*check).or_default() += 1;
-                }
-                _ => {}
+        match judged {
+            Judgement::AsExpected => {
+                c.as_expected += 1;
+                self.handshakes += 1;
+                self.provisioned += u64::from(run.observed.provisioned());
+                return;
             }
-            if self.examples.len() < 10 {
-                self.examples.push(format!(
-                    "{} ({}): expected {:?}, observed {:?}",
-                    dev.common_name,
-                    dev.class.as_str(),
-                    dev.expected,
-                    run.observed
-                ));
+            Judgement::Error => {
+                c.errors += 1;
+                self.errors += 1;
+                match &run.observed {
+                    Observed::Failed { kind, .. } => {
+                        *self.failures.entry(*kind).or_default() += 1;
+                    }
+                    Observed::Strict { check, .. } => {
+                        *self.strict_failures.entry(*check).or_default() += 1;
+                    }
+                    _ => {}
+                }
+            }
+            Judgement::FalseAccept | Judgement::FalseReject | Judgement::WrongVerdict => {
+                c.mismatches += 1;
+                self.mismatches += 1;
+                if judged == Judgement::FalseAccept {
+                    c.false_accepts += 1;
+                    self.false_accepts += 1;
+                }
+                if judged == Judgement::FalseReject {
+                    c.false_rejects += 1;
+                    self.false_rejects += 1;
+                }
             }
         }
+        if self.examples.len() < 10 {
+            self.examples.push(format!(
+                "{} ({}): expected {:?}, observed {:?} after {} attempt(s)",
+                dev.common_name,
+                dev.class.as_str(),
+                dev.expected,
+                run.observed,
+                run.attempts,
+            ));
+        }
+    }
+
+    /// A finished device's attempts into [`Collector::attempts`].
+    fn count_attempts(&mut self, run: &DeviceRun) {
+        let a = &mut self.attempts;
+        a.total += u64::from(run.attempts);
+        a.max = a.max.max(u64::from(run.attempts));
+        a.retried_devices += u64::from(run.attempts > 1);
+        *a.per_device.entry(run.attempts).or_default() += 1;
+        for label in &run.attempt_errors {
+            *a.errors.entry((*label).to_owned()).or_default() += 1;
+        }
+    }
+
+    /// Count what `dev`'s class expects the server to refuse, for the cross-check against the
+    /// server's own counts.
+    fn expect(&mut self, dev: &Device) {
         match &dev.expected {
             Expected::Rejected { reason } => {
                 *self
@@ -318,14 +406,22 @@ mod tests {
             },
         ];
         for observed in seen {
-            let run = DeviceRun {
-                observed,
-                phases: Vec::new(),
-                through: std::time::Instant::now(),
-            };
+            let run = DeviceRun::single(observed, Vec::new());
             c.record(&dev, &run, &fleet, DeviceMode::Provision, Duration::ZERO);
         }
-        assert_eq!((c.mismatches, c.errors), (5, 4));
+        // The timeouts, the 5.03 and the strict check are errors; only the refusal of a device
+        // that must get in is a mismatch (a false reject).
+        assert_eq!((c.mismatches, c.errors), (1, 4));
+        assert_eq!((c.false_rejects, c.false_accepts), (1, 0));
+        let valid = &c.classes[&DeviceClass::Valid];
+        assert_eq!(
+            (valid.mismatches, valid.false_rejects, valid.errors),
+            (1, 1, 4)
+        );
+        assert_eq!(c.attempts.errors.get("timeout"), Some(&2));
+        assert_eq!(c.attempts.errors.get("strict"), Some(&1));
+        assert_eq!((c.attempts.total, c.attempts.retried_devices), (5, 0));
+        assert_eq!(c.must_get_in, 5);
         let kinds: Vec<(FailureKind, u64)> = c.failures.into_iter().collect();
         assert_eq!(kinds, [(FailureKind::Timeout, 2), (FailureKind::Busy, 1)]);
         assert_eq!(c.strict_failures.get(&StrictCheck::ShortFrame), Some(&1));

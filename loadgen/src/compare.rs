@@ -46,7 +46,15 @@ pub fn compare(a: &Summary, b: &Summary) -> String {
     let _ = writeln!(out, "# {} → {}\n", a.scenario, b.scenario);
     let _ = writeln!(out, "| metric | A | B | B vs A |");
     let _ = writeln!(out, "|---|---:|---:|---:|");
-    let rows: [(&str, f64, f64); 6] = [
+    let per_device = |s: &Summary| {
+        let devices: u64 = s.attempts.per_device.values().sum();
+        if devices == 0 {
+            1.0
+        } else {
+            s.attempts.total as f64 / devices as f64
+        }
+    };
+    let rows: [(&str, f64, f64); 10] = [
         ("provisioned/s", a.provisioned_per_s, b.provisioned_per_s),
         ("handshakes/s", a.handshakes_per_s, b.handshakes_per_s),
         (
@@ -55,8 +63,28 @@ pub fn compare(a: &Summary, b: &Summary) -> String {
             b.peak_provisioned_per_s,
         ),
         ("mismatches", a.mismatches as f64, b.mismatches as f64),
+        (
+            "false accepts",
+            a.false_accepts as f64,
+            b.false_accepts as f64,
+        ),
+        (
+            "false rejects",
+            a.false_rejects as f64,
+            b.false_rejects as f64,
+        ),
         ("errors", a.errors as f64, b.errors as f64),
         ("dropped", a.dropped as f64, b.dropped as f64),
+        ("attempts per device", per_device(a), per_device(b)),
+        (
+            "goodput while arriving /s",
+            a.storm
+                .as_ref()
+                .map_or(0.0, |s| s.goodput_while_arriving_per_s),
+            b.storm
+                .as_ref()
+                .map_or(0.0, |s| s.goodput_while_arriving_per_s),
+        ),
     ];
     for (name, x, y) in rows {
         let _ = writeln!(out, "| {name} | {x:.1} | {y:.1} | {} |", delta(x, y));
@@ -73,6 +101,20 @@ pub fn compare(a: &Summary, b: &Summary) -> String {
     ] {
         if let (Some(x), Some(y)) = (cpu(a, server), cpu(b, server)) {
             let _ = writeln!(out, "| {name} | {x:.3} | {y:.3} | {} |", delta(x, y));
+        }
+    }
+    let secs = |s: &Summary, f: fn(&crate::storm::Storm) -> Option<u64>| {
+        s.storm.as_ref().and_then(f).map(|us| us as f64 / 1e6)
+    };
+    for (label, f) in [
+        (
+            "time to 99 % s",
+            (|st| st.time_to_99_us) as fn(&crate::storm::Storm) -> Option<u64>,
+        ),
+        ("time to 100 % s", |st| st.time_to_100_us),
+    ] {
+        if let (Some(x), Some(y)) = (secs(a, f), secs(b, f)) {
+            let _ = writeln!(out, "| {label} | {x:.2} | {y:.2} | {} |", delta(x, y));
         }
     }
     for (phase, qa) in &a.latency {

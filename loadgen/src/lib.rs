@@ -8,12 +8,16 @@ pub mod compare;
 pub mod device;
 pub mod executor;
 pub mod fleet;
+pub mod judge;
+pub mod link;
 pub mod metrics;
 pub mod report;
+pub mod retry;
 pub mod run;
 pub mod saturation;
 pub mod scenario;
 pub mod spec;
+pub mod storm;
 pub mod summary;
 pub mod system;
 pub mod target;
@@ -23,9 +27,9 @@ use std::path::Path;
 
 /// Process exit codes, a stable interface for CI scripts.
 pub mod exit {
-    /// Every device got its expected outcome and every threshold held.
+    /// No device got a wrong verdict and every threshold held.
     pub const PASS: u8 = 0;
-    /// The run completed but a threshold failed (or a device got the wrong outcome).
+    /// The run completed but a threshold failed (or a device got a wrong verdict).
     pub const THRESHOLD_FAILED: u8 = 99;
     /// The scenario file is invalid.
     pub const BAD_SCENARIO: u8 = 2;
@@ -68,6 +72,16 @@ impl Error {
     }
 }
 
+/// The exit code of a finished run: it fails on a wrong verdict (`mismatches`) and on a failed
+/// threshold; errors (timeouts, busy answers, ...) fail it only through a threshold.
+pub fn exit_code(summary: &summary::Summary) -> u8 {
+    if summary.passed && summary.mismatches == 0 {
+        exit::PASS
+    } else {
+        exit::THRESHOLD_FAILED
+    }
+}
+
 /// Load a scenario, run it, write reports under `results_dir` (if given).
 pub async fn run_scenario(
     scenario: &Path,
@@ -80,11 +94,7 @@ pub async fn run_scenario(
         Some(dir) => Some(report::write(dir, &outcome)?),
         None => None,
     };
-    let exit_code = if outcome.summary.passed && outcome.summary.mismatches == 0 {
-        exit::PASS
-    } else {
-        exit::THRESHOLD_FAILED
-    };
+    let exit_code = exit_code(&outcome.summary);
     Ok(Finished {
         outcome,
         results_dir,

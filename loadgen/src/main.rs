@@ -72,7 +72,8 @@ enum Command {
     },
 }
 
-/// The live display on a terminal: devices done of scheduled, with rate, p99, errors, mismatches.
+/// The live display on a terminal: devices done of scheduled, with rate, p99, mismatches (false
+/// accepts, false rejects), errors and failed attempts.
 fn live_bar() -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(0),
@@ -221,11 +222,15 @@ fn main() -> ExitCode {
                 String::new()
             };
             bar.set_message(format!(
-                "{:.0} provisioned/s, p99 handshake {:.1} ms, {} errors, {} mismatches{held}",
+                "{:.0} provisioned/s, p99 handshake {:.1} ms, {} mismatches ({} false accepts, \
+                 {} false rejects), {} errors, {} failed attempts{held}",
                 p.provisioned as f64 / secs,
                 p.p99_handshake_us as f64 / 1000.0,
-                p.errors,
                 p.mismatches,
+                p.false_accepts,
+                p.false_rejects,
+                p.errors,
+                p.failed_attempts,
             ));
         }
     };

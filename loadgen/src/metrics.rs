@@ -41,13 +41,18 @@ pub enum Phase {
     /// Hold executor: round trip of a held device's CoAP Ping.
     Ping,
     /// From the scheduled start to the end of the device's run (for held devices: until they
-    /// were holding).
+    /// were holding); with retries, per attempt: the first from the scheduled start, each later
+    /// one from its own start.
     Total,
+    /// Devices that got in (provisioned, or attested in handshake-only mode): from the first
+    /// scheduled start to the end of the attempt that got in, every failed attempt and wait
+    /// before it included.
+    ProvisionedAfterRetries,
 }
 
 impl Phase {
     /// Every phase, in flow order.
-    pub const ALL: [Phase; 12] = [
+    pub const ALL: [Phase; 13] = [
         Phase::Tcp,
         Phase::Handshake,
         Phase::TpmChallenge,
@@ -60,6 +65,7 @@ impl Phase {
         Phase::IdentityHandshake,
         Phase::Ping,
         Phase::Total,
+        Phase::ProvisionedAfterRetries,
     ];
 
     /// The name used in thresholds and reports.
@@ -77,6 +83,7 @@ impl Phase {
             Phase::IdentityHandshake => "identity_handshake",
             Phase::Ping => "ping",
             Phase::Total => "total",
+            Phase::ProvisionedAfterRetries => "provisioned_after_retries",
         }
     }
 

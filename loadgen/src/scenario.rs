@@ -7,9 +7,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::link::{LinkPlan, LinkProfile};
+use crate::retry::RetryPlan;
 pub use crate::spec::{
-    AttackKind, AttackSpec, DeviceClass, DeviceSpec, ExecutorSpec, FleetSpec, KeyExchange, KeyType,
-    LimitsOverride, Scenario, Stage, TargetSpec, TlsVersion,
+    AttackKind, AttackSpec, ClassDeviceSpec, DeviceClass, DeviceSpec, ExecutorSpec, FleetSpec,
+    KeyExchange, KeyType, LimitsOverride, LinkSpec, LinkTable, RetryPolicy, RetrySpec, Scenario,
+    Stage, TargetSpec, TlsVersion,
 };
 use crate::threshold::Threshold;
 
@@ -160,6 +163,10 @@ pub struct Loaded {
     pub target: TargetKind,
     /// What its devices do.
     pub mode: DeviceMode,
+    /// What its devices do after an attempt that ended in an error.
+    pub retry: RetryPlan,
+    /// The link profile of each class (`[device] link`, `[device.class.<class>] link`).
+    pub links: LinkPlan,
 }
 
 /// The key a scenario is refused at, and why.
@@ -206,6 +213,8 @@ impl Scenario {
         fleet_checks(&scenario.fleet).map_err(invalid)?;
         executor_checks(&scenario.executor).map_err(invalid)?;
         attack_checks(&scenario.attack).map_err(invalid)?;
+        let retry = RetryPlan::resolve(&scenario.device).map_err(invalid)?;
+        let links = link_plan(&scenario, mode).map_err(invalid)?;
         let thresholds = scenario
             .thresholds
             .iter()
@@ -220,6 +229,8 @@ impl Scenario {
             thresholds,
             target,
             mode,
+            retry,
+            links,
         })
     }
 }
@@ -349,6 +360,67 @@ fn fleet_checks(fleet: &FleetSpec) -> Result<(), Refusal> {
         );
     }
     Ok(())
+}
+
+/// The link of every class, checked: a class's own `[device.class.<class>] link`, else
+/// `[device] link`. A bad value is refused at its key; so is a device deadline too short for the
+/// round trips of one device's flow over its link.
+fn link_plan(scenario: &Scenario, mode: DeviceMode) -> Result<LinkPlan, Refusal> {
+    let device = &scenario.device;
+    let resolve = |spec: &LinkSpec, key: &str| {
+        LinkProfile::resolve(spec).map_err(|e| {
+            let key = match e.key {
+                Some(inner) => format!("{key}.{inner}"),
+                None => key.to_owned(),
+            };
+            (key, e.message)
+        })
+    };
+    let everyone = match &device.link {
+        Some(spec) => resolve(spec, "device.link")?,
+        None => None,
+    };
+    let mut own = std::collections::BTreeMap::new();
+    for (class, spec) in &device.class {
+        if let Some(link) = &spec.link {
+            let key = format!("device.class.{}.link", class.as_str());
+            own.insert(*class, (resolve(link, &key)?, key));
+        }
+    }
+    // TCP connect, the TLS handshake (two round trips with the server's verdict), then one per
+    // CoAP request of the provisioning flow.
+    let round_trips = match mode {
+        DeviceMode::Provision => 8,
+        DeviceMode::HandshakeOnly | DeviceMode::TlsOnly => 3,
+    };
+    let mut plan = LinkPlan::new(scenario.fleet.seed);
+    for class in DeviceClass::ALL {
+        let (profile, key) = match own.remove(&class) {
+            Some((profile, key)) => (profile, key),
+            None => (everyone.clone(), "device.link".to_owned()),
+        };
+        let in_fleet = scenario.fleet.mix.get(&class).is_some_and(|w| *w > 0);
+        let (Some(profile), true) = (profile, in_fleet) else {
+            continue;
+        };
+        let least = profile.least_time(round_trips);
+        if device.timeout <= least {
+            return refuse(
+                "device.timeout",
+                &format!(
+                    "{:?} cannot fit the {round_trips} round trips of a {} device over {key} \
+                     {:?} ({round_trips} × {:?} = {least:?}, before any bandwidth or loss); \
+                     raise it",
+                    device.timeout,
+                    class.as_str(),
+                    profile.name,
+                    profile.rtt
+                ),
+            );
+        }
+        plan.set(class, profile);
+    }
+    Ok(plan)
 }
 
 fn executor_checks(executor: &ExecutorSpec) -> Result<(), Refusal> {
@@ -566,6 +638,47 @@ key_exchange = "x25519"
         Scenario::parse(&remote_individual, "x.toml", "x")
             .expect("individually enrolled TPM classes run against a remote target");
     }
+    #[test]
+    fn links_resolve_per_class_and_bad_values_name_their_key() {
+        let l = Scenario::parse(GOOD, "x.toml", "x").expect("no link");
+        assert!(l.links.is_empty(), "no emulation by default");
+        let text = format!(
+            "{GOOD}\n[device]\nlink = \"lte-m\"\n[device.class.truncated]\nlink = {{ preset = \"nb-iot\", loss = 0 }}\n[device.class.tpm]\nlink = \"none\"\n"
+        )
+        .replace("truncated = 2", "truncated = 2, tpm = 1")
+        .replace("[device]\nlink", "[device]\ntimeout = \"30s\"\nlink");
+        let l = Scenario::parse(&text, "x.toml", "x").expect("links");
+        let name = |c: DeviceClass| l.links.for_class(c).map(|p| p.name.clone());
+        assert_eq!(name(DeviceClass::Valid).as_deref(), Some("lte-m"));
+        assert_eq!(
+            name(DeviceClass::Truncated).as_deref(),
+            Some("nb-iot+custom")
+        );
+        assert_eq!(name(DeviceClass::Tpm), None, "none turns the link off");
+        // Classes outside the fleet get none.
+        assert_eq!(name(DeviceClass::Forged), None);
+
+        let refused = |device: &str, key: &str| {
+            let text = format!("{GOOD}\n[device]\n{device}\n");
+            let e = Scenario::parse(&text, "x.toml", "x").expect_err(key);
+            assert!(e.to_string().contains(key), "{key}: {e}");
+            e.to_string()
+        };
+        refused("link = { bandwidth = \"0kbit\" }", "device.link.bandwidth");
+        refused("link = \"5g\"", "device.link: unknown link preset");
+        refused(
+            "[device.class.valid]\nlink = { rtt = \"40ms\", jitter = \"21ms\" }",
+            "device.class.valid.link.jitter",
+        );
+        refused("link = { loss = 1.5 }", "device.link.loss");
+        let e = refused("timeout = \"5s\"\nlink = \"nb-iot\"", "device.timeout");
+        assert!(e.contains("8 round trips") && e.contains("nb-iot"), "{e}");
+        // Syntax: an unknown key of a link table, a duration that is none.
+        refused("link = { rtx = \"1ms\" }", "unknown field `rtx`");
+        refused("link = { rtt = \"soon\" }", "line");
+        refused("link = 5", "a link preset");
+    }
+
     #[test]
     fn target_flags_work_out_into_one_kind_and_the_device_mode() {
         let l = Scenario::parse(GOOD, "x.toml", "x").expect("embedded");

@@ -8,14 +8,16 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::attack::{self, AttackKind};
-use crate::collect::{ClassCounts, Collector, Second};
+use crate::collect::{Attempts, ClassCounts, Collector, Second};
 use crate::device::{FailureKind, StrictCheck};
 use crate::fleet::DeviceClass;
+use crate::link::LinkSummary;
 use crate::metrics::{Phase, Quantiles, Recorder};
 use crate::saturation::{self, GeneratorSummary};
-use crate::scenario::{DeviceMode, Loaded, ServerKind};
+use crate::scenario::{DeviceMode, Loaded, RetryPolicy, ServerKind};
+use crate::storm::{self, Storm};
 use crate::target::ServerView;
-use crate::threshold::{Metric, RateOf};
+use crate::threshold::{Metric, RateOf, Threshold};
 
 /// One threshold's verdict.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,9 +99,19 @@ pub struct Summary {
     pub provisioned: u64,
     /// Devices whose handshake completed (accepted or refused as expected).
     pub handshakes: u64,
-    /// Devices with an outcome other than expected.
+    /// Devices that got a wrong verdict: `false_accepts` + `false_rejects` + other wrong
+    /// verdicts (refused for another reason, the wrong owner), and a server whose own counts
+    /// contradict the fleet's. Errors are not mismatches.
     pub mismatches: u64,
-    /// Devices that failed for another reason (timeouts, I/O, bad answers, strict checks).
+    /// Of the mismatches, devices that got in though their class must be refused.
+    #[serde(default)]
+    pub false_accepts: u64,
+    /// Of the mismatches, devices refused with a verdict (a TLS alert, a TPM refusal, a 4.xx
+    /// answer) though their class must get in.
+    #[serde(default)]
+    pub false_rejects: u64,
+    /// Devices that ended in an error rather than a verdict (timeouts, connect, resets, busy,
+    /// protocol, I/O, strict checks), by kind in `failures` and `strict_failures`.
     pub errors: u64,
     /// Of the errors, devices that failed one of iotivity-lite's checks on what the server sent
     /// (a frame too short for the real client to read, an answer it would refuse), by check.
@@ -111,6 +123,9 @@ pub struct Summary {
     /// What the devices did: the whole flow, handshake only, or TLS only.
     #[serde(default)]
     pub device_mode: DeviceMode,
+    /// The link profile each class went through (classes absent: none, directly to the target).
+    #[serde(default)]
+    pub links: BTreeMap<DeviceClass, LinkSummary>,
     /// Scheduled starts dropped (open model only).
     pub dropped: u64,
     /// Provisioned per second.
@@ -136,6 +151,16 @@ pub struct Summary {
     pub expected_tpm_refusals: u64,
     /// A few mismatching devices, for diagnosis.
     pub mismatch_examples: Vec<String>,
+    /// The retry policy of devices without a per-class one.
+    #[serde(default)]
+    pub retry_policy: RetryPolicy,
+    /// The devices' attempts.
+    #[serde(default)]
+    pub attempts: Attempts,
+    /// How the fleet came through: time to 50/90/99/100 % got in, goodput, recovery, busy answers
+    /// and the server's shed counts.
+    #[serde(default)]
+    pub storm: Option<Storm>,
     /// Per second of the run (by completion time): to read a ramp's knee.
     pub timeline: Vec<Second>,
     /// Highest provisioned/s over any 3 consecutive seconds (the final, draining second left out):
@@ -200,7 +225,7 @@ pub struct Facts {
 
 /// The summary of a run: the collected devices and `facts`, cross-checked against the server's
 /// own `server` view, its thresholds judged.
-pub fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) -> Outcome {
+pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, f: Facts) -> Outcome {
     let secs = f.duration.as_secs_f64().max(1e-9);
     let done = c.done;
     let attack = attack_summary(&c, f.attacks, f.leftover);
@@ -217,6 +242,8 @@ pub fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) ->
         .generator
         .as_ref()
         .map(|m| saturation::summarize(m, &outcomes));
+    let storm = storm::storm(&mut c, f.dropped, server.closes.clone());
+    let got_in_at = std::mem::take(&mut c.got_in_at);
     let mut summary = Summary {
         schema_version: 2,
         scenario: loaded.scenario.name.clone(),
@@ -230,10 +257,17 @@ pub fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) ->
         provisioned: c.provisioned,
         handshakes: c.handshakes,
         mismatches: c.mismatches,
+        false_accepts: c.false_accepts,
+        false_rejects: c.false_rejects,
         errors: c.errors,
         strict_failures: c.strict_failures,
         failures: c.failures,
         device_mode: loaded.mode,
+        links: loaded
+            .links
+            .iter()
+            .map(|(class, link)| (class, link.summary()))
+            .collect(),
         dropped: f.dropped,
         provisioned_per_s: c.provisioned as f64 / secs,
         handshakes_per_s: c.handshakes as f64 / secs,
@@ -250,6 +284,9 @@ pub fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) ->
         server_tpm_refusals: server.tpm_refusals,
         expected_tpm_refusals: c.expected_tpm_refusals,
         mismatch_examples: c.examples,
+        retry_policy: loaded.retry.default.name(),
+        attempts: c.attempts,
+        storm: Some(storm),
         timeline: c.timeline.seconds(),
         peak_provisioned_per_s: c.timeline.peak(3),
         hold: f.hold,
@@ -263,18 +300,13 @@ pub fn summarize(loaded: &Loaded, c: Collector, server: ServerView, f: Facts) ->
     };
     cross_check(&mut summary);
     let recorder = c.recorder;
-    summary.thresholds = loaded
-        .thresholds
-        .iter()
-        .map(|t| {
-            let actual = metric(&summary, &recorder, t.metric, done as f64 / secs);
-            ThresholdResult {
-                threshold: t.text.clone(),
-                actual,
-                passed: t.op.holds(actual, t.limit),
-            }
-        })
-        .collect();
+    let run = Run {
+        summary: &summary,
+        recorder: &recorder,
+        got_in_at: &got_in_at,
+        devices_per_s: done as f64 / secs,
+    };
+    summary.thresholds = loaded.thresholds.iter().map(|t| run.judge(t)).collect();
     summary.passed = summary.thresholds.iter().all(|t| t.passed);
     Outcome {
         summary,
@@ -351,25 +383,100 @@ fn cross_check(summary: &mut Summary) {
     }
 }
 
-/// The value a threshold on `metric` is judged by (`devices_per_s`: runs finished per second).
-fn metric(summary: &Summary, recorder: &Recorder, metric: Metric, devices_per_s: f64) -> f64 {
-    match metric {
-        Metric::Mismatches => summary.mismatches as f64,
-        Metric::Errors => summary.errors as f64,
-        Metric::Dropped => summary.dropped as f64,
-        Metric::AttackP99Ratio => summary.attack.as_ref().map_or(f64::NAN, |a| a.p99_ratio),
-        Metric::LeftoverConnections => summary.leftover_connections.map_or(f64::NAN, |n| n as f64),
-        Metric::Quantile { quantile, phase } => recorder.quantile(phase, quantile) as f64,
-        Metric::Rate {
-            what: RateOf::Provisioned,
-        } => summary.provisioned_per_s,
-        Metric::Rate {
-            what: RateOf::Handshakes,
-        } => summary.handshakes_per_s,
-        Metric::Rate {
-            what: RateOf::Devices,
-        } => devices_per_s,
+/// What thresholds are judged against.
+struct Run<'a> {
+    summary: &'a Summary,
+    recorder: &'a Recorder,
+    /// When each device that had to get in did, sorted.
+    got_in_at: &'a [Duration],
+    /// Runs finished per second.
+    devices_per_s: f64,
+}
+
+impl Run<'_> {
+    /// The verdict of `t`: its metric's value (a percentage of the devices for a percent limit).
+    fn judge(&self, t: &Threshold) -> ThresholdResult {
+        let mut actual = self.metric(t.metric);
+        if t.percent {
+            actual = 100.0 * actual / (self.summary.devices.max(1) as f64);
+        }
+        ThresholdResult {
+            threshold: t.text.clone(),
+            actual,
+            passed: t.op.holds(actual, t.limit),
+        }
     }
+
+    /// The value a threshold on `metric` is judged by (NaN when the run cannot tell: it fails).
+    fn metric(&self, metric: Metric) -> f64 {
+        let s = self.summary;
+        let micros = |d: Duration| d.as_micros() as f64;
+        match metric {
+            Metric::Mismatches => s.mismatches as f64,
+            Metric::FalseAccepts => s.false_accepts as f64,
+            Metric::FalseRejects => s.false_rejects as f64,
+            Metric::Errors => s.errors as f64,
+            Metric::ErrorsOf { error: "strict" } => s.strict_failures.values().sum::<u64>() as f64,
+            Metric::ErrorsOf { error: kind } => s
+                .failures
+                .iter()
+                .filter(|(k, _)| k.as_str() == kind)
+                .map(|(_, n)| *n)
+                .sum::<u64>() as f64,
+            Metric::Provisioned => s.provisioned as f64,
+            Metric::Dropped => s.dropped as f64,
+            Metric::AttackP99Ratio => s.attack.as_ref().map_or(f64::NAN, |a| a.p99_ratio),
+            Metric::LeftoverConnections => s.leftover_connections.map_or(f64::NAN, |n| n as f64),
+            Metric::Quantile { quantile, phase } => self.recorder.quantile(phase, quantile) as f64,
+            Metric::TimeTo { fraction } => {
+                let must = s.storm.as_ref().map_or(0, |st| st.must_get_in);
+                storm::time_to(self.got_in_at, must, fraction).map_or(f64::NAN, micros)
+            }
+            Metric::Attempts { quantile } => attempts_quantile(&s.attempts, quantile),
+            Metric::TroughRatio => s
+                .storm
+                .as_ref()
+                .and_then(|st| st.trough_ratio)
+                .unwrap_or(f64::NAN),
+            Metric::Recovered => s
+                .storm
+                .as_ref()
+                .map_or(f64::NAN, |st| f64::from(u8::from(st.recovered))),
+            Metric::Rate {
+                what: RateOf::Provisioned,
+            } => s.provisioned_per_s,
+            Metric::Rate {
+                what: RateOf::Handshakes,
+            } => s.handshakes_per_s,
+            Metric::Rate {
+                what: RateOf::Devices,
+            } => self.devices_per_s,
+            Metric::Rate {
+                what: RateOf::Goodput,
+            } => s
+                .storm
+                .as_ref()
+                .map_or(f64::NAN, |st| st.goodput_while_arriving_per_s),
+        }
+    }
+}
+
+/// The attempts per device at `quantile` (the smallest count with at least that share of the
+/// devices at or below it); NaN without devices.
+fn attempts_quantile(a: &Attempts, quantile: f64) -> f64 {
+    let devices: u64 = a.per_device.values().sum();
+    if devices == 0 {
+        return f64::NAN;
+    }
+    let needed = ((quantile * devices as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (attempts, n) in &a.per_device {
+        seen += n;
+        if seen >= needed {
+            return f64::from(*attempts);
+        }
+    }
+    a.max as f64
 }
 
 fn attack_summary(

@@ -101,6 +101,11 @@ pub struct ServerView {
     /// The server's peak resident memory, bytes (remote only: an embedded server shares the
     /// generator's process, whose peak the summary reports).
     pub peak_rss_bytes: Option<u64>,
+    /// Device connections the server closed during the run, by reason (its
+    /// `dps_connections_closed_total`: `shed`, `busy`, `overflow`, ...); `None` when it could not
+    /// be read.
+    #[serde(default)]
+    pub closes: Option<BTreeMap<String, u64>>,
 }
 
 /// A server to run against.
@@ -122,6 +127,8 @@ pub enum Target {
         baseline: BTreeMap<String, u64>,
         /// TPM 4.01 answers before the run.
         tpm_baseline: u64,
+        /// Connection closes by reason before the run.
+        closes_baseline: BTreeMap<String, u64>,
         /// Groups (X.509 and TPM) created for this run, by resource path; deleted at the end.
         groups: Vec<String>,
         /// TPM enrollments created for this run, deleted at the end (not on a spawned server).
@@ -316,10 +323,12 @@ async fn spawned(
     let admin = AdminClient::new(&format!("http://{admin_addr}"), Some(token.trim().into()))?;
     let baseline = admin.rejections().await?;
     let tpm_baseline = admin.requests("other", TPM_REFUSED).await?;
+    let closes_baseline = admin.closes().await?;
     let target = Target::Remote {
         admin,
         baseline,
         tpm_baseline,
+        closes_baseline,
         groups: Vec::new(),
         tpm_enrollments: Vec::new(),
         child: Some(Box::new(child)),
@@ -346,6 +355,7 @@ async fn remote(admin: AdminClient, fleet: &Fleet) -> Result<Target, TargetError
     let mut target = Target::Remote {
         baseline: admin.rejections().await?,
         tpm_baseline: admin.requests("other", TPM_REFUSED).await?,
+        closes_baseline: admin.closes().await?,
         admin,
         groups,
         tpm_enrollments: Vec::new(),
@@ -445,6 +455,7 @@ impl Target {
                 tpm_refusals: None,
                 open_connections_at_peak: None,
                 peak_rss_bytes: None,
+                closes: None,
             },
             Target::Embedded { server, task, stop } => {
                 let _ = stop.send(());
@@ -466,16 +477,33 @@ impl Target {
                     open_connections_at_peak: None,
                     // One process: the summary's own peak covers both.
                     peak_rss_bytes: None,
+                    closes: Some(
+                        dps_server::metrics::CloseReason::ALL
+                            .iter()
+                            .map(|r| (r.as_str().to_owned(), server.metrics().closes().get(*r)))
+                            .filter(|(_, n)| *n > 0)
+                            .collect(),
+                    ),
                 }
             }
             Target::Remote {
                 admin,
                 baseline,
                 tpm_baseline,
+                closes_baseline,
                 groups,
                 tpm_enrollments,
                 child,
             } => {
+                let closes = admin.closes().await.ok().map(|now| {
+                    now.into_iter()
+                        .map(|(k, v)| {
+                            let before = closes_baseline.get(&k).copied().unwrap_or(0);
+                            (k, v.saturating_sub(before))
+                        })
+                        .filter(|(_, n)| *n > 0)
+                        .collect()
+                });
                 let tpm_refusals = admin
                     .requests("other", TPM_REFUSED)
                     .await
@@ -523,6 +551,7 @@ impl Target {
                     tpm_refusals,
                     open_connections_at_peak: None,
                     peak_rss_bytes,
+                    closes,
                 }
             }
         }

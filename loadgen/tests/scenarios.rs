@@ -156,6 +156,19 @@ async fn every_class_gets_its_outcome_and_the_summary_matches_the_schema() {
     assert_eq!(again.devices, 150);
     let table = dps_loadgen::compare::compare(&again, &again);
     assert!(table.contains("| mismatches | 0.0 | 0.0 | ±0 |"), "{table}");
+    assert!(
+        table.contains("| false accepts | 0.0 | 0.0 | ±0 |"),
+        "{table}"
+    );
+    assert!(
+        table.contains("| attempts per device | 1.0 | 1.0 |"),
+        "{table}"
+    );
+    // Without retries every device made one attempt, and the storm section is there.
+    assert_eq!((s.attempts.total, s.attempts.max), (150, 1));
+    let storm = s.storm.as_ref().expect("storm");
+    assert_eq!(storm.must_get_in, s.provisioned);
+    assert_eq!(storm.got_in, s.provisioned);
 
     // The schema is not a rubber stamp: a summary missing a field or with a wrong type fails.
     let mut broken = json.clone();
@@ -219,6 +232,8 @@ fn shipped_scenarios_load() {
         "quickstart.toml",
         "ci-smoke.toml",
         "knee.toml",
+        "power-on.toml",
+        "overload.toml",
         "tpm-mix.toml",
     ] {
         if name == "tpm-mix.toml" && !cfg!(feature = "tpm-sim") {

@@ -1,7 +1,7 @@
 //! The simulated device is as strict as iotivity-lite's real client: against a fake DPS (the
 //! server crate's codec, framing and TLS provider; answers written here) that gets one thing
-//! wrong, a valid device fails with that reason, and the collector counts it as a mismatch under
-//! `strict:<check>`. With nothing wrong the same fake server provisions it, so each failure is
+//! wrong, a valid device fails with that reason, and the collector counts it as an error (not a
+//! verdict, so no mismatch) under `strict:<check>`. With nothing wrong the same fake server provisions it, so each failure is
 //! the defect's.
 
 use std::collections::BTreeMap;
@@ -251,8 +251,10 @@ fn context(addr: SocketAddr, pki: &Pki) -> DeviceContext {
                 .expect("client base"),
         ),
         timeout: Duration::from_secs(10),
+        retry: Arc::new(dps_loadgen::retry::RetryPlan::none(Duration::from_secs(10))),
         sources: Vec::new(),
         connects: Default::default(),
+        links: Default::default(),
         hold: None,
         #[cfg(feature = "tpm-sim")]
         swtpm: None,
@@ -327,7 +329,7 @@ async fn a_correct_fake_dps_provisions_the_device() {
 }
 
 #[tokio::test]
-async fn each_defect_fails_a_valid_device_with_its_reason_as_a_mismatch() {
+async fn each_defect_fails_a_valid_device_with_its_reason_as_an_error() {
     for (defect, check) in [
         (Defect::ShortCsm, StrictCheck::ShortFrame),
         (Defect::NoAccessToken, StrictCheck::AccessToken),
@@ -340,9 +342,10 @@ async fn each_defect_fails_a_valid_device_with_its_reason_as_a_mismatch() {
             matches!(&observed, Observed::Strict { check: seen, .. } if *seen == check),
             "{defect:?}: {observed:?}"
         );
+        // What the real client would refuse is an error, not a verdict of the server's.
         assert_eq!(
             (c.provisioned, c.mismatches, c.errors),
-            (0, 1, 1),
+            (0, 0, 1),
             "{defect:?}"
         );
         assert_eq!(
@@ -351,7 +354,11 @@ async fn each_defect_fails_a_valid_device_with_its_reason_as_a_mismatch() {
             "{defect:?}"
         );
         let valid = &c.classes[&DeviceClass::Valid];
-        assert_eq!((valid.as_expected, valid.mismatches), (0, 1), "{defect:?}");
+        assert_eq!(
+            (valid.as_expected, valid.mismatches, valid.errors),
+            (0, 0, 1),
+            "{defect:?}"
+        );
         assert_eq!(
             valid.observed.get(&format!("strict:{check}")),
             Some(&1),

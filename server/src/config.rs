@@ -167,6 +167,22 @@ pub struct LimitsSection {
     /// Handshakes in progress at once per source address; further connections from it are closed
     /// at accept until one finishes. 0 = no cap.
     pub pending_handshakes_per_ip: u32,
+    /// Handshake steps (a flight's key exchange, signature, chain check) run at once; the rest
+    /// wait in the CPU queue, continuing handshakes first. Absent: two per core. 0 turns overload
+    /// control off (every handshake starts at once, nothing is shed by the queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_slots: Option<u32>,
+    /// Longest wait of a new connection's first flight in the CPU queue while the queue has been
+    /// empty within `queue_interval_ms`; beyond it the connection is reset (nothing spent on it).
+    pub queue_timeout_ms: u64,
+    /// Longest wait of a new connection's first flight once the queue has stayed non-empty for
+    /// `queue_interval_ms` (then the newest are served first: adaptive LIFO).
+    pub queue_target_ms: u64,
+    /// How long the CPU queue must stay non-empty to count as congested.
+    pub queue_interval_ms: u64,
+    /// Connections that have not sent a byte yet (they take no `max_connections` place); a new
+    /// one beyond this evicts the oldest silent one.
+    pub max_silent_connections: u32,
 }
 
 impl Default for LimitsSection {
@@ -180,7 +196,12 @@ impl Default for LimitsSection {
             busy_retry_after_s: 5,
             failed_handshakes_per_ip_per_s: 0,
             failed_handshakes_burst: 100,
-            pending_handshakes_per_ip: 0,
+            pending_handshakes_per_ip: 1_024,
+            cpu_slots: None,
+            queue_timeout_ms: 500,
+            queue_target_ms: 10,
+            queue_interval_ms: 100,
+            max_silent_connections: 10_000,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod enrollment;
 pub mod init;
 pub mod metrics;
+pub mod overload;
 pub mod pki;
 pub mod profile;
 pub mod proto;

@@ -169,6 +169,7 @@ pub struct Metrics {
     matching: Recorder,
     resources: [Recorder; STEPS.len()],
     tokens: Arc<crate::token::TokenMetrics>,
+    overload: Arc<crate::overload::OverloadCounters>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -203,7 +204,13 @@ impl Metrics {
             matching: Recorder::new(),
             resources: std::array::from_fn(|_| Recorder::new()),
             tokens: Arc::default(),
+            overload: Arc::default(),
         }
+    }
+
+    /// What overload control did (shed connections by reason, queue waits, signatures).
+    pub fn overload(&self) -> &Arc<crate::overload::OverloadCounters> {
+        &self.overload
     }
 
     /// Export these access-token counters (the provisioner's) too.
@@ -379,7 +386,7 @@ impl Metrics {
         header(
             &mut out,
             "dps_connections_shed_total",
-            "Connections closed at accept: their address spent its failed-handshake budget.",
+            "Connections shed before any public-key work (all reasons; by reason: dps_shed_total).",
             "counter",
         );
         let _ = writeln!(out, "dps_connections_shed_total {}", self.shed());
@@ -465,6 +472,7 @@ impl Metrics {
             &refs,
         );
         self.tokens.write_prometheus(&mut out);
+        self.overload.render(&mut out);
         out
     }
 

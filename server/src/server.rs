@@ -19,6 +19,7 @@ use crate::config::{Config, ConfigError, LimitsSection, OutOfRange, StoreLocatio
 use crate::connection::{self, ConnectionLimits, DeviceSession, Profile, RequestRate};
 use crate::enrollment::{Arena, Attestation, CertId, EnrollmentGroup, GroupError};
 use crate::metrics::{CloseReason, Metrics};
+use crate::overload::{Class, CpuGate, GateSettings, GatedIo, ShedReason, SilentPool};
 use crate::proto::coap::Code;
 use crate::provision::{Hub, Identities, IdentityCa, ProvisionError, Provisioner};
 use crate::records::{Persistence, StoreError};
@@ -116,6 +117,8 @@ pub struct Server {
     rate: RequestRate,
     failures: crate::shed::FailureBudget,
     pending: crate::shed::PendingHandshakes,
+    gate: Option<CpuGate>,
+    silent: SilentPool,
     store: Arc<Store>,
     records: RecordWriter,
     metrics: Arc<Metrics>,
@@ -356,7 +359,29 @@ impl Server {
                     provisioner.identities().clone(),
                 )?,
         );
-        let config = tls::server_config(verifier.clone(), chain, key)?;
+        let config = tls::server_config_counting(
+            verifier.clone(),
+            chain,
+            key,
+            Some(metrics.overload().clone()),
+        )?;
+        let slots = match limits.cpu_slots {
+            Some(n) => n as usize,
+            None => GateSettings::slots_for(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            ),
+        };
+        let gate = (slots > 0).then(|| {
+            CpuGate::new(
+                GateSettings {
+                    slots,
+                    timeout: Duration::from_millis(limits.queue_timeout_ms),
+                    target: Duration::from_millis(limits.queue_target_ms),
+                    interval: Duration::from_millis(limits.queue_interval_ms),
+                },
+                metrics.overload().clone(),
+            )
+        });
         let records = RecordWriter::start(store.clone(), provisioner.identities().clone())
             .map_err(|reason| ServerError::Store {
                 location: store_location(&store),
@@ -375,6 +400,8 @@ impl Server {
                 limits.failed_handshakes_burst,
             ),
             pending: crate::shed::PendingHandshakes::new(limits.pending_handshakes_per_ip),
+            gate,
+            silent: SilentPool::new(limits.max_silent_connections as usize),
             limits,
             store,
             records,
@@ -448,6 +475,9 @@ impl Server {
                 return;
             }
         };
+        // Tells connections still silent (no place taken, so the drain does not wait for them)
+        // that the server is going.
+        let (going, gone) = tokio::sync::watch::channel(false);
         tokio::pin!(shutdown);
         loop {
             let (pending, peer) = tokio::select! {
@@ -464,7 +494,7 @@ impl Server {
             };
             if !self.failures.admits(peer.ip()) {
                 // Its failed handshakes spent its budget: no TLS work for it until it refills.
-                self.metrics.record_shed();
+                self.shed(ShedReason::FailureBudget);
                 self.metrics.record_close(CloseReason::Shed);
                 pending.reset();
                 continue;
@@ -477,30 +507,17 @@ impl Server {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                let Ok(permit) = overflow.clone().try_acquire_owned() else {
-                    tracing::warn!(%peer, "connection limit and overflow reached; closing");
-                    self.metrics.record_close(CloseReason::Overflow);
-                    continue;
-                };
-                let server = self.clone();
-                tokio::spawn(async move {
-                    let reason = server.refuse_busy(stream).await;
-                    server.closed(peer, reason);
-                    // The server goes before the permit, so a finished drain holds no clone.
-                    drop(server);
-                    drop(permit);
-                });
-                continue;
-            };
             let server = self.clone();
+            let (permits, overflow, gone) = (permits.clone(), overflow.clone(), gone.clone());
             tokio::spawn(async move {
-                let reason = server.serve_connection(stream, peer).await;
+                let (reason, permit) = server.greet(stream, peer, permits, overflow, gone).await;
                 server.closed(peer, reason);
+                // The server goes before the permit, so a finished drain holds no clone.
                 drop(server);
                 drop(permit);
             });
         }
+        let _ = going.send(true);
         drop(acceptor);
         if tokio::time::timeout(DRAIN_TIMEOUT, permits.acquire_many(max))
             .await
@@ -518,6 +535,67 @@ impl Server {
         }
     }
 
+    /// A new connection until its first byte (silent: no connection place, evictable), then with
+    /// a connection place (or, beyond `max_connections`, told to come back), served. Returns the
+    /// place it held, for the caller to give back last.
+    async fn greet(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        permits: Arc<Semaphore>,
+        overflow: Arc<Semaphore>,
+        mut gone: tokio::sync::watch::Receiver<bool>,
+    ) -> (CloseReason, Option<tokio::sync::OwnedSemaphorePermit>) {
+        let (mut place, _) = self.silent.enter();
+        let handshake = Duration::from_millis(self.limits.handshake_timeout_ms);
+        tokio::select! {
+            spoke = stream.readable() => {
+                if spoke.is_err() {
+                    return (CloseReason::HandshakeFailed, None);
+                }
+            }
+            _ = &mut place.evicted => {
+                // A newer connection needed its place; it had said nothing.
+                self.shed(ShedReason::SilentEvicted);
+                close_at_once(stream);
+                return (CloseReason::Shed, None);
+            }
+            _ = tokio::time::sleep(handshake) => {
+                self.metrics.record_handshake_failure();
+                return (CloseReason::HandshakeTimeout, None);
+            }
+            _ = gone.wait_for(|going| *going) => return (CloseReason::Shutdown, None),
+        }
+        drop(place);
+        match permits.try_acquire_owned() {
+            Ok(permit) => {
+                let reason = self.serve_connection(stream, peer).await;
+                (reason, Some(permit))
+            }
+            Err(_) => match overflow.try_acquire_owned() {
+                Ok(permit) => {
+                    let reason = self.refuse_busy(stream).await;
+                    (reason, Some(permit))
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "connection limit and overflow reached; closing");
+                    (CloseReason::Overflow, None)
+                }
+            },
+        }
+    }
+
+    /// A connection shed before any public-key work, for `reason`.
+    fn shed(&self, reason: ShedReason) {
+        self.metrics.record_shed();
+        self.metrics.overload().shed(reason);
+    }
+
+    /// The stream as the handshake reads it: each flight through the CPU gate.
+    fn gated(&self, stream: tokio::net::TcpStream) -> GatedIo {
+        GatedIo::new(stream, self.gate.clone(), Class::Fresh)
+    }
+
     /// Count and log the end of a device connection.
     fn closed(&self, peer: std::net::SocketAddr, reason: CloseReason) {
         self.metrics.record_close(reason);
@@ -532,6 +610,11 @@ impl Server {
 
     /// A TLS handshake's outcome as the reason of a connection that ends with it.
     fn handshake_failed(&self, peer: std::net::SocketAddr, e: &std::io::Error) -> CloseReason {
+        if crate::overload::is_shed(e) {
+            // Waited too long for a CPU place: the server's doing, not the device's.
+            self.metrics.record_shed();
+            return CloseReason::Shed;
+        }
         self.failures.failed(peer.ip());
         // Attestation refusals are counted by reason in the verifier; count the rest.
         let refused = e
@@ -550,13 +633,15 @@ impl Server {
     async fn refuse_busy(&self, stream: tokio::net::TcpStream) -> CloseReason {
         let handshake = Duration::from_millis(self.limits.handshake_timeout_ms);
         let peer = stream.peer_addr();
-        match tokio::time::timeout(handshake, self.acceptor.accept(stream)).await {
+        let gated = self.gated(stream);
+        match tokio::time::timeout(handshake, self.acceptor.accept(gated)).await {
             Err(_) => CloseReason::HandshakeTimeout,
             Ok(Err(e)) => match peer {
                 Ok(peer) => self.handshake_failed(peer, &e),
                 Err(_) => CloseReason::HandshakeFailed,
             },
-            Ok(Ok(tls)) => {
+            Ok(Ok(mut tls)) => {
+                tls.get_mut().0.open();
                 connection::refuse_busy(
                     tls,
                     self.limits.busy_retry_after_s,
@@ -628,7 +713,7 @@ impl Server {
     ) -> CloseReason {
         let Some(place) = self.pending.enter(peer.ip()) else {
             // Its address already has as many handshakes in progress as it may.
-            self.metrics.record_shed();
+            self.shed(ShedReason::PendingPerAddress);
             close_at_once(stream);
             return CloseReason::Shed;
         };
@@ -637,7 +722,7 @@ impl Server {
         let started = std::time::Instant::now();
         // Boxed: the handshake's state is large and needed once; the connection task should not
         // carry room for it while it serves (or idles) afterwards.
-        let accept = Box::pin(self.acceptor.accept(stream));
+        let accept = Box::pin(self.acceptor.accept(self.gated(stream)));
         let tls = match tokio::time::timeout(handshake, accept).await {
             Err(_) => {
                 self.metrics.record_handshake_failure();
@@ -646,7 +731,10 @@ impl Server {
                 return CloseReason::HandshakeTimeout;
             }
             Ok(Err(e)) => return self.handshake_failed(peer, &e),
-            Ok(Ok(tls)) => tls,
+            Ok(Ok(mut tls)) => {
+                tls.get_mut().0.open();
+                tls
+            }
         };
         drop(place);
         self.metrics.record_handshake(started.elapsed());

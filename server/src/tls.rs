@@ -22,6 +22,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, TrustAnchor, UnixTime};
 use uuid::Uuid;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+mod counting_key;
+
 use crate::enrollment::{Accepted, Arena, CertId, RejectReason, Snapshot, Verdict};
 use crate::provision::Identities;
 use crate::tpm::TpmEnrollments;
@@ -519,11 +521,29 @@ pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<rustls::ServerConfig, TlsConfigError> {
+    server_config_counting(verifier, chain, key, None)
+}
+
+/// [`server_config`], counting the server's handshake signatures in `signatures` when given (the
+/// server does; benches measure the plain key).
+pub fn server_config_counting(
+    verifier: Arc<AttestationVerifier>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    signatures: Option<Arc<crate::overload::OverloadCounters>>,
+) -> Result<rustls::ServerConfig, TlsConfigError> {
     let provider = Arc::new(device_port_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
+        .with_client_cert_verifier(verifier);
+    let mut config = match signatures {
+        None => builder.with_single_cert(chain, key)?,
+        Some(counters) => {
+            let key = rustls::sign::CertifiedKey::from_der(chain, key, &provider)?;
+            let counted = counting_key::counting(&key, counters);
+            builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(counted)))
+        }
+    };
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     prefer_server_suites(&mut config);
     Ok(config)

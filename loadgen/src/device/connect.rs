@@ -1,5 +1,5 @@
-//! Opening a device's connection: TCP from its source address, TLS with its credentials, then the
-//! server's verdict, read from its CSM or alert ([`open_session`]), or against a TLS-only target
+//! Opening a device's connection: TCP from its source address (through its class's link profile,
+//! if it has one), TLS with its credentials, then the server's verdict, read from its CSM or alert ([`open_session`]), or against a TLS-only target
 //! from how the server ends the connection ([`handshake_then_close`]).
 
 use std::net::{IpAddr, SocketAddr};
@@ -11,19 +11,42 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::context::DeviceContext;
+use super::link::LinkStream;
 use super::observed::{stream_failure, FailureKind, Observed};
 use super::session::{DeviceIo, Session};
 use super::tls;
+use crate::fleet::DeviceClass;
+use crate::link::model::connect_delay;
 use crate::metrics::Phase;
 use crate::saturation::{ports, ConnectMeter};
 
 /// Largest CoAP message a device accepts (the identity chain in the credentials answer fits).
 const MAX_MESSAGE: usize = 64 * 1024;
 
-/// TCP connect from this device's source address, the CPU time of its calls counted in
-/// [`DeviceContext::connects`]. A bound source defers its port to connect()
-/// (`IP_BIND_ADDRESS_NO_PORT`), where the kernel picks one unique for the whole 4-tuple.
-pub(super) async fn connect_tcp(ctx: &DeviceContext, index: usize) -> std::io::Result<TcpStream> {
+/// TCP connect from this device's source address, through the link of its class: a link's
+/// connect first waits out the SYN / SYN-ACK round trip, so the server accepts when the device's
+/// first bytes are half a round trip away, as with a real link.
+pub(super) async fn connect_tcp(
+    ctx: &DeviceContext,
+    index: usize,
+    class: DeviceClass,
+) -> std::io::Result<LinkStream> {
+    let Some(profile) = ctx.links.for_class(class) else {
+        let tcp = tcp_connect(ctx, index).await?;
+        let _ = tcp.set_nodelay(true);
+        return Ok(LinkStream::direct(tcp));
+    };
+    let mut rng = ctx.links.rng(index);
+    tokio::time::sleep(connect_delay(profile, &mut rng)).await;
+    let tcp = tcp_connect(ctx, index).await?;
+    let _ = tcp.set_nodelay(true);
+    Ok(LinkStream::emulated(tcp, profile, rng))
+}
+
+/// The TCP connect itself, the CPU time of its calls counted in [`DeviceContext::connects`]. A
+/// bound source defers its port to connect() (`IP_BIND_ADDRESS_NO_PORT`), where the kernel picks
+/// one unique for the whole 4-tuple.
+async fn tcp_connect(ctx: &DeviceContext, index: usize) -> std::io::Result<TcpStream> {
     let started = ConnectMeter::now();
     let Some(source) = ctx.sources.get(index % ctx.sources.len().max(1)) else {
         return ctx.connects.time(TcpStream::connect(ctx.addr)).await;
@@ -44,7 +67,7 @@ pub(super) async fn connect_tcp(ctx: &DeviceContext, index: usize) -> std::io::R
 /// handshake too: its latency is the time to the alert).
 pub(super) async fn open_session(
     ctx: &DeviceContext,
-    index: usize,
+    (index, class): (usize, DeviceClass),
     client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     handshake: Phase,
     phases: &mut Vec<(Phase, Duration)>,
@@ -52,10 +75,9 @@ pub(super) async fn open_session(
     let config =
         tls::client_config(client, &ctx.tls).map_err(|e| Observed::device(e.to_string()))?;
     let started = Instant::now();
-    let tcp = connect_tcp(ctx, index)
+    let tcp = connect_tcp(ctx, index, class)
         .await
         .map_err(|e| Observed::failed(FailureKind::Connect, format!("connect: {e}")))?;
-    let _ = tcp.set_nodelay(true);
     phases.push((Phase::Tcp, started.elapsed()));
     let started = Instant::now();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
@@ -109,7 +131,7 @@ fn handshake_failure(e: &std::io::Error) -> Observed {
 /// same way: `Tcp`, then `Handshake` up to the verdict, which includes the close.
 pub async fn handshake_then_close(
     ctx: &DeviceContext,
-    index: usize,
+    (index, class): (usize, DeviceClass),
     client: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
     phases: &mut Vec<(Phase, Duration)>,
 ) -> Observed {
@@ -119,11 +141,10 @@ pub async fn handshake_then_close(
         Err(e) => return Observed::device(e.to_string()),
     };
     let started = Instant::now();
-    let tcp = match connect_tcp(ctx, index).await {
+    let tcp = match connect_tcp(ctx, index, class).await {
         Ok(tcp) => tcp,
         Err(e) => return Observed::failed(FailureKind::Connect, format!("connect: {e}")),
     };
-    let _ = tcp.set_nodelay(true);
     phases.push((Phase::Tcp, started.elapsed()));
     let started = Instant::now();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
@@ -258,8 +279,10 @@ mod tests {
                 .expect("client base"),
             ),
             timeout: Duration::from_secs(10),
+            retry: Arc::new(crate::retry::RetryPlan::none(Duration::from_secs(10))),
             sources: Vec::new(),
             connects: Arc::default(),
+            links: Default::default(),
             hold: None,
             #[cfg(feature = "tpm-sim")]
             swtpm: None,
@@ -280,13 +303,19 @@ mod tests {
             let (addr, ca, server) = peer_server(&root, greeting).await;
             let mut phases = Vec::new();
             let ctx = tls_only_context(addr, ca.clone(), KeyExchange::X25519);
-            let accepted = handshake_then_close(&ctx, 0, own(&device), &mut phases).await;
+            let accepted =
+                handshake_then_close(&ctx, (0, DeviceClass::Valid), own(&device), &mut phases)
+                    .await;
             assert_eq!(accepted, Observed::Attested, "greeting {greeting:?}");
             assert!(phases.iter().any(|(p, _)| *p == Phase::Handshake));
             let ctx = tls_only_context(addr, ca.clone(), KeyExchange::P256);
-            let p256 = handshake_then_close(&ctx, 0, own(&device), &mut phases).await;
+            let p256 =
+                handshake_then_close(&ctx, (0, DeviceClass::Valid), own(&device), &mut phases)
+                    .await;
             assert_eq!(p256, Observed::Attested);
-            let refused = handshake_then_close(&ctx, 0, own(&stranger), &mut phases).await;
+            let refused =
+                handshake_then_close(&ctx, (0, DeviceClass::Valid), own(&stranger), &mut phases)
+                    .await;
             assert!(
                 matches!(&refused, Observed::Rejected { alert } if alert == "UnknownCA"),
                 "{refused:?}"

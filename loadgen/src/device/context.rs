@@ -9,6 +9,8 @@ use super::hold;
 #[cfg(feature = "tpm-sim")]
 use super::swtpm;
 use super::tls;
+use crate::link::LinkPlan;
+use crate::retry::RetryPlan;
 use crate::saturation::ConnectMeter;
 use crate::scenario::DeviceMode;
 
@@ -22,13 +24,19 @@ pub struct DeviceContext {
     /// The devices' TLS client: how they verify the server (the CA its certificate chains to, or
     /// none) and the TLS version and key exchange they offer.
     pub tls: Arc<tls::ClientBase>,
-    /// Per-device deadline (connect, handshake, flow; not the hold).
+    /// `[device] timeout`: an attempt's deadline (connect, handshake, flow; not the hold) under
+    /// the policies without timeouts of their own (the run takes each attempt's deadline from
+    /// `retry`).
     pub timeout: Duration,
+    /// What a device does after an attempt that ended in an error, by class.
+    pub retry: Arc<RetryPlan>,
     /// Source addresses to spread connections over (device i uses `i % len`); empty: the OS picks.
     /// Chosen for each run by [`crate::saturation::budget::plan`].
     pub sources: Vec<IpAddr>,
     /// Time this process spends in the calls that open device connections.
     pub connects: Arc<ConnectMeter>,
+    /// The link profile of each class (classes absent: no emulation).
+    pub links: LinkPlan,
     /// Set under the hold executor.
     pub hold: Option<Arc<hold::HoldControl>>,
     /// The swtpm processes `tpm_swtpm` devices run on (started for runs that have such devices).

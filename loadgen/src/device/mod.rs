@@ -9,14 +9,16 @@
 //! ([`tpm`]); under the hold executor a device then stays connected and pings until released
 //! ([`hold`]).
 //!
-//! Inside, each file has one job and imports only the ones below it: `session` (framing as the
-//! real client reads it), `strict` (its checks), `tls` (the TLS client), `observed` (outcomes and
+//! Inside, each file has one job and imports only the ones below it: `link` (the socket through
+//! the device's link profile), `session` (framing as the real client reads it), `strict` (its checks), `tls` (the TLS client), `observed` (outcomes and
 //! failure kinds), `context`, `connect` (TCP, TLS, verdict), `provision` (the CoAP steps), `x509`
-//! and `tpm` (the two ways to attest), `hold`; this module only dispatches.
+//! and `tpm` (the two ways to attest), `hold`; this module dispatches, and runs a device's
+//! attempts as its retry policy ([`crate::retry`]) says.
 
 mod connect;
 mod context;
 pub mod hold;
+pub mod link;
 mod observed;
 mod provision;
 mod session;
@@ -27,7 +29,7 @@ pub mod tls;
 mod tpm;
 mod x509;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use connect::handshake_then_close;
 pub use context::DeviceContext;
@@ -38,6 +40,7 @@ pub use tls::expected_alert;
 
 use crate::fleet::{Credentials, Device};
 use crate::metrics::Phase;
+use crate::retry::{AttemptEnd, Jitter, Next, Schedule};
 
 /// Run one device; latency of `Total` counts from `scheduled` (coordinated omission). Under the
 /// hold executor the device then stays connected until released; its held time is not in `Total`.
@@ -46,6 +49,12 @@ pub async fn run(dev: &Device, ctx: &DeviceContext, scheduled: Instant) -> Devic
 }
 
 /// [`run`], calling `through` as soon as the device is through its flow (before any hold).
+///
+/// An attempt that ends in an error (not a verdict: a refusal its class may expect is final) is
+/// followed by another one, from scratch (new TCP and TLS), as the device's retry policy says
+/// ([`crate::retry`]). Each attempt's phases are recorded, its `Total` from its own start (the
+/// first attempt's from `scheduled`); a device that got in also records
+/// `ProvisionedAfterRetries`, from `scheduled` to the end of its last attempt.
 pub async fn run_then(
     dev: &Device,
     ctx: &DeviceContext,
@@ -53,21 +62,57 @@ pub async fn run_then(
     through: impl FnOnce() + Send,
 ) -> DeviceRun {
     let mut phases = Vec::with_capacity(14);
-    // Boxed: the flow's state is large and only needed until the device is through; a held
-    // device's task then keeps just the session.
-    let flow = Box::pin(flow(dev, ctx, &mut phases));
-    let result = tokio::time::timeout(ctx.timeout, flow).await;
-    let (observed, session) = match result {
-        Ok(done) => done,
-        Err(_) => (
-            Observed::failed(
-                FailureKind::Timeout,
-                format!("timed out after {:?}", ctx.timeout),
-            ),
-            None,
-        ),
+    let mut schedule = Schedule::new(ctx.retry.policy(dev.class), ctx.retry.deadline);
+    let mut jitter = Jitter::for_device(dev.index);
+    let mut attempt_errors = Vec::new();
+    let mut timeout = schedule.first_timeout();
+    let mut attempt_start = scheduled;
+    let (observed, session) = loop {
+        schedule.started();
+        let first = phases.len();
+        let (observed, session) = attempt(dev, ctx, timeout, &mut phases).await;
+        phases.push((Phase::Total, attempt_start.elapsed()));
+        let Some(label) = observed.error_label() else {
+            break (observed, session);
+        };
+        attempt_errors.push(label);
+        // The time step was answered: iotivity-lite's client resets its retry counter then.
+        let progressed = phases[first..].iter().any(|(p, _)| *p == Phase::Ownership);
+        let end = match &observed {
+            Observed::Failed {
+                kind: FailureKind::Timeout,
+                ..
+            } => AttemptEnd::Timeout,
+            Observed::Failed {
+                kind: FailureKind::Busy,
+                ..
+            } => AttemptEnd::Busy {
+                max_age: observed.max_age(),
+            },
+            _ => AttemptEnd::Other,
+        };
+        match schedule.after_failure(end, progressed, scheduled.elapsed(), &mut jitter) {
+            Next::GiveUp => break (observed, session),
+            Next::Retry {
+                delay,
+                timeout: next,
+            } => {
+                drop(session);
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                timeout = next;
+                attempt_start = Instant::now();
+            }
+        }
     };
-    phases.push((Phase::Total, scheduled.elapsed()));
+    let since_scheduled = scheduled.elapsed();
+    if matches!(
+        observed,
+        Observed::Provisioned { .. } | Observed::Reconnected { .. } | Observed::Attested
+    ) {
+        phases.push((Phase::ProvisionedAfterRetries, since_scheduled));
+    }
     let through_at = Instant::now();
     through();
     let observed = match (&ctx.hold, session) {
@@ -82,6 +127,29 @@ pub async fn run_then(
         observed,
         phases,
         through: through_at,
+        attempts: schedule.attempts(),
+        since_scheduled,
+        attempt_errors,
+    }
+}
+
+/// One attempt under `timeout`: what the device observed, and its session if it is attested or
+/// provisioned.
+async fn attempt(
+    dev: &Device,
+    ctx: &DeviceContext,
+    timeout: Duration,
+    phases: &mut Vec<(Phase, Duration)>,
+) -> (Observed, Option<Session>) {
+    // Boxed: the flow's state is large and only needed until the device is through; a held
+    // device's task then keeps just the session, and a device waiting to retry nothing.
+    let flow = Box::pin(flow(dev, ctx, phases));
+    match tokio::time::timeout(timeout, flow).await {
+        Ok(done) => done,
+        Err(_) => (
+            Observed::failed(FailureKind::Timeout, format!("timed out after {timeout:?}")),
+            None,
+        ),
     }
 }
 
@@ -89,7 +157,7 @@ pub async fn run_then(
 async fn flow(
     dev: &Device,
     ctx: &DeviceContext,
-    phases: &mut Vec<(Phase, std::time::Duration)>,
+    phases: &mut Vec<(Phase, Duration)>,
 ) -> (Observed, Option<Session>) {
     match &dev.credentials {
         Credentials::X509 { chain, key } => {

@@ -122,12 +122,23 @@ pub enum Observed {
         /// What exactly failed it.
         detail: String,
     },
+    /// The server answered a provisioning step with a 4.xx code: a refusal with a verdict above
+    /// TLS (e.g. 4.01 for a device whose group was removed during its handshake).
+    Refused {
+        /// The step.
+        phase: Phase,
+        /// The CoAP code, `c.dd`.
+        code: String,
+    },
     /// Anything else: timeout, reset, I/O error, unexpected response, a held connection lost.
     Failed {
         /// What kind of failure.
         kind: FailureKind,
         /// What happened.
         error: String,
+        /// A 5.03's Max-Age, seconds: when the server asked the device to come back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_age_s: Option<u64>,
     },
 }
 
@@ -145,6 +156,33 @@ impl Observed {
         Observed::Failed {
             kind,
             error: error.into(),
+            max_age_s: None,
+        }
+    }
+
+    /// An error rather than a verdict or a success: a failure of any kind, or one of
+    /// iotivity-lite's checks. Only errors are worth another attempt.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Observed::Failed { .. } | Observed::Strict { .. })
+    }
+
+    /// The error's name in reports: its failure kind, or `strict`; `None` for a verdict or a
+    /// success.
+    pub fn error_label(&self) -> Option<&'static str> {
+        match self {
+            Observed::Failed { kind, .. } => Some(kind.as_str()),
+            Observed::Strict { .. } => Some("strict"),
+            _ => None,
+        }
+    }
+
+    /// The Max-Age of the 5.03 this device was answered, if it was.
+    pub fn max_age(&self) -> Option<Duration> {
+        match self {
+            Observed::Failed {
+                max_age_s: Some(s), ..
+            } => Some(Duration::from_secs(*s)),
+            _ => None,
         }
     }
 
@@ -159,17 +197,23 @@ impl Observed {
     }
 
     /// The server answered `resp` at `phase` where another code was due: busy (5.03, with its
-    /// Max-Age) or a protocol failure.
+    /// Max-Age), a refusal (4.xx), or a protocol failure.
     pub fn unexpected_answer(phase: Phase, resp: &Frame) -> Self {
         let body = String::from_utf8_lossy(&resp.payload);
         if resp.code == Code::SERVICE_UNAVAILABLE {
-            let retry = resp
-                .uint_option(option::MAX_AGE)
-                .map_or_else(String::new, |s| format!(" (Max-Age {s} s)"));
-            return Self::failed(
-                FailureKind::Busy,
-                format!("{phase}: {}{retry} {body}", resp.code),
-            );
+            let max_age_s = resp.uint_option(option::MAX_AGE);
+            let retry = max_age_s.map_or_else(String::new, |s| format!(" (Max-Age {s} s)"));
+            return Observed::Failed {
+                kind: FailureKind::Busy,
+                error: format!("{phase}: {}{retry} {body}", resp.code),
+                max_age_s,
+            };
+        }
+        if resp.code.class() == 4 {
+            return Observed::Refused {
+                phase,
+                code: resp.code.to_string(),
+            };
         }
         Self::protocol(format!("{phase}: {} {body}", resp.code))
     }
@@ -208,15 +252,37 @@ impl From<Violation> for Observed {
     }
 }
 
-/// One device's run.
+/// One device's run: all its attempts.
 #[derive(Debug, Clone)]
 pub struct DeviceRun {
-    /// What it saw.
+    /// What it saw on its last attempt.
     pub observed: Observed,
-    /// Measured phases.
+    /// Measured phases, of every attempt (each attempt's `Total` from its own start, the first
+    /// one's from the scheduled start).
     pub phases: Vec<(Phase, Duration)>,
     /// When the device was through its flow (before any hold): its place on the run's timeline.
     pub through: Instant,
+    /// Attempts made (1 without retries).
+    pub attempts: u32,
+    /// From the device's first scheduled start until it was through (every attempt and wait).
+    pub since_scheduled: Duration,
+    /// Every attempt that ended in an error, by [`Observed::error_label`] (the last one too).
+    pub attempt_errors: Vec<&'static str>,
+}
+
+impl DeviceRun {
+    /// A run of one attempt that ended in `observed` (tests, and devices that never start).
+    pub fn single(observed: Observed, phases: Vec<(Phase, Duration)>) -> Self {
+        let attempt_errors = observed.error_label().into_iter().collect();
+        Self {
+            observed,
+            phases,
+            through: Instant::now(),
+            attempts: 1,
+            since_scheduled: Duration::ZERO,
+            attempt_errors,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -254,13 +320,26 @@ mod tests {
         let busy =
             Frame::response(Code::SERVICE_UNAVAILABLE, &[1]).with_uint_option(option::MAX_AGE, 3);
         match Observed::unexpected_answer(Phase::Credentials, &busy) {
-            Observed::Failed { kind, error } => {
+            Observed::Failed {
+                kind,
+                error,
+                max_age_s,
+            } => {
                 assert_eq!(kind, FailureKind::Busy);
                 assert!(error.contains("Max-Age 3 s"), "{error}");
+                assert_eq!(max_age_s, Some(3));
             }
             other => panic!("{other:?}"),
         }
-        let wrong = Frame::response(Code::new(4, 4), &[1]);
+        let refused = Frame::response(Code::new(4, 1), &[1]);
+        assert_eq!(
+            Observed::unexpected_answer(Phase::Time, &refused),
+            Observed::Refused {
+                phase: Phase::Time,
+                code: "4.01".into()
+            }
+        );
+        let wrong = Frame::response(Code::new(5, 0), &[1]);
         assert!(matches!(
             Observed::unexpected_answer(Phase::Time, &wrong),
             Observed::Failed {
@@ -268,6 +347,11 @@ mod tests {
                 ..
             }
         ));
+        let busy = Observed::unexpected_answer(Phase::Time, &busy);
+        assert_eq!(busy.max_age(), Some(Duration::from_secs(3)));
+        assert_eq!(busy.error_label(), Some("busy"));
+        assert!(busy.is_error());
+        assert!(!Observed::Attested.is_error());
         assert_eq!(
             serde_json::to_value(FailureKind::Timeout).expect("json"),
             "timeout"

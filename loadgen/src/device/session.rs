@@ -5,12 +5,12 @@
 use dps_server::proto::coap::{Code, Frame};
 use dps_server::proto::stream::{FramedIo, StreamError};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
+use super::link::LinkStream;
 use super::strict::MIN_FRAME_LEN;
 
-/// A device's CoAP session over TLS.
-pub type Session = DeviceIo<tokio_rustls::client::TlsStream<TcpStream>>;
+/// A device's CoAP session over TLS, over its socket (through its link profile, if any).
+pub type Session = DeviceIo<tokio_rustls::client::TlsStream<LinkStream>>;
 
 /// Why a device's session failed.
 #[derive(Debug, thiserror::Error)]

@@ -91,7 +91,7 @@ async fn anonymous(
     dev: &Device,
     phases: &mut Phases,
 ) -> Result<Session, Observed> {
-    open_session(ctx, dev.index, None, Phase::Handshake, phases).await
+    open_session(ctx, (dev.index, dev.class), None, Phase::Handshake, phases).await
 }
 
 /// After an error the server must close the connection: the next read ends the stream.
@@ -139,8 +139,12 @@ async fn exchange<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
         return body::from_cbor(&resp.payload)
             .map_err(|e| Observed::protocol(format!("{phase}: {e}")));
     }
-    if resp.code.is_error() {
+    // A 4.xx is the server's verdict on the attestation; a 5.xx (busy, a failure) is not.
+    if resp.code.is_error() && resp.code.class() == 4 {
         return Err(refused(io, step, resp.code).await);
+    }
+    if resp.code.is_error() {
+        return Err(Observed::unexpected_answer(phase, &resp));
     }
     Err(Observed::protocol(format!(
         "{phase}: unexpected {}",

@@ -26,14 +26,22 @@ pub(super) async fn flow(
     phases: &mut Phases,
 ) -> (Observed, Option<Session>) {
     if ctx.mode == DeviceMode::TlsOnly {
-        let observed = handshake_then_close(ctx, dev.index, (chain, key), phases).await;
+        let observed =
+            handshake_then_close(ctx, (dev.index, dev.class), (chain, key), phases).await;
         return (observed, None);
     }
-    let mut io =
-        match open_session(ctx, dev.index, Some((chain, key)), Phase::Handshake, phases).await {
-            Ok(io) => io,
-            Err(observed) => return (observed, None),
-        };
+    let mut io = match open_session(
+        ctx,
+        (dev.index, dev.class),
+        Some((chain, key)),
+        Phase::Handshake,
+        phases,
+    )
+    .await
+    {
+        Ok(io) => io,
+        Err(observed) => return (observed, None),
+    };
     if ctx.mode.handshake_only() {
         return (Observed::Attested, Some(io));
     }
@@ -50,7 +58,7 @@ pub(super) async fn flow(
     let identity_key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(first.key.serialize_der()));
     let mut io = match open_session(
         ctx,
-        dev.index,
+        (dev.index, dev.class),
         Some((vec![first.identity], identity_key)),
         Phase::IdentityHandshake,
         phases,

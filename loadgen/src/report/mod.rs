@@ -93,6 +93,73 @@ fn latency_svg(outcome: &Outcome) -> Result<String, String> {
     )
 }
 
+/// The retry policy and the attempts it took (only when some device tried more than once).
+fn retries(out: &mut String, s: &Summary) {
+    let a = &s.attempts;
+    if a.max <= 1 && s.retry_policy == crate::scenario::RetryPolicy::None {
+        return;
+    }
+    let per_device: Vec<String> = a
+        .per_device
+        .iter()
+        .map(|(n, devices)| format!("{n}: {devices}"))
+        .collect();
+    let errors: Vec<String> = a.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let _ = writeln!(
+        out,
+        "Retries ({}): {} attempts for {} devices (at most {}; {} devices retried). Devices by attempts: {}. Attempts that ended in an error: {}.\n",
+        s.retry_policy,
+        a.total,
+        a.per_device.values().sum::<u64>(),
+        a.max,
+        a.retried_devices,
+        per_device.join(", "),
+        if errors.is_empty() { "none".into() } else { errors.join(", ") },
+    );
+}
+
+/// The storm section: time to shares of the fleet, goodput, recovery, busy and shed counts.
+fn storm(out: &mut String, s: &Summary) {
+    let Some(st) = &s.storm else {
+        return;
+    };
+    let t =
+        |v: Option<u64>| v.map_or_else(|| "never".into(), |us| format!("{:.2} s", us as f64 / 1e6));
+    let closes = st.server_closes.as_ref().map_or_else(
+        || "not known".into(),
+        |m| {
+            if m.is_empty() {
+                "none".into()
+            } else {
+                m.iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        },
+    );
+    let _ = writeln!(
+        out,
+        "\nFleet: {} of {} devices that must get in did; 50 % after {}, 90 % after {}, 99 % after {}, all after {} (from the first scheduled start). Goodput while arriving (to {:.1} s): {:.1}/s; lowest second after the peak {}; best 3 s after the last arrival {:.1}/s with {} devices still waiting then: {}. Devices answered 5.03 {} times, cut off {} times, timed out {} times; the server closed connections by reason: {}.",
+        st.got_in,
+        st.must_get_in,
+        t(st.time_to_50_us),
+        t(st.time_to_90_us),
+        t(st.time_to_99_us),
+        t(st.time_to_100_us),
+        st.last_arrival_s,
+        st.goodput_while_arriving_per_s,
+        st.trough_ratio.map_or_else(|| "n/a".into(), |r| format!("{:.2} of it", r)),
+        st.best_after_last_arrival_per_s,
+        st.backlog_at_last_arrival,
+        if st.recovered { "recovered" } else { "NOT recovered" },
+        st.busy_answers,
+        st.resets,
+        st.timeouts,
+        closes,
+    );
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -220,9 +287,30 @@ pub fn markdown(s: &Summary) -> String {
     let _ = writeln!(out, "# {} — {verdict}\n", s.scenario);
     let _ = writeln!(
         out,
-        "{} devices in {:.2} s (started {}): {} provisioned ({:.1}/s), {} handshakes ({:.1}/s), {} mismatches, {} errors, {} dropped.\n",
-        s.devices, s.duration_s, s.started_at, s.provisioned, s.provisioned_per_s, s.handshakes, s.handshakes_per_s, s.mismatches, s.errors, s.dropped
+        "{} devices in {:.2} s (started {}): {} provisioned ({:.1}/s), {} handshakes ({:.1}/s), {} mismatches ({} false accepts, {} false rejects), {} errors, {} dropped.\n",
+        s.devices, s.duration_s, s.started_at, s.provisioned, s.provisioned_per_s, s.handshakes, s.handshakes_per_s, s.mismatches, s.false_accepts, s.false_rejects, s.errors, s.dropped
     );
+    if !s.failures.is_empty() {
+        let kinds: Vec<String> = s
+            .failures
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        let _ = writeln!(out, "Errors by kind: {}.\n", kinds.join(", "));
+    }
+    retries(&mut out, s);
+    if !s.links.is_empty() {
+        let links: Vec<String> = s
+            .links
+            .iter()
+            .map(|(class, link)| format!("{} over {link}", class.as_str()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "Link profiles (emulated in the devices' socket I/O; other classes direct): {}.\n",
+            links.join("; ")
+        );
+    }
     if !s.strict_failures.is_empty() {
         let checks: Vec<String> = s
             .strict_failures
@@ -254,9 +342,9 @@ pub fn markdown(s: &Summary) -> String {
     }
     let _ = writeln!(
         out,
-        "\n| class | devices | as expected | mismatches | observed |"
+        "\n| class | devices | as expected | mismatches | false accepts | false rejects | errors | attempts (max) | observed |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for (class, c) in &s.classes {
         let observed: Vec<String> = c
             .observed
@@ -265,14 +353,20 @@ pub fn markdown(s: &Summary) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} |",
             class.as_str(),
             c.devices,
             c.as_expected,
             c.mismatches,
+            c.false_accepts,
+            c.false_rejects,
+            c.errors,
+            c.attempts,
+            c.max_attempts,
             observed.join(", ")
         );
     }
+    storm(&mut out, s);
     if !s.server.latency.is_empty() {
         let _ = writeln!(
             out,
@@ -392,7 +486,11 @@ pub fn markdown(s: &Summary) -> String {
         }
     }
     if !s.mismatch_examples.is_empty() {
-        let _ = writeln!(out, "\nMismatches (first {}):\n", s.mismatch_examples.len());
+        let _ = writeln!(
+            out,
+            "\nMismatches and errors (first {}):\n",
+            s.mismatch_examples.len()
+        );
         for m in &s.mismatch_examples {
             let _ = writeln!(out, "- {m}");
         }

@@ -74,10 +74,16 @@ pub struct Progress {
     pub total: u64,
     /// Provisioned as expected.
     pub provisioned: u64,
-    /// Outcome other than expected.
+    /// Wrong verdicts.
     pub mismatches: u64,
-    /// Of which failures.
+    /// Of the mismatches, devices let in that must be refused.
+    pub false_accepts: u64,
+    /// Of the mismatches, devices refused that must get in.
+    pub false_rejects: u64,
+    /// Devices that ended in an error (no verdict).
     pub errors: u64,
+    /// Attempts that ended in an error so far (retried ones included).
+    pub failed_attempts: u64,
     /// Devices holding now (hold executor).
     pub held: u64,
     /// Client-side p99 of the handshake so far, µs.
@@ -123,8 +129,10 @@ pub async fn run_with_cache(
             },
         )?),
         timeout: scenario.device.timeout,
+        retry: Arc::new(loaded.retry.clone()),
         sources: plan.sources.clone(),
         connects: Arc::default(),
+        links: loaded.links.clone(),
         hold: None,
         #[cfg(feature = "tpm-sim")]
         swtpm: swtpm.clone(),
@@ -238,7 +246,10 @@ async fn drive(
         total: exec.total,
         provisioned: c.provisioned,
         mismatches: c.mismatches,
+        false_accepts: c.false_accepts,
+        false_rejects: c.false_rejects,
         errors: c.errors,
+        failed_attempts: c.attempts.errors.values().sum(),
         held,
         p99_handshake_us: c.recorder.quantile(Phase::Handshake, 0.99),
         elapsed: started.elapsed(),

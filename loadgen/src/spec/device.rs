@@ -1,8 +1,13 @@
 //! `[device]`: what each simulated device does and what its TLS client offers.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::fleet::DeviceClass;
+use super::link::LinkSpec;
+use super::retry::RetrySpec;
 
 /// A TLS protocol version a device can be pinned to (`[device] tls_version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +65,34 @@ pub struct DeviceSpec {
     /// The key-exchange group(s) offered; default X25519 alone ([`KeyExchange`]).
     #[serde(default)]
     pub key_exchange: KeyExchange,
+    /// What a device does after an attempt that ended in an error (a verdict is final); default
+    /// `none` ([`RetrySpec`]).
+    #[serde(default)]
+    pub retry: RetrySpec,
+    /// Per-class overrides of `retry`, e.g. `retry_by_class = { tpm = "none" }`.
+    #[serde(default)]
+    pub retry_by_class: BTreeMap<DeviceClass, RetrySpec>,
+    /// No attempt starts (and none runs on) later than this after the device's first scheduled
+    /// start, whatever its policy would still allow, e.g. "60s"; absent: only the policy's
+    /// `max_attempts` bounds the retries.
+    #[serde(default, with = "humantime_serde")]
+    pub retry_deadline: Option<Duration>,
+    /// The network every device sits behind, emulated in its own socket I/O (`"lte-m"`, or a
+    /// table); absent: none, the device talks to the target directly.
+    #[serde(default)]
+    pub link: Option<LinkSpec>,
+    /// Per class (`[device.class.tpm]`): what devices of that class do differently.
+    #[serde(default)]
+    pub class: BTreeMap<DeviceClass, ClassDeviceSpec>,
+}
+
+/// `[device.class.<class>]`: settings of one device class that differ from `[device]`'s.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassDeviceSpec {
+    /// This class's link (`"none"`: no emulation even when `[device] link` is set).
+    #[serde(default)]
+    pub link: Option<LinkSpec>,
 }
 
 fn default_device_timeout() -> Duration {
@@ -75,6 +108,11 @@ impl Default for DeviceSpec {
             source_addresses: 0,
             tls_version: None,
             key_exchange: KeyExchange::X25519,
+            retry: RetrySpec::default(),
+            retry_by_class: BTreeMap::new(),
+            retry_deadline: None,
+            link: None,
+            class: BTreeMap::new(),
         }
     }
 }

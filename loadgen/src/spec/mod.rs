@@ -7,14 +7,18 @@ mod attack;
 mod device;
 mod executor;
 mod fleet;
+mod link;
+mod retry;
 mod target;
 
 use serde::{Deserialize, Serialize};
 
 pub use attack::{AttackKind, AttackSpec};
-pub use device::{DeviceSpec, KeyExchange, TlsVersion};
+pub use device::{ClassDeviceSpec, DeviceSpec, KeyExchange, TlsVersion};
 pub use executor::{ExecutorSpec, Stage};
 pub use fleet::{DeviceClass, FleetSpec, KeyType};
+pub use link::{LinkSpec, LinkTable};
+pub use retry::{RetryPolicy, RetrySpec, RetryTable};
 pub use target::{LimitsOverride, TargetSpec};
 
 /// A whole scenario file.

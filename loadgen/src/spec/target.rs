@@ -59,6 +59,18 @@ pub struct LimitsOverride {
     pub failed_handshakes_burst: Option<u32>,
     /// Handshakes in progress at once per source address (0 = no cap).
     pub pending_handshakes_per_ip: Option<u32>,
+    /// Max-Age (seconds) of the 5.03 answered beyond `max_connections`.
+    pub busy_retry_after_s: Option<u32>,
+    /// Handshake steps at once (0 = the server's overload control off, to see what it buys).
+    pub cpu_slots: Option<u32>,
+    /// Longest CPU-queue wait of a new connection's first flight, ms.
+    pub queue_timeout_ms: Option<u64>,
+    /// The same once the queue is congested, ms.
+    pub queue_target_ms: Option<u64>,
+    /// How long the queue stays non-empty before it counts as congested, ms.
+    pub queue_interval_ms: Option<u64>,
+    /// Connections that sent nothing yet before the oldest is evicted.
+    pub max_silent_connections: Option<u32>,
 }
 
 impl LimitsOverride {
@@ -87,6 +99,24 @@ impl LimitsOverride {
         }
         if let Some(v) = self.pending_handshakes_per_ip {
             l.pending_handshakes_per_ip = v;
+        }
+        if let Some(v) = self.busy_retry_after_s {
+            l.busy_retry_after_s = v;
+        }
+        if let Some(v) = self.cpu_slots {
+            l.cpu_slots = Some(v);
+        }
+        if let Some(v) = self.queue_timeout_ms {
+            l.queue_timeout_ms = v;
+        }
+        if let Some(v) = self.queue_target_ms {
+            l.queue_target_ms = v;
+        }
+        if let Some(v) = self.queue_interval_ms {
+            l.queue_interval_ms = v;
+        }
+        if let Some(v) = self.max_silent_connections {
+            l.max_silent_connections = v;
         }
     }
 

@@ -262,6 +262,14 @@ impl AdminClient {
     pub async fn rejections(&self) -> Result<BTreeMap<String, u64>, AdminError> {
         Ok(rejections(&self.prometheus().await?))
     }
+
+    /// `dps_connections_closed_total` by reason.
+    pub async fn closes(&self) -> Result<BTreeMap<String, u64>, AdminError> {
+        Ok(by_reason(
+            &self.prometheus().await?,
+            "dps_connections_closed_total",
+        ))
+    }
 }
 
 fn sample(text: &str, name: &str) -> Option<u64> {
@@ -272,8 +280,14 @@ fn sample(text: &str, name: &str) -> Option<u64> {
 }
 
 fn rejections(text: &str) -> BTreeMap<String, u64> {
+    by_reason(text, "dps_rejections_total")
+}
+
+/// The samples of `metric{reason="..."}` by reason.
+fn by_reason(text: &str, metric: &str) -> BTreeMap<String, u64> {
+    let prefix = format!("{metric}{{reason=\"");
     text.lines()
-        .filter_map(|l| l.strip_prefix("dps_rejections_total{reason=\""))
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
         .filter_map(|rest| {
             let (reason, value) = rest.split_once("\"} ")?;
             Some((reason.to_owned(), value.trim().parse::<f64>().ok()? as u64))
@@ -301,6 +315,9 @@ mod tests {
         let r = rejections(text);
         assert_eq!(r.get("no_path"), Some(&4));
         assert_eq!(r.get("denied"), Some(&0));
+        let closes = "dps_connections_closed_total{reason=\"shed\"} 3\ndps_connections_closed_total{reason=\"busy\"} 9\n";
+        let c = by_reason(closes, "dps_connections_closed_total");
+        assert_eq!((c.get("shed"), c.get("busy")), (Some(&3), Some(&9)));
     }
 
     #[test]

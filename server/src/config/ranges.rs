@@ -89,6 +89,17 @@ pub const PENDING_HANDSHAKES_PER_IP: Range = range(
     u32::MAX as u64,
     "0 = no cap",
 );
+/// `[limits] cpu_slots` (when given).
+pub const CPU_SLOTS: Range = range("[limits] cpu_slots", 0, 65_536, "0 = no overload control");
+/// `[limits] queue_timeout_ms`: 1 ms to a minute.
+pub const QUEUE_TIMEOUT_MS: Range = range("[limits] queue_timeout_ms", 1, 60_000, "");
+/// `[limits] queue_target_ms`: 1 ms to a minute.
+pub const QUEUE_TARGET_MS: Range = range("[limits] queue_target_ms", 1, 60_000, "");
+/// `[limits] queue_interval_ms`: 1 ms to a minute.
+pub const QUEUE_INTERVAL_MS: Range = range("[limits] queue_interval_ms", 1, 60_000, "");
+/// `[limits] max_silent_connections`.
+pub const MAX_SILENT_CONNECTIONS: Range =
+    range("[limits] max_silent_connections", 1, 10_000_000, "");
 /// `[tpm] challenge_ttl_ms`: 100 ms to an hour.
 pub const CHALLENGE_TTL_MS: Range = range("[tpm] challenge_ttl_ms", 100, 3_600_000, "");
 
@@ -123,6 +134,16 @@ impl LimitsSection {
         check(
             PENDING_HANDSHAKES_PER_IP,
             u64::from(self.pending_handshakes_per_ip),
+        )?;
+        if let Some(slots) = self.cpu_slots {
+            check(CPU_SLOTS, u64::from(slots))?;
+        }
+        check(QUEUE_TIMEOUT_MS, self.queue_timeout_ms)?;
+        check(QUEUE_TARGET_MS, self.queue_target_ms)?;
+        check(QUEUE_INTERVAL_MS, self.queue_interval_ms)?;
+        check(
+            MAX_SILENT_CONNECTIONS,
+            u64::from(self.max_silent_connections),
         )
     }
 }
