@@ -208,6 +208,15 @@ impl CpuGate {
         let (rx, deadline) = {
             let mut state = self.state();
             let now = Instant::now();
+            // Waiters that gave up stay queued until a grant skips them; none may hold a newcomer
+            // back while nothing is running to trigger that grant.
+            // (They time out oldest first, so trimming both ends finds them; O(1) amortized.)
+            while state.fresh.front().is_some_and(|w| w.grant.is_closed()) {
+                state.fresh.pop_front();
+            }
+            while state.fresh.back().is_some_and(|w| w.grant.is_closed()) {
+                state.fresh.pop_back();
+            }
             if state.fresh.is_empty() {
                 state.last_empty = now;
             }
@@ -511,6 +520,28 @@ mod tests {
         let _continuing = g.enter(Class::Continuing).await.expect("continuing passes");
         g.handshake_over(Some(Duration::from_millis(1)));
         next.await.expect("join").expect("admitted once one ended");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_gave_up_does_not_hold_a_newcomer_back() {
+        let g = gate(64, 20, 20, 10_000);
+        let limit = g.open_handshakes().1;
+        for _ in 0..limit {
+            drop(g.enter(Class::Fresh).await.expect("within the limit"));
+        }
+        assert_eq!(
+            g.enter(Class::Fresh).await.map(|_| ()),
+            Err(Shed),
+            "at the limit"
+        );
+        for _ in 0..limit {
+            // Ended by failure: no duration, and nothing is running to dispatch afterwards.
+            let mut state = g.state();
+            state.open -= 1;
+        }
+        g.enter(Class::Fresh)
+            .await
+            .expect("the dead waiter is skipped, the newcomer admitted at once");
     }
 
     #[tokio::test]
