@@ -13,6 +13,7 @@ pub mod link;
 pub mod metrics;
 pub mod report;
 pub mod retry;
+pub mod rng;
 pub mod run;
 pub mod saturation;
 pub mod scenario;

@@ -239,21 +239,19 @@ fn resolve_one(spec: &RetrySpec, timeout: Duration, key: &str) -> Result<Policy,
 /// A device's own jitter source (SplitMix64): seeded per device, so runs are reproducible and
 /// devices are not in step with each other.
 #[derive(Debug, Clone)]
-pub struct Jitter(u64);
+pub struct Jitter(crate::rng::Rng);
 
 impl Jitter {
     /// The jitter of device `index`.
     pub fn for_device(index: usize) -> Self {
-        Self((index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03)
+        Self(crate::rng::Rng::seeded(
+            (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03,
+        ))
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A duration drawn uniformly from [lo, hi) (`lo` when the range is empty), to the µs.
