@@ -208,29 +208,7 @@ impl CpuGate {
         let (rx, deadline) = {
             let mut state = self.state();
             let now = Instant::now();
-            // Waiters that gave up stay queued until a grant skips them; none may hold a newcomer
-            // back while nothing is running to trigger that grant.
-            // (They time out oldest first, so trimming both ends finds them; O(1) amortized.)
-            while state.fresh.front().is_some_and(|w| w.grant.is_closed()) {
-                state.fresh.pop_front();
-            }
-            while state.fresh.back().is_some_and(|w| w.grant.is_closed()) {
-                state.fresh.pop_back();
-            }
-            if state.fresh.is_empty() {
-                state.last_empty = now;
-            }
-            // Waiters exist only while every place is taken (`release` hands places on until
-            // then), so a free place means nobody is ahead.
-            let room = match class {
-                Class::Continuing => true,
-                Class::Fresh => state.fresh.is_empty() && state.open < state.limit.get(),
-            };
-            if state.running < settings.slots && room {
-                state.running += 1;
-                if class == Class::Fresh {
-                    state.open += 1;
-                }
+            if Self::take_now(&mut state, settings, class, now) {
                 return Ok(Slot {
                     gate: Some(self.clone()),
                 });
@@ -278,6 +256,49 @@ impl CpuGate {
             self.inner.counters.shed(ShedReason::QueueTimeout);
             Err(Shed)
         }
+    }
+
+    /// A place at once, without waiting and without allocating, if one is free for `class`
+    /// (the common case below saturation); `None`: [`CpuGate::enter`] must queue.
+    pub fn try_enter(&self, class: Class) -> Option<Slot> {
+        let settings = self.inner.settings;
+        if settings.slots == 0 {
+            return Some(Slot { gate: None });
+        }
+        let mut state = self.state();
+        Self::take_now(&mut state, settings, class, Instant::now()).then(|| Slot {
+            gate: Some(self.clone()),
+        })
+    }
+
+    /// Takes a place for `class` if one is free and nobody is ahead.
+    fn take_now(state: &mut State, settings: GateSettings, class: Class, now: Instant) -> bool {
+        // Waiters that gave up stay queued until a grant skips them; none may hold a newcomer
+        // back while nothing is running to trigger that grant.
+        // (They time out oldest first, so trimming both ends finds them; O(1) amortized.)
+        while state.fresh.front().is_some_and(|w| w.grant.is_closed()) {
+            state.fresh.pop_front();
+        }
+        while state.fresh.back().is_some_and(|w| w.grant.is_closed()) {
+            state.fresh.pop_back();
+        }
+        if state.fresh.is_empty() {
+            state.last_empty = now;
+        }
+        // Waiters exist only while every place is taken (`release` hands places on until then),
+        // so a free place means nobody is ahead.
+        let room = match class {
+            Class::Continuing => true,
+            Class::Fresh => state.fresh.is_empty() && state.open < state.limit.get(),
+        };
+        if state.running < settings.slots && room {
+            state.running += 1;
+            if class == Class::Fresh {
+                state.open += 1;
+            }
+            return true;
+        }
+        false
     }
 
     fn release(&self) {

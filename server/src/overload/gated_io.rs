@@ -159,11 +159,22 @@ impl AsyncRead for GatedIo {
         } else {
             this.class
         };
-        let entering = this.entering.get_or_insert_with(|| {
-            let gate = gate.clone();
-            Box::pin(async move { gate.enter(class).await })
-        });
-        match ready!(entering.as_mut().poll(cx)) {
+        // Below saturation a place is free at once: no future to box.
+        let granted = match this.entering {
+            None => gate.try_enter(class).map(Ok),
+            Some(_) => None,
+        };
+        let result = match granted {
+            Some(result) => result,
+            None => {
+                let entering = this.entering.get_or_insert_with(|| {
+                    let gate = gate.clone();
+                    Box::pin(async move { gate.enter(class).await })
+                });
+                ready!(entering.as_mut().poll(cx))
+            }
+        };
+        match result {
             Ok(slot) => {
                 this.entering = None;
                 if class == Class::Fresh && this.opened.is_none() {
