@@ -63,6 +63,20 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Measure the public-key floor of one provisioning per side on this machine (the operations
+    /// no implementation can avoid, with the provider in use) and print it as JSON: what a run's
+    /// `generator.cpu.floor` reads each side's CPU per device against. Exit codes: 0 done, 2 bad
+    /// scenario, 3 the provider failed.
+    Floor {
+        /// Take the key exchange and device key type from this scenario (default: X25519, P-256).
+        scenario: Option<PathBuf>,
+        /// Rounds per operation; the fastest round counts.
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        rounds: u32,
+        /// Operations per round.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        batch: u32,
+    },
     /// Print the deltas between two runs (B relative to A): a summary.json or a result directory each.
     Compare {
         /// The baseline run.
@@ -138,6 +152,32 @@ fn server_run(
 
 /// `export-fleet`: the scenario's fleet as files (see [`dps_loadgen::fleet::export`]); prints
 /// what it wrote as JSON.
+fn floor(scenario: Option<&std::path::Path>, rounds: usize, batch: usize) -> ExitCode {
+    use dps_loadgen::saturation::floor;
+    let (kx, key) = match scenario.map(dps_loadgen::scenario::Scenario::load) {
+        None => Default::default(),
+        Some(Ok(l)) => (l.scenario.device.key_exchange, l.scenario.fleet.key),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(dps_loadgen::exit::BAD_SCENARIO);
+        }
+    };
+    match floor::measure(&floor::plan(kx, key), rounds, batch) {
+        Ok(f) => {
+            let _ = writeln!(
+                std::io::stdout().lock(),
+                "{}",
+                serde_json::to_string_pretty(&f).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(dps_loadgen::exit::ABORTED)
+        }
+    }
+}
+
 fn export_fleet(scenario: &std::path::Path, out: &std::path::Path) -> ExitCode {
     let loaded = match dps_loadgen::scenario::Scenario::load(scenario) {
         Ok(l) => l,
@@ -182,6 +222,11 @@ fn main() -> ExitCode {
             limits_json,
         } => return server_run(&config, listen, admin_listen, store, limits_json),
         Command::ExportFleet { scenario, out } => return export_fleet(&scenario, &out),
+        Command::Floor {
+            scenario,
+            rounds,
+            batch,
+        } => return floor(scenario.as_deref(), rounds as usize, batch as usize),
         Command::Compare { a, b } => {
             return match (
                 dps_loadgen::compare::load(&a),

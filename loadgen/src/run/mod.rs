@@ -14,6 +14,7 @@ use crate::device::{self, DeviceContext};
 use crate::fleet::{self, Fleet};
 use crate::metrics::Phase;
 use crate::saturation::budget::{self, PortPlan};
+use crate::saturation::floor;
 use crate::saturation::sampler::{Sampler, Watch};
 use crate::saturation::{cpu, ports, Measured};
 use crate::scenario::{ExecutorSpec, Loaded, TargetKind};
@@ -195,6 +196,30 @@ fn open_files(loaded: &Loaded) -> Result<u64, RunError> {
     Ok(limit.soft)
 }
 
+/// The public-key floor of the scenario's devices, measured before the device phase (so its CPU
+/// is not the run's) on a blocking thread; `None` if the provider failed (logged).
+async fn measure_floor(scenario: &crate::spec::Scenario) -> Option<crate::saturation::Floor> {
+    let (kx, key) = (scenario.device.key_exchange, scenario.fleet.key);
+    let tpm = scenario.fleet.mix.iter().any(|(c, w)| *w > 0 && c.is_tpm());
+    let measured = tokio::task::spawn_blocking(move || floor::measure_for_run(kx, key)).await;
+    match measured {
+        Ok(Ok(mut f)) => {
+            if tpm {
+                f.notes.push(
+                    "the fleet has TPM devices: their flow's costs differ from this X.509 floor"
+                        .into(),
+                );
+            }
+            Some(f)
+        }
+        Ok(Err(e)) => {
+            eprintln!("the floor was not measured: {e}");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 /// The device phase: the executor and attackers started, every finished device collected, the
 /// hold measured while all devices hold, until the last run and attacker are done.
 async fn drive(
@@ -206,6 +231,7 @@ async fn drive(
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> (Collector, Facts) {
     let scenario = &loaded.scenario;
+    let floor = measure_floor(scenario).await;
     let rss_before = dps_server::metrics::resident_memory();
     let started_at = time::OffsetDateTime::now_utc();
     let started = Instant::now();
@@ -309,6 +335,7 @@ async fn drive(
             | ExecutorSpec::RampingArrivalRate { max_lateness, .. } => Some(*max_lateness),
             _ => None,
         },
+        floor,
     });
     let mut attack_reports = Vec::with_capacity(attacks.len());
     for a in attacks {

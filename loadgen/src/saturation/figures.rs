@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::budget::PortPlan;
+use super::floor::{multiple, Floor};
 use super::meter::Starts;
 use super::sampler::{CpuSamples, Sampled};
 use crate::metrics::Quantiles;
@@ -81,6 +82,25 @@ pub struct CpuSummary {
     pub others_cores_used: Option<f64>,
     /// CPU of the sampler that took these figures, seconds, left out of `process`.
     pub sampler_s: f64,
+    /// The public-key floor of one provisioning and each side's CPU per provisioned device as a
+    /// multiple of it (`None` when it was not measured).
+    pub floor: Option<FloorFigures>,
+}
+
+/// The floor ([`super::floor`]) and how far above it each side ran.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FloorFigures {
+    /// The floor as measured on this machine at the start of the run.
+    #[serde(flatten)]
+    pub floor: Floor,
+    /// The spawned server's CPU per provisioned device over its floor (`None` unless spawned).
+    pub server_multiple: Option<f64>,
+    /// This process's CPU per provisioned device over the generator's floor (`None` with an
+    /// embedded server, whose work it includes).
+    pub generator_multiple: Option<f64>,
+    /// With an embedded server: this process's CPU per provisioned device over both floors
+    /// together (`None` otherwise).
+    pub process_multiple: Option<f64>,
 }
 
 /// CPU of one process over the device phase.
@@ -167,6 +187,8 @@ pub struct Measured {
     pub max_in_flight: Option<usize>,
     /// The open model's `max_lateness`.
     pub max_lateness: Option<Duration>,
+    /// The floor measured before the device phase (`None`: not measured).
+    pub floor: Option<Floor>,
 }
 
 /// What the collected devices say, for the figures and the verdict.
@@ -196,6 +218,25 @@ fn side(c: &CpuSamples, wall: f64, o: &Outcomes) -> SideCpu {
         peak_cores_used: c.peak_cores,
         ms_per_provisioned: per(o.provisioned),
         ms_per_handshake: per(o.handshakes),
+    }
+}
+
+fn floor_figures(
+    floor: Floor,
+    process: Option<SideCpu>,
+    server: Option<SideCpu>,
+    embedded: bool,
+) -> FloorFigures {
+    let per = |s: Option<SideCpu>| s.and_then(|s| s.ms_per_provisioned);
+    FloorFigures {
+        server_multiple: multiple(per(server), floor.server.ms),
+        generator_multiple: (!embedded)
+            .then(|| multiple(per(process), floor.generator.ms))
+            .flatten(),
+        process_multiple: embedded
+            .then(|| multiple(per(process), floor.server.ms + floor.generator.ms))
+            .flatten(),
+        floor,
     }
 }
 
@@ -252,6 +293,10 @@ pub fn figures(m: &Measured, o: &Outcomes) -> GeneratorSummary {
                 (all - ours).max(0.0)
             }),
             sampler_s: m.sampled.sampler.total().as_secs_f64(),
+            floor: m
+                .floor
+                .clone()
+                .map(|floor| floor_figures(floor, process, server, m.embedded)),
         },
         start_lateness: m.starts.lateness,
         late_starts: m.starts.late,

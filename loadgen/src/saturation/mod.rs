@@ -2,7 +2,8 @@
 //! it: CPU of this process and of a spawned server ([`cpu`]), the ephemeral ports toward the target
 //! and the loopback source addresses a run spreads over ([`ports`]), the port budget checked before
 //! any device starts ([`budget`]), the meters the devices and executor feed ([`meter`]), a sampler
-//! thread that watches CPU and ports during the run ([`sampler`]), and the summary's `generator`
+//! thread that watches CPU and ports during the run ([`sampler`]), the public-key floor a side's CPU
+//! per device is read against ([`floor`]), and the summary's `generator`
 //! section with its verdict ([`figures`], [`verdict`]).
 //!
 //! A low layer: it imports only [`crate::spec`] and [`crate::metrics`], so that the devices (which
@@ -12,13 +13,15 @@
 pub mod budget;
 pub mod cpu;
 pub mod figures;
+pub mod floor;
 pub mod meter;
 pub mod ports;
 pub mod sampler;
 pub mod verdict;
 
 pub use budget::{PortBudgetError, PortPlan};
-pub use figures::{GeneratorSummary, LimitedBy, Measured, Outcomes};
+pub use figures::{FloorFigures, GeneratorSummary, LimitedBy, Measured, Outcomes};
+pub use floor::Floor;
 pub use meter::{ConnectMeter, StartMeter};
 
 /// The summary's `generator` section: the figures of `m` with the devices' outcomes `o`, judged.

@@ -267,6 +267,7 @@ mod tests {
             embedded: server.is_none(),
             max_in_flight: Some(4),
             max_lateness: Some(Duration::from_secs(1)),
+            floor: None,
         }
     }
 
