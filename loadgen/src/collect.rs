@@ -215,6 +215,11 @@ pub struct Collector {
     pub before_attack: Option<hdrhistogram::Histogram<u64>>,
     /// Total latency of devices scheduled inside the attack window.
     pub during_attack: Option<hdrhistogram::Histogram<u64>>,
+    /// Devices scheduled before this point of the device phase are a warm-up: run, but left out
+    /// of every count and histogram (see [`crate::scenario::Loaded::measure_from`]).
+    pub measure_from: Duration,
+    /// Runs left out as the warm-up.
+    pub warmup: u64,
 }
 
 impl Collector {
@@ -238,6 +243,15 @@ impl Collector {
         at: Duration,
     ) {
         self.done += 1;
+        // Scheduled start = when it got through minus the time since its first scheduled start.
+        let scheduled = at.saturating_sub(run.since_scheduled);
+        if scheduled < self.measure_from {
+            // A warm-up device: the server still counts its rejections, so the cross-check
+            // expects them.
+            self.warmup += 1;
+            self.expect(dev);
+            return;
+        }
         for (phase, d) in &run.phases {
             self.recorder.record(dev.class, *phase, *d);
         }
@@ -252,8 +266,6 @@ impl Collector {
             .map(|(_, d)| *d);
         self.timeline
             .record(at, ok && run.observed.provisioned(), total);
-        // Scheduled start = when it got through minus the time since its first scheduled start.
-        let scheduled = at.saturating_sub(run.since_scheduled);
         self.last_arrival = self.last_arrival.max(scheduled);
         if matches!(
             dev.expected,

@@ -3,6 +3,7 @@
 //! thin CLI over [`run_scenario`]; tests call the same function in-process.
 
 pub mod attack;
+pub mod capacity;
 pub mod collect;
 pub mod compare;
 pub mod device;

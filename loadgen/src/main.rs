@@ -77,6 +77,12 @@ enum Command {
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         batch: u32,
     },
+    /// Find the highest constant arrival rate at which every SLO holds: steps of the scenario at
+    /// constant rates (its executor and thresholds replaced), doubling then bisection, each
+    /// step's warm-up left out. Writes `<results>/<scenario>-capacity-<time>/` (summary.json with
+    /// `capacity_per_s`, summary.md, steps.svg, steps/). Exit codes: 0 a capacity was found and
+    /// every gate held, 99 a gate failed or no rate held, 2 bad scenario or arguments, 3 aborted.
+    Capacity(CapacityArgs),
     /// Print the deltas between two runs (B relative to A): a summary.json or a result directory each.
     Compare {
         /// The baseline run.
@@ -84,6 +90,132 @@ enum Command {
         /// The run to compare with it.
         b: PathBuf,
     },
+}
+
+/// `dps-loadgen capacity`'s arguments.
+#[derive(clap::Args)]
+struct CapacityArgs {
+    /// The scenario: its fleet, target and device behaviour.
+    scenario: PathBuf,
+    /// An SLO every step must meet, in threshold syntax (`p99(total) < 50ms`, `errors < 0.1%`);
+    /// repeat for several. `mismatches == 0` is always added.
+    #[arg(long = "slo", required = true)]
+    slos: Vec<String>,
+    /// The first rate tried, per second.
+    #[arg(long, default_value_t = 100.0)]
+    start_rate: f64,
+    /// No rate above this is tried, per second.
+    #[arg(long, default_value_t = 5000.0)]
+    max_rate: f64,
+    /// Stop when the bracket is at most this percentage of its upper end.
+    #[arg(long, default_value_t = 5.0)]
+    resolution_pct: f64,
+    /// At most this many steps (repetitions included).
+    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u32).range(1..=200))]
+    max_steps: u32,
+    /// Warm-up of each step, not counted (e.g. 2s).
+    #[arg(long, default_value = "2s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    warmup: std::time::Duration,
+    /// Measured part of each step (e.g. 8s).
+    #[arg(long, default_value = "8s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    step: std::time::Duration,
+    /// A gate on the result, e.g. `capacity >= 600/s`; repeat for several.
+    #[arg(long = "threshold")]
+    gates: Vec<String>,
+    /// A capacity result directory to gate against (with --max-drop).
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// How far below the baseline's capacity this one may be.
+    #[arg(long, default_value = "10%")]
+    max_drop: String,
+    /// Where the result directory goes.
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+}
+
+/// `capacity`: the search through [`dps_loadgen::capacity::search`], a line per step on stderr,
+/// the summary on stdout.
+fn capacity(args: CapacityArgs) -> ExitCode {
+    use dps_loadgen::capacity::{self, CapacityGate, CapacitySpec, SearchSpec, StepSpec};
+    let bad = |e: &dyn std::fmt::Display| {
+        eprintln!("error: {e}");
+        ExitCode::from(dps_loadgen::exit::BAD_SCENARIO)
+    };
+    let base = match dps_loadgen::scenario::Scenario::load(&args.scenario) {
+        Ok(l) => l,
+        Err(e) => return bad(&e),
+    };
+    let slos = match args
+        .slos
+        .iter()
+        .map(|t| t.parse().map_err(|e| format!("--slo {t:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(s) => s,
+        Err(e) => return bad(&e),
+    };
+    let mut gates = match args
+        .gates
+        .iter()
+        .map(|g| g.parse::<CapacityGate>())
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(g) => g,
+        Err(e) => return bad(&e),
+    };
+    if let Some(dir) = &args.baseline {
+        match CapacityGate::baseline(dir, &args.max_drop) {
+            Ok(g) => gates.push(g),
+            Err(e) => return bad(&e),
+        }
+    }
+    let rates_ok = args.start_rate >= 1.0 && args.max_rate >= args.start_rate;
+    let resolution_ok = args.resolution_pct > 0.0 && args.resolution_pct < 100.0;
+    if !rates_ok || !resolution_ok || args.step.is_zero() {
+        return bad(
+            &"need 1 <= --start-rate <= --max-rate, 0 < --resolution-pct < 100, --step > 0",
+        );
+    }
+    let spec = CapacitySpec {
+        slos,
+        search: SearchSpec {
+            start_rate: args.start_rate,
+            max_rate: args.max_rate,
+            resolution: args.resolution_pct / 100.0,
+            max_steps: args.max_steps as usize,
+            ..SearchSpec::default()
+        },
+        step: StepSpec {
+            warmup: args.warmup,
+            measure: args.step,
+            ..StepSpec::default()
+        },
+        gates,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(dps_loadgen::exit::ABORTED);
+        }
+    };
+    let progress = |line: &str| eprintln!("{line}");
+    match runtime.block_on(capacity::search(&base, &spec, &args.results, &progress)) {
+        Ok(done) => {
+            let mut out = std::io::stdout().lock();
+            let _ = write!(out, "{}", capacity::report::markdown(&done.summary));
+            let _ = writeln!(out, "\nresults: {}", done.dir.display());
+            ExitCode::from(if done.summary.passed {
+                dps_loadgen::exit::PASS
+            } else {
+                dps_loadgen::exit::THRESHOLD_FAILED
+            })
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(dps_loadgen::exit::ABORTED)
+        }
+    }
 }
 
 /// The live display on a terminal: devices done of scheduled, with rate, p99, mismatches (false
@@ -227,6 +359,7 @@ fn main() -> ExitCode {
             rounds,
             batch,
         } => return floor(scenario.as_deref(), rounds as usize, batch as usize),
+        Command::Capacity(args) => return capacity(args),
         Command::Compare { a, b } => {
             return match (
                 dps_loadgen::compare::load(&a),

@@ -167,6 +167,9 @@ pub struct Loaded {
     pub retry: RetryPlan,
     /// The link profile of each class (`[device] link`, `[device.class.<class>] link`).
     pub links: LinkPlan,
+    /// Devices scheduled before this point of the device phase are a warm-up, run but not
+    /// counted (zero from a scenario file; `capacity` sets it for each of its steps).
+    pub measure_from: std::time::Duration,
 }
 
 /// The key a scenario is refused at, and why.
@@ -231,6 +234,7 @@ impl Scenario {
             mode,
             retry,
             links,
+            measure_from: std::time::Duration::ZERO,
         })
     }
 }

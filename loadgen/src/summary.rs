@@ -95,6 +95,10 @@ pub struct Summary {
     pub fleet_reused: bool,
     /// Device runs scheduled (the fleet size, or the ramp's starts, which cycle through the fleet).
     pub devices: u64,
+    /// Device runs of the warm-up (scheduled before `Loaded::measure_from`): run, not counted in
+    /// `devices` or anywhere else; `duration_s` and the rates leave the warm-up out too.
+    #[serde(default)]
+    pub warmup_devices: u64,
     /// Devices that ran to completion as expected with the full flow.
     pub provisioned: u64,
     /// Devices whose handshake completed (accepted or refused as expected).
@@ -226,8 +230,14 @@ pub struct Facts {
 /// The summary of a run: the collected devices and `facts`, cross-checked against the server's
 /// own `server` view, its thresholds judged.
 pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, f: Facts) -> Outcome {
-    let secs = f.duration.as_secs_f64().max(1e-9);
+    // Rates are of the measured part of the device phase (all of it unless a warm-up was set).
+    let secs = f
+        .duration
+        .saturating_sub(loaded.measure_from)
+        .as_secs_f64()
+        .max(1e-9);
     let done = c.done;
+    let warmup = c.warmup;
     let attack = attack_summary(&c, f.attacks, f.leftover);
     let failed = |k: FailureKind| c.failures.get(&k).copied().unwrap_or(0);
     let outcomes = saturation::Outcomes {
@@ -253,7 +263,8 @@ pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, f: Facts
             .unwrap_or_default(),
         duration_s: secs,
         fleet_reused: f.fleet_reused,
-        devices: f.total,
+        devices: f.total.saturating_sub(c.warmup),
+        warmup_devices: c.warmup,
         provisioned: c.provisioned,
         handshakes: c.handshakes,
         mismatches: c.mismatches,
@@ -304,7 +315,7 @@ pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, f: Facts
         summary: &summary,
         recorder: &recorder,
         got_in_at: &got_in_at,
-        devices_per_s: done as f64 / secs,
+        devices_per_s: done.saturating_sub(warmup) as f64 / secs,
     };
     summary.thresholds = loaded.thresholds.iter().map(|t| run.judge(t)).collect();
     summary.passed = summary.thresholds.iter().all(|t| t.passed);

@@ -264,6 +264,7 @@ async fn drive(
         .map(attack::Running::window)
         .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
     let mut c = Collector::with_attack_window(window);
+    c.measure_from = loaded.measure_from;
     let mut last_progress = Instant::now();
     let mut hold_summary = None;
     let mut all_held = exec.all_held.take();
