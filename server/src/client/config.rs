@@ -12,8 +12,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, SupportedCipherSuite, SupportedProtocolVersion};
 
 use super::accept_any::AcceptAnyServer;
+use super::error::ClientError;
 use super::verify_cache::CachingVerifier;
-use super::ClientError;
 
 /// How a device verifies the server.
 #[derive(Debug, Clone)]

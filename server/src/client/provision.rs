@@ -8,7 +8,7 @@ use crate::proto::body::{CloudConfigurationRequest, CredentialsRequest, Csr};
 use crate::proto::coap::{Code, Frame};
 
 use super::coap::{post, request, Exchange};
-use super::ClientError;
+use super::error::ClientError;
 
 /// One provisioning step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
-use crate::client::{ClientAuth, DeviceTls, TlsChoices};
+use crate::client::config::{ClientAuth, DeviceTls, TlsChoices};
 use crate::pki::{CertSpec, Issued};
 
 /// Counts the chain verifications it passes on to webpki.
