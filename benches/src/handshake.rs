@@ -111,17 +111,16 @@ pub fn stock(
 /// The device's client configuration: TLS 1.3, X25519, trusts the server CA, presents the
 /// leaf+`depth` chain.
 pub fn client(pki: &BenchPki, depth: usize, key: DeviceKey) -> Arc<ClientConfig> {
-    let mut p = rustls::crypto::aws_lc_rs::default_provider();
-    p.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
-    let mut roots = RootCertStore::empty();
-    roots.add(pki.server_ca.clone()).expect("server CA");
-    let config = ClientConfig::builder_with_provider(Arc::new(p))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(pki.presented(depth, key), pki.device_key(depth, key))
-        .expect("client certificate");
-    Arc::new(config)
+    use dps_server::client::{ClientAuth, DeviceTls, ServerTrust, TlsChoices};
+    let choices = TlsChoices {
+        versions: vec![&rustls::version::TLS13],
+        kx_groups: Some(vec![rustls::crypto::aws_lc_rs::kx_group::X25519]),
+        cipher_suites: None,
+    };
+    let devices =
+        DeviceTls::new(ServerTrust::Ca(vec![pki.server_ca.clone()]), choices).expect("device TLS");
+    let auth = ClientAuth::Certificate(pki.presented(depth, key), pki.device_key(depth, key));
+    Arc::new(devices.config(auth).expect("client certificate"))
 }
 
 impl HandshakeFixture {

@@ -99,12 +99,7 @@ pub fn source_address(target: &SocketAddr, index: usize) -> Option<std::net::IpA
 }
 
 async fn connect(addr: SocketAddr, source: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
-    let Some(source) = source else {
-        return TcpStream::connect(addr).await;
-    };
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source, 0))?;
-    socket.connect(addr).await
+    dps_server::client::connect::connect_from(source, addr).await
 }
 
 /// Start `spec` against `addr` from `source`, timed from `t0`.
@@ -177,23 +172,20 @@ impl Running {
 /// the server spends shedding it, and a real storm's CPU is somebody else's. The server's work is
 /// the same either way: it sheds the storm at accept, before any TLS.
 fn client_config(kind: AttackKind) -> Option<Arc<rustls::ClientConfig>> {
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
-    let provider = Arc::new(provider);
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .ok()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(crate::device::tls::AcceptAnyServer(provider)));
-    let mut config = match kind {
+    use dps_server::client::{ClientAuth, DeviceTls, ServerTrust, TlsChoices};
+    let choices = TlsChoices {
+        kx_groups: Some(vec![rustls::crypto::aws_lc_rs::kx_group::X25519]),
+        ..TlsChoices::default()
+    };
+    let tls = DeviceTls::new(ServerTrust::AnyServer, choices).ok()?;
+    let auth = match kind {
         AttackKind::HandshakeStorm => {
             let s = stranger()?;
-            builder.with_client_auth_cert(s.chain, s.key).ok()?
+            ClientAuth::Certificate(s.chain, s.key)
         }
-        _ => builder.with_no_client_auth(),
+        _ => ClientAuth::None,
     };
-    config.resumption = rustls::client::Resumption::disabled();
-    Some(Arc::new(config))
+    Some(Arc::new(tls.config(auth).ok()?))
 }
 
 /// How long a storm connection opened near the attack's end may wait for its refusal.

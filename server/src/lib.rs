@@ -4,6 +4,8 @@
 pub mod accept;
 pub mod admin;
 pub mod check_chain;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod config;
 pub mod connection;
 pub mod daemon;

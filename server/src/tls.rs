@@ -15,14 +15,13 @@ use std::time::{Duration, Instant};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    CertificateError, CipherSuite, DigitallySignedStruct, DistinguishedName, SignatureScheme,
-};
+use rustls::{CipherSuite, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, TrustAnchor, UnixTime};
 use uuid::Uuid;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 mod counting_key;
+pub mod refusal;
 
 use crate::enrollment::{Accepted, Arena, CertId, RejectReason, Snapshot, Verdict};
 use crate::provision::Identities;
@@ -364,35 +363,6 @@ impl AttestationVerifier {
     }
 }
 
-fn certificate_error(reason: RejectReason) -> CertificateError {
-    match reason {
-        RejectReason::Malformed => CertificateError::BadEncoding,
-        RejectReason::Expired => CertificateError::Expired,
-        RejectReason::NotYetValid => CertificateError::NotValidYet,
-        RejectReason::NoPath => CertificateError::UnknownIssuer,
-        RejectReason::BadSignature => CertificateError::BadSignature,
-        RejectReason::BadEku => CertificateError::InvalidPurpose,
-        RejectReason::NotCa | RejectReason::PathLen => {
-            CertificateError::Other(rustls::OtherError(Arc::new(Rejected(reason))))
-        }
-        RejectReason::NoGroup | RejectReason::Denied | RejectReason::NotAllowed => {
-            CertificateError::ApplicationVerificationFailure
-        }
-    }
-}
-
-/// A rejection carried inside rustls's error.
-#[derive(Debug)]
-struct Rejected(RejectReason);
-
-impl std::fmt::Display for Rejected {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "device chain rejected: {}", self.0)
-    }
-}
-
-impl std::error::Error for Rejected {}
-
 impl ClientCertVerifier for AttestationVerifier {
     fn offer_client_auth(&self) -> bool {
         true
@@ -439,7 +409,9 @@ impl ClientCertVerifier for AttestationVerifier {
             Err(reason) => {
                 self.stats.count_rejection(reason);
                 tracing::info!(%reason, "device chain rejected");
-                Err(rustls::Error::InvalidCertificate(certificate_error(reason)))
+                Err(rustls::Error::InvalidCertificate(
+                    refusal::certificate_error(reason),
+                ))
             }
         }
     }
@@ -640,13 +612,17 @@ mod tests {
         )
         .unwrap();
         // A stock client lists AES-256-GCM / SHA-384 first; the server's order wins.
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der().clone()).unwrap();
-        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(default))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        use crate::client::{ClientAuth, DeviceTls, ServerTrust, TlsChoices};
+        let choices = TlsChoices {
+            versions: vec![&rustls::version::TLS13],
+            ..TlsChoices::default()
+        };
+        let devices = DeviceTls::new(ServerTrust::Ca(vec![ca.der().clone()]), choices).unwrap();
+        assert_eq!(
+            devices.provider().cipher_suites[0].suite(),
+            CipherSuite::TLS13_AES_256_GCM_SHA384
+        );
+        let client_config = devices.config(ClientAuth::None).unwrap();
         let mut client =
             rustls::ClientConnection::new(Arc::new(client_config), "localhost".try_into().unwrap())
                 .unwrap();

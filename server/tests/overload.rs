@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::server::*;
@@ -25,20 +24,10 @@ fn demo_config(dir: &std::path::Path, set: impl FnOnce(&mut Config)) -> Config {
 }
 
 fn device_connector(dir: &std::path::Path) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in pem_certs(&dir.join("server-ca.pem")) {
-        roots.add(c).expect("root");
-    }
     let (chain, key) = demo_device(dir);
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)
-    .expect("client cert");
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    device_tls(dir, dps_server::client::TlsChoices::default())
+        .connector(dps_server::client::ClientAuth::Certificate(chain, key))
+        .expect("client cert")
 }
 
 /// One request on a fresh session: the device was served.

@@ -2,13 +2,11 @@
 //! if it has one), TLS with its credentials, then the server's verdict, read from its CSM or alert ([`open_session`]), or against a TLS-only target
 //! from how the server ends the connection ([`handshake_then_close`]).
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dps_server::proto::coap::Code;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 use super::context::DeviceContext;
 use super::link::LinkStream;
@@ -18,10 +16,7 @@ use super::tls;
 use crate::fleet::DeviceClass;
 use crate::link::model::connect_delay;
 use crate::metrics::Phase;
-use crate::saturation::{ports, ConnectMeter};
-
-/// Largest CoAP message a device accepts (the identity chain in the credentials answer fits).
-const MAX_MESSAGE: usize = 64 * 1024;
+use crate::saturation::ConnectMeter;
 
 /// TCP connect from this device's source address, through the link of its class: a link's
 /// connect first waits out the SYN / SYN-ACK round trip, so the server accepts when the device's
@@ -51,12 +46,7 @@ async fn tcp_connect(ctx: &DeviceContext, index: usize) -> std::io::Result<TcpSt
     let Some(source) = ctx.sources.get(index % ctx.sources.len().max(1)) else {
         return ctx.connects.time(TcpStream::connect(ctx.addr)).await;
     };
-    let socket = match source {
-        IpAddr::V4(_) => TcpSocket::new_v4()?,
-        IpAddr::V6(_) => TcpSocket::new_v6()?,
-    };
-    ports::bind_address_no_port(&socket)?;
-    socket.bind(SocketAddr::new(*source, 0))?;
+    let socket = dps_server::client::connect::bound_socket(*source)?;
     ctx.connects
         .add(ConnectMeter::now().saturating_sub(started));
     ctx.connects.time(socket.connect(ctx.addr)).await
@@ -72,21 +62,19 @@ pub(super) async fn open_session(
     handshake: Phase,
     phases: &mut Vec<(Phase, Duration)>,
 ) -> Result<Session, Observed> {
-    let config =
-        tls::client_config(client, &ctx.tls).map_err(|e| Observed::device(e.to_string()))?;
+    let connector = ctx.tls.connector(client).map_err(Observed::device)?;
     let started = Instant::now();
     let tcp = connect_tcp(ctx, index, class)
         .await
         .map_err(|e| Observed::failed(FailureKind::Connect, format!("connect: {e}")))?;
     phases.push((Phase::Tcp, started.elapsed()));
     let started = Instant::now();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = ServerName::IpAddress(ctx.addr.ip().into());
     let tls = connector
         .connect(name, tcp)
         .await
         .map_err(|e| handshake_failure(&e))?;
-    let mut io = DeviceIo::new(tls, MAX_MESSAGE);
+    let mut io = DeviceIo::new(tls, dps_server::client::coap::MAX_MESSAGE);
     // TLS 1.3 clients finish before the server has judged their certificate: the verdict (CSM or
     // alert) is the first thing the server sends.
     match io.read_frame().await {
@@ -136,9 +124,9 @@ pub async fn handshake_then_close(
     phases: &mut Vec<(Phase, Duration)>,
 ) -> Observed {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let config = match tls::client_config(Some(client), &ctx.tls) {
-        Ok(config) => config,
-        Err(e) => return Observed::device(e.to_string()),
+    let connector = match ctx.tls.connector(Some(client)) {
+        Ok(connector) => connector,
+        Err(e) => return Observed::device(e),
     };
     let started = Instant::now();
     let tcp = match connect_tcp(ctx, index, class).await {
@@ -147,7 +135,6 @@ pub async fn handshake_then_close(
     };
     phases.push((Phase::Tcp, started.elapsed()));
     let started = Instant::now();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = ServerName::IpAddress(ctx.addr.ip().into());
     let mut tls = match connector.connect(name, tcp).await {
         Ok(tls) => tls,
@@ -195,6 +182,8 @@ mod tests {
     use crate::spec::{KeyExchange, TlsVersion};
     use dps_server::pki::{CertSpec, Issued};
     use rcgen::{ExtendedKeyUsagePurpose, SanType};
+    use std::net::SocketAddr;
+    use std::sync::Arc;
 
     /// What the peer server saw of one connection: version and group, or its handshake error.
     type Seen = Result<(rustls::ProtocolVersion, rustls::NamedGroup), String>;

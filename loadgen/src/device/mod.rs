@@ -10,8 +10,10 @@
 //! ([`hold`]).
 //!
 //! Inside, each file has one job and imports only the ones below it: `link` (the socket through
-//! the device's link profile), `session` (framing as the real client reads it), `strict` (its checks), `tls` (the TLS client), `observed` (outcomes and
-//! failure kinds), `context`, `connect` (TCP, TLS, verdict), `provision` (the CoAP steps), `x509`
+//! the device's link profile), `session` (framing as the real client reads it), `strict` (its
+//! checks), `tls` (the TLS client: the scenario's options on [`dps_server::client`], which also
+//! builds the requests and runs the provisioning steps), `observed` (outcomes and failure kinds),
+//! `context`, `connect` (TCP, TLS, verdict), `provision` (the CoAP steps, checked), `x509`
 //! and `tpm` (the two ways to attest), `hold`; this module dispatches, and runs a device's
 //! attempts as its retry policy ([`crate::retry`]) says.
 

@@ -5,10 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use dps_server::proto::body::{
-    self, CloudConfigurationRequest, ContentFormat, CredentialsRequest, Csr,
-};
-use dps_server::proto::coap::{Code, Frame};
+use dps_server::client::provision::{self as steps, Step, StepError};
+use dps_server::client::{coap, ClientError};
+use dps_server::proto::coap::Frame;
 use rcgen::PublicKeyData as _;
 use rustls::pki_types::CertificateDer;
 
@@ -29,40 +28,57 @@ pub(super) struct Provisioned {
     pub(super) key: rcgen::KeyPair,
 }
 
-pub(super) fn request(code: Code, token: u64, path: &str) -> Frame {
-    Frame::request(code, &token.to_be_bytes(), path).with_accept(ContentFormat::OcfCbor.as_u16())
-}
-
+/// A POST of `body` (CBOR) with token `token` to `path`.
 pub(super) fn post<T: serde::Serialize>(
     token: u64,
     path: &str,
     body: &T,
 ) -> Result<Frame, Observed> {
-    let payload = body::to_cbor(body).map_err(|e| Observed::device(e.to_string()))?;
-    Ok(request(Code::POST, token, path)
-        .with_content_format(ContentFormat::OcfCbor.as_u16())
-        .with_payload(payload))
+    coap::post(&token.to_be_bytes(), path, body).map_err(|e| Observed::device(e.to_string()))
 }
 
-/// One request and its answer, parsed as the real client's `oc_rep` parser would (a body it
-/// cannot parse fails `check`, the check of this answer).
+/// A request the device could not build, in the words of what failed.
+fn device_error(e: ClientError) -> Observed {
+    match e {
+        ClientError::Body(e) => Observed::device(e.to_string()),
+        ClientError::Csr(e) => Observed::device(e.to_string()),
+        other => Observed::device(other.to_string()),
+    }
+}
+
+/// The phase a step's exchange is timed in.
+fn phase(step: Step) -> Phase {
+    match step {
+        Step::Time => Phase::Time,
+        Step::Ownership => Phase::Ownership,
+        Step::CloudConfiguration => Phase::CloudConfiguration,
+        Step::Credentials => Phase::Credentials,
+        Step::Acls => Phase::Acls,
+    }
+}
+
+/// One request and its answer (the exchange timed as the step's phase), parsed as the real
+/// client's `oc_rep` parser would (a body it cannot parse fails `check`, the check of this
+/// answer).
 async fn step(
     io: &mut Session,
-    phase: Phase,
+    step: Step,
     req: Frame,
-    want: Code,
     check: StrictCheck,
     phases: &mut Phases,
 ) -> Result<strict::rep::Object, Observed> {
+    let phase = phase(step);
     let started = Instant::now();
-    let resp = io
-        .exchange(&req)
-        .await
-        .map_err(|e| stream_failure(phase.as_str(), &e))?;
+    let resp = match steps::run(io, step, &req).await {
+        Ok(resp) => resp,
+        Err(StepError::Session(_, e)) => return Err(stream_failure(phase.as_str(), &e)),
+        Err(StepError::Unexpected { answer, .. }) => {
+            phases.push((phase, started.elapsed()));
+            return Err(Observed::unexpected_answer(phase, &answer));
+        }
+        Err(StepError::Request(e)) => return Err(device_error(e)),
+    };
     phases.push((phase, started.elapsed()));
-    if resp.code != want {
-        return Err(Observed::unexpected_answer(phase, &resp));
-    }
     strict::parse_root(&resp.payload)
         .map_err(|e| Violation::new(check, format!("{phase}: cannot parse the body: {e}")).into())
 }
@@ -76,12 +92,11 @@ pub(super) async fn provision(
     device_id: uuid::Uuid,
     phases: &mut Phases,
 ) -> Result<Provisioned, Observed> {
-    let token = (index as u64) << 8;
+    let token = |step: Step| (((index as u64) << 8) + step.index() as u64).to_be_bytes();
     let time = step(
         io,
-        Phase::Time,
-        request(Code::GET, token, "/x.plgd.dev/time"),
-        Code::CONTENT,
+        Step::Time,
+        steps::time(&token(Step::Time)),
         StrictCheck::Time,
         phases,
     )
@@ -89,9 +104,8 @@ pub(super) async fn provision(
     let clock = DpsClock::new(strict::time(&time)?);
     let own = step(
         io,
-        Phase::Ownership,
-        request(Code::GET, token + 1, "/api/v1/provisioning/ownership"),
-        Code::CONTENT,
+        Step::Ownership,
+        steps::ownership(&token(Step::Ownership)),
         StrictCheck::Ownership,
         phases,
     )
@@ -102,19 +116,12 @@ pub(super) async fn provision(
             "ownership: not a UUID: {owner:?}"
         )));
     }
-    let cloud_req = CloudConfigurationRequest {
-        di: device_id.to_string(),
-        selected_gateway: None,
-    };
+    let cloud_req = steps::cloud_configuration(&token(Step::CloudConfiguration), &device_id)
+        .map_err(device_error)?;
     let cloud = step(
         io,
-        Phase::CloudConfiguration,
-        post(
-            token + 2,
-            "/api/v1/provisioning/cloud-configuration",
-            &cloud_req,
-        )?,
-        Code::CHANGED,
+        Step::CloudConfiguration,
+        cloud_req,
         StrictCheck::CloudConfiguration,
         phases,
     )
@@ -126,20 +133,12 @@ pub(super) async fn provision(
         ));
     }
     let key = rcgen::KeyPair::generate().map_err(|e| Observed::device(e.to_string()))?;
-    let csr = dps_server::pki::device_csr(&device_id, &key)
-        .map_err(|e| Observed::device(e.to_string()))?;
-    let cred_req = CredentialsRequest {
-        di: device_id.to_string(),
-        csr: Csr {
-            data: csr,
-            encoding: "oic.sec.encoding.pem".into(),
-        },
-    };
+    let cred_req =
+        steps::credentials(&token(Step::Credentials), &device_id, &key).map_err(device_error)?;
     let creds = step(
         io,
-        Phase::Credentials,
-        post(token + 3, "/api/v1/provisioning/credentials", &cred_req)?,
-        Code::CHANGED,
+        Step::Credentials,
+        cred_req,
         StrictCheck::Credentials,
         phases,
     )
@@ -158,9 +157,8 @@ pub(super) async fn provision(
     }
     let acls = step(
         io,
-        Phase::Acls,
-        request(Code::GET, token + 4, "/api/v1/provisioning/acls"),
-        Code::CONTENT,
+        Step::Acls,
+        steps::acls(&token(Step::Acls)),
         StrictCheck::Acls,
         phases,
     )

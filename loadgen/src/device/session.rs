@@ -111,6 +111,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> DeviceIo<S> {
     }
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> dps_server::client::coap::Exchange for DeviceIo<S> {
+    type Error = SessionError;
+
+    fn exchange(
+        &mut self,
+        request: &Frame,
+    ) -> impl std::future::Future<Output = Result<Frame, SessionError>> + Send {
+        DeviceIo::exchange(self, request)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

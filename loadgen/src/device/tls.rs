@@ -1,72 +1,17 @@
-//! The device's TLS client: its manufacturer (or identity) certificate as client auth, the server
-//! verified against the scenario's CA unless the scenario says devices skip that, and the alert a
-//! refusal arrives as.
+//! The devices' TLS client as a run configures it: the server crate's device client
+//! ([`dps_server::client`]) with the scenario's TLS version and key exchange, verifying the server
+//! against the scenario's CA unless the scenario says devices skip that; and the alert a refusal
+//! arrives as.
 
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use dps_server::client::{alert, ClientAuth, ClientError, DeviceTls, ServerTrust, TlsChoices};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::spec::{KeyExchange, TlsVersion};
 
-/// Accepts any server certificate but still checks the handshake signatures, like a device
-/// configured without a server trust anchor.
-#[derive(Debug)]
-pub(crate) struct AcceptAnyServer(pub(crate) Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// Why the devices' TLS client could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
-    /// rustls refused a setting or a certificate.
-    #[error("TLS client: {0}")]
-    Rustls(#[from] rustls::Error),
-    /// The server verifier could not be built from the CA.
-    #[error("server verifier: {0}")]
-    Verifier(#[from] rustls::client::VerifierBuilderError),
-}
+pub type TlsSetupError = ClientError;
 
 /// What a device offers in its ClientHello beyond its certificate: pinned so that two servers are
 /// compared on the same protocol version and key exchange, whatever each would prefer.
@@ -78,33 +23,36 @@ pub struct TlsOptions {
     pub key_exchange: KeyExchange,
 }
 
-/// The aws-lc-rs provider, offering the groups of `key_exchange`.
-fn provider(key_exchange: KeyExchange) -> rustls::crypto::CryptoProvider {
-    use rustls::crypto::aws_lc_rs::kx_group;
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    let only = match key_exchange {
-        KeyExchange::Any => return provider,
-        KeyExchange::X25519 => kx_group::X25519,
-        KeyExchange::P256 => kx_group::SECP256R1,
-        KeyExchange::P384 => kx_group::SECP384R1,
-        KeyExchange::X25519Mlkem768 => kx_group::X25519MLKEM768,
-    };
-    provider.kx_groups = vec![only];
-    provider
+impl TlsOptions {
+    /// The device client's choices for these options.
+    fn choices(self) -> TlsChoices {
+        use rustls::crypto::aws_lc_rs::kx_group;
+        let versions = match self.version {
+            None => rustls::DEFAULT_VERSIONS.to_vec(),
+            Some(TlsVersion::Tls13) => vec![&rustls::version::TLS13],
+            Some(TlsVersion::Tls12) => vec![&rustls::version::TLS12],
+        };
+        let kx_groups = match self.key_exchange {
+            KeyExchange::Any => None,
+            KeyExchange::X25519 => Some(vec![kx_group::X25519]),
+            KeyExchange::P256 => Some(vec![kx_group::SECP256R1]),
+            KeyExchange::P384 => Some(vec![kx_group::SECP384R1]),
+            KeyExchange::X25519Mlkem768 => Some(vec![kx_group::X25519MLKEM768]),
+        };
+        TlsChoices {
+            versions,
+            kx_groups,
+            cipher_suites: None,
+        }
+    }
 }
-
-static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
-static TLS12_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
 
 /// What every device session of a run shares in its TLS client: the provider, the versions and
-/// the server verifier (its trust anchor parsed once). Building these per connection cost the
-/// generator, which shares the machine with the server in most runs, CPU on every device.
+/// the server verifier (its trust anchor parsed once, the server's chain verified once per
+/// distinct chain). Building these per connection cost the generator, which shares the machine
+/// with the server in most runs, CPU on every device.
 #[derive(Debug)]
-pub struct ClientBase {
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    versions: &'static [&'static rustls::SupportedProtocolVersion],
-    verifier: Arc<dyn ServerCertVerifier>,
-}
+pub struct ClientBase(DeviceTls);
 
 impl ClientBase {
     /// Devices that verify the server against `server_ca` (`None`: accept any server
@@ -113,71 +61,38 @@ impl ClientBase {
         server_ca: Option<&CertificateDer<'static>>,
         options: TlsOptions,
     ) -> Result<Self, TlsSetupError> {
-        let provider = Arc::new(provider(options.key_exchange));
-        let versions: &'static [&'static rustls::SupportedProtocolVersion] = match options.version {
-            None => rustls::DEFAULT_VERSIONS,
-            Some(TlsVersion::Tls13) => TLS13_ONLY,
-            Some(TlsVersion::Tls12) => TLS12_ONLY,
+        let trust = match server_ca {
+            None => ServerTrust::AnyServer,
+            Some(ca) => ServerTrust::Ca(vec![ca.clone()]),
         };
-        let verifier: Arc<dyn ServerCertVerifier> = match server_ca {
-            None => Arc::new(AcceptAnyServer(provider.clone())),
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                roots.add(ca.clone())?;
-                rustls::client::WebPkiServerVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    provider.clone(),
-                )
-                .build()?
-            }
+        Ok(ClientBase(DeviceTls::new(trust, options.choices())?))
+    }
+
+    /// The connector of one device session: with `client` (chain, key) as its certificate, or
+    /// none (a TPM device, which attests inside the session). The error is rustls's own words.
+    pub fn connector(
+        &self,
+        client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Result<tokio_rustls::TlsConnector, String> {
+        let auth = match client {
+            Some((chain, key)) => ClientAuth::Certificate(chain, key),
+            None => ClientAuth::None,
         };
-        Ok(ClientBase {
-            provider,
-            versions,
-            verifier,
-        })
+        match self.0.config(auth) {
+            Ok(config) => Ok(tokio_rustls::TlsConnector::from(Arc::new(config))),
+            Err(ClientError::Rustls(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 
-/// The client config of one device session: with `client` (chain, key) as its certificate, or
-/// none (a TPM device, which attests inside the session).
-pub fn client_config(
-    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-    base: &ClientBase,
-) -> Result<rustls::ClientConfig, rustls::Error> {
-    let builder = rustls::ClientConfig::builder_with_provider(base.provider.clone())
-        .with_protocol_versions(base.versions)?
-        .dangerous()
-        .with_custom_certificate_verifier(base.verifier.clone());
-    let mut config = match client {
-        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
-        None => builder.with_no_client_auth(),
-    };
-    // Every session is a fresh attestation; and the default session cache (256 slots) would cost
-    // each device about 14 KiB.
-    config.resumption = rustls::client::Resumption::disabled();
-    Ok(config)
-}
-
-/// The alert behind an I/O error from a TLS stream, if there is one.
+/// The alert behind an I/O error from a TLS stream, if there is one (rustls's name for it).
 pub fn alert_of(e: &std::io::Error) -> Option<String> {
-    let inner = e.get_ref()?.downcast_ref::<rustls::Error>()?;
-    match inner {
-        rustls::Error::AlertReceived(alert) => Some(format!("{alert:?}")),
-        _ => None,
-    }
+    alert::received_alert(e).map(|alert| format!("{alert:?}"))
 }
 
-/// The alert a server sends for each rejection reason (rustls's mapping of certificate errors).
+/// The alert a server sends for each rejection reason (the server's own table,
+/// `dps_server::tls::refusal`).
 pub fn expected_alert(reason: dps_server::enrollment::RejectReason) -> &'static str {
-    use dps_server::enrollment::RejectReason as R;
-    match reason {
-        R::NoPath => "UnknownCA",
-        R::BadSignature => "DecryptError",
-        R::Expired | R::NotYetValid => "CertificateExpired",
-        R::BadEku => "UnsupportedCertificate",
-        R::NoGroup | R::Denied | R::NotAllowed => "AccessDenied",
-        R::Malformed => "BadCertificate",
-        R::NotCa | R::PathLen => "CertificateUnknown",
-    }
+    alert::expected_alert(reason)
 }

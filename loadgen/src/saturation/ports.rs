@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::io::BufRead as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsFd;
 
 /// The `st` of a socket in TIME_WAIT in `/proc/net/tcp`.
 pub const TIME_WAIT: u8 = 0x06;
@@ -181,18 +180,6 @@ pub fn tw_reuse() -> Option<u8> {
         .ok()
 }
 
-/// Defer the choice of a bound socket's port to connect(), where the kernel knows the whole
-/// 4-tuple: a port bound at bind() time is reserved against every destination, and finding a
-/// free one gets slow when the address's ports are mostly taken.
-pub fn bind_address_no_port(socket: &impl AsFd) -> std::io::Result<()> {
-    nix::sys::socket::setsockopt(
-        socket,
-        nix::sys::socket::sockopt::IpBindAddressNoPort,
-        &true,
-    )?;
-    Ok(())
-}
-
 /// The first address of the range loopback sources are picked from (127.1.0.0: below it are
 /// 127.0.0.1, the usual listeners and the attackers' 127.0.0.200 and up).
 const LOOPBACK_FIRST: u32 = 0x7f01_0000;
@@ -338,9 +325,7 @@ mod tests {
             .expect("listen");
         let target = listener.local_addr().expect("addr");
         let source: IpAddr = loopback_sources(1, &Toward::default(), run_seed())[0];
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        bind_address_no_port(&socket).expect("IP_BIND_ADDRESS_NO_PORT");
-        socket.bind(SocketAddr::new(source, 0)).expect("bind");
+        let socket = dps_server::client::connect::bound_socket(source).expect("bound socket");
         // The port is chosen at connect time, not at bind time.
         assert_eq!(socket.local_addr().expect("local").port(), 0);
         let stream = socket.connect(target).await.expect("connect");

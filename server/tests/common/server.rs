@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use dps_server::client::{coap, ClientAuth, DeviceTls, ServerTrust, TlsChoices};
 use dps_server::config::Config;
-use dps_server::proto::body::{self, ContentFormat};
 use dps_server::proto::coap::{Code, Frame};
 use dps_server::server::Server;
 use rustls_pki_types::pem::PemObject;
@@ -63,31 +63,41 @@ pub async fn connect_with(
     versions: &[&'static rustls::SupportedProtocolVersion],
     suites: Option<Vec<rustls::SupportedCipherSuite>>,
 ) -> std::io::Result<TlsStream<TcpStream>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in pem_certs(&dir.join("server-ca.pem")) {
-        roots.add(c).expect("root");
-    }
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    if let Some(suites) = suites {
-        provider.cipher_suites = suites;
-    }
-    let provider = Arc::new(provider);
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
-        .expect("versions")
-        .with_root_certificates(roots);
-    let config = match client_auth {
-        Some((chain, key)) => builder
-            .with_client_auth_cert(chain, key)
-            .expect("client cert"),
-        None => builder.with_no_client_auth(),
+    let choices = TlsChoices {
+        versions: versions.to_vec(),
+        kx_groups: None,
+        cipher_suites: suites,
     };
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(addr).await?;
-    let tls = connector
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await?;
-    Ok(tls)
+    let auth = match client_auth {
+        Some((chain, key)) => ClientAuth::Certificate(chain, key),
+        None => ClientAuth::None,
+    };
+    handshake(dir, addr, choices, auth).await
+}
+
+/// The devices' TLS client of the set-up in `dir`: trusts its server CA, offers `choices`.
+pub fn device_tls(dir: &Path, choices: TlsChoices) -> DeviceTls {
+    let server_ca = pem_certs(&dir.join("server-ca.pem"));
+    DeviceTls::new(ServerTrust::Ca(server_ca), choices).expect("device TLS")
+}
+
+/// The name devices connect to the test server by (its certificate's).
+pub fn server_name() -> ServerName<'static> {
+    ServerName::try_from("localhost").expect("name")
+}
+
+/// TCP to `addr`, then TLS presenting `auth`.
+async fn handshake(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    choices: TlsChoices,
+    auth: ClientAuth,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let connector = device_tls(dir, choices)
+        .connector(auth)
+        .expect("client cert");
+    let tcp = dps_server::client::connect::connect_from(None, addr).await?;
+    connector.connect(server_name(), tcp).await
 }
 
 pub fn demo_device(dir: &Path) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
@@ -97,27 +107,15 @@ pub fn demo_device(dir: &Path) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'
 }
 
 pub fn request(code: Code, token: u8, path: &str) -> Frame {
-    Frame::request(code, &[token; 8], path).with_accept(ContentFormat::OcfCbor.as_u16())
+    coap::request(code, &[token; 8], path)
 }
 
 pub fn post<T: serde::Serialize>(token: u8, path: &str, body: &T) -> Frame {
-    request(Code::POST, token, path)
-        .with_content_format(ContentFormat::OcfCbor.as_u16())
-        .with_payload(body::to_cbor(body).expect("cbor"))
+    coap::post(&[token; 8], path, body).expect("cbor")
 }
 
 pub fn decoded<T: serde::de::DeserializeOwned>(frame: &Frame, code: Code) -> T {
-    assert_eq!(
-        frame.code,
-        code,
-        "diagnostic: {}",
-        String::from_utf8_lossy(&frame.payload)
-    );
-    assert_eq!(
-        frame.content_format(),
-        Some(ContentFormat::OcfCbor.as_u16())
-    );
-    body::from_cbor(&frame.payload).expect("body")
+    coap::decode(frame, code).unwrap_or_else(|e| panic!("{e}"))
 }
 
 impl Running {
@@ -162,13 +160,7 @@ pub fn credentials_request(
     device_id: &uuid::Uuid,
     key: &rcgen::KeyPair,
 ) -> dps_server::proto::body::CredentialsRequest {
-    dps_server::proto::body::CredentialsRequest {
-        di: device_id.to_string(),
-        csr: dps_server::proto::body::Csr {
-            data: csr_pem(device_id, key),
-            encoding: "oic.sec.encoding.pem".into(),
-        },
-    }
+    dps_server::client::provision::credentials_body(device_id, key).expect("csr")
 }
 
 /// The identity certificate in a credentials response.
@@ -190,46 +182,17 @@ pub async fn provision(
     addr: std::net::SocketAddr,
     client_auth: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
 ) -> Provisioned {
-    use dps_server::proto::body::CloudConfigurationRequest;
     let tls = connect(dir, addr, Some(client_auth))
         .await
         .expect("handshake");
-    let mut dev = dps_server::proto::stream::FramedIo::new(tls, 64 * 1024);
+    let mut dev = dps_server::proto::stream::FramedIo::new(tls, coap::MAX_MESSAGE);
     let device_id = uuid::Uuid::new_v4();
     let key = rcgen::KeyPair::generate().expect("key");
-    for (token, path) in [
-        (1, "/x.plgd.dev/time"),
-        (2, "/api/v1/provisioning/ownership"),
-    ] {
-        let resp = dev
-            .exchange(&request(Code::GET, token, path))
-            .await
-            .expect(path);
-        assert_eq!(resp.code, Code::CONTENT, "{path}");
-    }
-    let cloud = CloudConfigurationRequest {
-        di: device_id.to_string(),
-        selected_gateway: None,
-    };
-    let resp = dev
-        .exchange(&post(3, "/api/v1/provisioning/cloud-configuration", &cloud))
+    let token = |step: dps_server::client::provision::Step| vec![step.index() as u8 + 1; 8];
+    let answers = dps_server::client::provision::provision(&mut dev, &device_id, &key, token)
         .await
-        .expect("cloud");
-    assert_eq!(resp.code, Code::CHANGED);
-    let resp = dev
-        .exchange(&post(
-            4,
-            "/api/v1/provisioning/credentials",
-            &credentials_request(&device_id, &key),
-        ))
-        .await
-        .expect("credentials");
-    let identity = identity_of(&resp);
-    let resp = dev
-        .exchange(&request(Code::GET, 5, "/api/v1/provisioning/acls"))
-        .await
-        .expect("acls");
-    assert_eq!(resp.code, Code::CONTENT);
+        .unwrap_or_else(|e| panic!("provisioning: {e}"));
+    let identity = identity_of(&answers.credentials);
     Provisioned {
         device_id,
         key,
@@ -253,25 +216,6 @@ pub async fn handshake_refused(
     }
 }
 
-/// Always offers one chain and key, without rustls's check that they belong together (so a test
-/// can present garbage or a chain whose leaf is not the key's).
-#[derive(Debug)]
-struct AlwaysPresent(Arc<rustls::sign::CertifiedKey>);
-
-impl rustls::client::ResolvesClientCert for AlwaysPresent {
-    fn resolve(
-        &self,
-        _root_hint_subjects: &[&[u8]],
-        _sigschemes: &[rustls::SignatureScheme],
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(self.0.clone())
-    }
-
-    fn has_certs(&self) -> bool {
-        true
-    }
-}
-
 /// Connect presenting `chain` as it is (any bytes) with `key` for the handshake signature.
 pub async fn connect_presenting(
     dir: &Path,
@@ -279,24 +223,6 @@ pub async fn connect_presenting(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> std::io::Result<TlsStream<TcpStream>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in pem_certs(&dir.join("server-ca.pem")) {
-        roots.add(c).expect("root");
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let signing = provider
-        .key_provider
-        .load_private_key(key)
-        .expect("usable key");
-    let certified = Arc::new(rustls::sign::CertifiedKey::new(chain, signing));
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_client_cert_resolver(Arc::new(AlwaysPresent(certified)));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(addr).await?;
-    connector
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await
+    let auth = ClientAuth::Presenting(chain, key);
+    handshake(dir, addr, TlsChoices::default(), auth).await
 }
