@@ -2,6 +2,7 @@
 //! its class expects, latency recorded in HdrHistograms from the scheduled start. `main.rs` is a
 //! thin CLI over [`run_scenario`]; tests call the same function in-process.
 
+pub mod ab;
 pub mod attack;
 pub mod capacity;
 pub mod collect;

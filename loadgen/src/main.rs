@@ -83,6 +83,23 @@ enum Command {
     /// `capacity_per_s`, summary.md, steps.svg, steps/). Exit codes: 0 a capacity was found and
     /// every gate held, 99 a gate failed or no rate held, 2 bad scenario or arguments, 3 aborted.
     Capacity(CapacityArgs),
+    /// A/B of two scenarios with the same fleet (two server builds or two configurations): short
+    /// blocks run interleaved (A B, B A, ...), each metric reported as B/A with a 95 % interval,
+    /// so a small change is told from the noise of a shared machine. Writes
+    /// `<results>/<A>-vs-<B>-ab-<time>/` (summary.json, summary.md, runs/). Exit codes: 0 done, 2
+    /// bad scenario, 3 aborted.
+    Ab {
+        /// Scenario A (the baseline).
+        a: PathBuf,
+        /// Scenario B.
+        b: PathBuf,
+        /// Pairs of blocks (each block one run of its scenario).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=100))]
+        pairs: u32,
+        /// Where the result directory goes.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+    },
     /// Print the deltas between two runs (B relative to A): a summary.json or a result directory each.
     Compare {
         /// The baseline run.
@@ -210,6 +227,48 @@ fn capacity(args: CapacityArgs) -> ExitCode {
             } else {
                 dps_loadgen::exit::THRESHOLD_FAILED
             })
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(dps_loadgen::exit::ABORTED)
+        }
+    }
+}
+
+/// `ab`: the interleaved blocks through [`dps_loadgen::ab::run`], a line per block on stderr, the
+/// table on stdout.
+fn ab(
+    a: &std::path::Path,
+    b: &std::path::Path,
+    pairs: usize,
+    results: &std::path::Path,
+) -> ExitCode {
+    let load = |p: &std::path::Path| dps_loadgen::scenario::Scenario::load(p);
+    let (a, b) = match (load(a), load(b)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(dps_loadgen::exit::BAD_SCENARIO);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(dps_loadgen::exit::ABORTED);
+        }
+    };
+    let progress = |line: &str| eprintln!("{line}");
+    match runtime.block_on(dps_loadgen::ab::run(&a, &b, pairs, results, &progress)) {
+        Ok(done) => {
+            let mut out = std::io::stdout().lock();
+            let _ = write!(out, "{}", dps_loadgen::ab::report::markdown(&done.summary));
+            let _ = writeln!(out, "\nresults: {}", done.dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e @ dps_loadgen::ab::AbError::Fleets { .. }) => {
+            eprintln!("error: {e}");
+            ExitCode::from(dps_loadgen::exit::BAD_SCENARIO)
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -360,6 +419,12 @@ fn main() -> ExitCode {
             batch,
         } => return floor(scenario.as_deref(), rounds as usize, batch as usize),
         Command::Capacity(args) => return capacity(args),
+        Command::Ab {
+            a,
+            b,
+            pairs,
+            results,
+        } => return ab(&a, &b, pairs as usize, &results),
         Command::Compare { a, b } => {
             return match (
                 dps_loadgen::compare::load(&a),

@@ -256,6 +256,12 @@ fn target_kind(scenario: &Scenario) -> Result<TargetKind, Refusal> {
                 "admin and server_ca only apply to a remote target; give its address",
             );
         }
+        if t.server_exe.is_some() && !t.spawn {
+            return refuse(
+                "target.server_exe",
+                "only a spawned server runs in another executable: set spawn = true",
+            );
+        }
         return Ok(if t.spawn {
             TargetKind::Spawned
         } else {

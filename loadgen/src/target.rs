@@ -143,9 +143,12 @@ pub enum Target {
 /// The address the fleet's own server (embedded or spawned) listens on, a loopback port of it.
 pub const OWN_SERVER_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::LOCALHOST;
 
-/// The executable a spawned server runs: `$DPS_LOADGEN_SERVER_EXE` (a `dps-loadgen` binary; tests
-/// set it), else this executable.
-fn server_exe() -> Result<std::path::PathBuf, TargetError> {
+/// The executable a spawned server runs: the scenario's `[target] server_exe`, else
+/// `$DPS_LOADGEN_SERVER_EXE` (a `dps-loadgen` binary; tests set it), else this executable.
+fn server_exe(scenario_exe: Option<&str>) -> Result<std::path::PathBuf, TargetError> {
+    if let Some(exe) = scenario_exe {
+        return Ok(exe.into());
+    }
     match std::env::var_os("DPS_LOADGEN_SERVER_EXE") {
         Some(p) if !p.is_empty() => Ok(p.into()),
         _ => Ok(std::env::current_exe()?),
@@ -157,12 +160,13 @@ const SPAWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Start the fleet's server as a child process (`dps-loadgen server-run`) and wait for its ports.
 async fn spawn_server(
+    exe: Option<&str>,
     fleet_dir: &std::path::Path,
     store: &str,
     limits_json: &str,
 ) -> Result<(tokio::process::Child, dps_server::daemon::Bound), TargetError> {
     use tokio::io::AsyncBufReadExt as _;
-    let mut child = tokio::process::Command::new(server_exe()?)
+    let mut child = tokio::process::Command::new(server_exe(exe)?)
         .arg("server-run")
         .arg("--config")
         .arg(fleet_dir.join("config.toml"))
@@ -315,7 +319,8 @@ async fn spawned(
     store_dir: &std::path::Path,
 ) -> Result<(Target, SocketAddr), TargetError> {
     let limits = serde_json::to_string(&loaded.scenario.server_limits)?;
-    let (child, bound) = spawn_server(fleet_dir, &store_path(store_dir)?, &limits).await?;
+    let exe = loaded.scenario.target.server_exe.as_deref();
+    let (child, bound) = spawn_server(exe, fleet_dir, &store_path(store_dir)?, &limits).await?;
     let token = std::fs::read_to_string(fleet_dir.join("admin-token"))?;
     let admin_addr = bound
         .admin

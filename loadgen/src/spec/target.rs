@@ -13,6 +13,10 @@ pub struct TargetSpec {
     /// memory, measured apart from the generator's. Read over its admin API like a remote one.
     #[serde(default)]
     pub spawn: bool,
+    /// With `spawn`: the `dps-loadgen` executable the server runs in (default this one, or
+    /// `$DPS_LOADGEN_SERVER_EXE`), so that `ab` can compare two server builds on one fleet.
+    #[serde(default)]
+    pub server_exe: Option<String>,
     /// Device port of a running server (`host:port`); absent = embedded server.
     #[serde(default)]
     pub address: Option<String>,
