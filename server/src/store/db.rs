@@ -1,20 +1,5 @@
-//! The embedded store: admin-managed groups and hubs, provisioning records and issued identities
-//! in one redb database (pure Rust, ACID, crash-safe). Every write is one transaction, durable
-//! when it returns.
-//!
-//! Tables (all values JSON text):
-//!
-//! | table | key | value |
-//! |---|---|---|
-//! | `groups` | group id (UUID) | [`GroupConfig`], chain as inline PEM |
-//! | `hubs` | hub id (UUID) | [`HubConfig`] |
-//! | `records` | `sha256:<hex>` of the manufacturer leaf | [`ProvisioningRecord`] |
-//! | `devices` | device id (UUID) | record key (plain text) |
-//! | `identities` | device id (UUID) | the [`IdentityHolder`]s of that device id |
-//!
-//! Provisioning records are written by the [`RecordWriter`] in batches, off the handshake path.
-
-mod writer;
+//! The redb database behind [`Store`]: the tables, their JSON values, and every transaction
+//! (the record writer's batches included).
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -23,13 +8,10 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableTable, ReadableTableMetadata, Table, TableDefinition};
 use uuid::Uuid;
 
+use super::event::{self, StepEvent};
 use crate::config::{GroupConfig, HubConfig, StoreLocation};
 use crate::provision::{holders_from_json, holders_to_json, IdentityHolder};
 use crate::records::{Persistence, ProvisioningRecord, StoreError};
-
-pub use writer::{
-    IssuedIdentity, RecordWriter, StepEvent, WriterStats, BATCH_MAX, BATCH_WINDOW, QUEUE_CAPACITY,
-};
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const GROUPS: TableDefinition<&str, &str> = TableDefinition::new("groups");
@@ -199,7 +181,7 @@ impl Store {
     /// One batch of the record writer, in one transaction: every event merged into its record
     /// (read-modify-write), the dirty identities written, and records brought in line with
     /// identities whose credentials event was lost.
-    fn commit_batch(
+    pub(super) fn commit_batch(
         &self,
         events: &[StepEvent],
         identities: &[(Uuid, Vec<IdentityHolder>)],
@@ -212,7 +194,7 @@ impl Store {
             let mut touched = Touched::default();
             for event in events {
                 let slot = touched.slot(&records, event.record.to_string())?;
-                slot.now = Some(writer::merge(slot.now.take(), event));
+                slot.now = Some(event::merge(slot.now.take(), event));
                 slot.changed = true;
             }
             for (device, holders) in identities {
@@ -221,7 +203,7 @@ impl Store {
                         continue;
                     };
                     let slot = touched.slot(&records, record.to_string())?;
-                    if let Some(next) = writer::reconcile(slot.now.as_ref(), *device, holder) {
+                    if let Some(next) = event::reconcile(slot.now.as_ref(), *device, holder) {
                         slot.now = Some(next);
                         slot.changed = true;
                     }
