@@ -3,8 +3,10 @@
 //! histograms (HdrHistogram V2 + deflate, base64, one line per phase; the server's prefixed
 //! `server.`) under `results/<scenario>-<timestamp>/`.
 
+mod generator_md;
 pub mod plot;
 mod summary_md;
+mod units;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
