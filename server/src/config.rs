@@ -13,6 +13,7 @@ use crate::token::{AuthorizationConfig, AuthorizationError};
 use crate::tpm::enrollment::{TpmEnrollment, TpmEnrollmentConfig, TpmEnrollmentError};
 
 pub mod ranges;
+mod validate;
 pub use ranges::OutOfRange;
 
 /// Why a config could not be used.

@@ -11,12 +11,11 @@ use std::sync::Arc;
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
 use x509_parser::certificate::X509CertificateParser;
 use x509_parser::nom::Parser as _;
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::arena::Snapshot;
 use super::cert::{borrowed_anchor, clamp_time, common_name, verify_signed, CertId, TrustedCert};
-use super::group::Attestation;
-use super::link_cache::{CaFacts, Link, LinkPurpose, Parent};
+use super::link_cache::{Link, Parent};
+use super::presented::{Offered, Presented, Purpose};
 use super::verdict::{Accepted, RejectReason, Verdict};
 
 /// Signature algorithms a device chain may use (aws-lc-rs implementations).
@@ -38,142 +37,9 @@ static ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] = &[
     webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
 ];
 
-/// DER value of the OID tcg-kp-EKCertificate (2.23.133.8.1), the EKU of EK certificates.
-const TCG_KP_EK_CERTIFICATE: &[u8] = &[0x67, 0x81, 0x05, 0x08, 0x01];
-
-/// What a chain is authenticated for: the leaf's required usage, the kind of group it may select,
-/// and the name the allow / deny lists are checked against.
-#[derive(Debug, Clone, Copy)]
-enum Purpose<'a> {
-    /// A device certificate in the TLS handshake (EKU clientAuth if present; lists by CN).
-    Tls,
-    /// A TPM EK certificate (EKU tcg-kp-EKCertificate if present; lists by registration id).
-    Ek { registration_id: &'a str },
-}
-
-impl Purpose<'_> {
-    fn usage(self) -> webpki::KeyUsage {
-        match self {
-            Purpose::Tls => webpki::KeyUsage::client_auth(),
-            Purpose::Ek { .. } => webpki::KeyUsage::required_if_present(TCG_KP_EK_CERTIFICATE),
-        }
-    }
-
-    fn link_purpose(self) -> LinkPurpose {
-        match self {
-            Purpose::Tls => LinkPurpose::Tls,
-            Purpose::Ek { .. } => LinkPurpose::Ek,
-        }
-    }
-
-    fn attestation(self) -> Attestation {
-        match self {
-            Purpose::Tls => Attestation::X509,
-            Purpose::Ek { .. } => Attestation::Tpm,
-        }
-    }
-}
-
 /// Longest configured chain walked above the anchor (configured chains are finite and acyclic by
 /// construction; this only bounds the loop).
 const MAX_CONFIGURED_DEPTH: usize = 64;
-
-/// A presented certificate that is not configured: its bytes, its identity and, when the
-/// known-certificate memo had it, its trust anchor.
-struct Offered<'a> {
-    der: &'a [u8],
-    id: CertId,
-    anchor: Option<Arc<TrustAnchor<'static>>>,
-}
-
-/// What one presented intermediate contributes: its bytes and the facts webpki does not check.
-struct Presented<'a> {
-    der: &'a [u8],
-    /// Its identity, hashed once per handshake (cache lookups and the verified chain use it).
-    id: CertId,
-    subject: &'a [u8],
-    issuer: &'a [u8],
-    is_ca: bool,
-    path_len: Option<u32>,
-    lacks_cert_sign: bool,
-    name_constrained: bool,
-    not_before: u64,
-    not_after: u64,
-}
-
-impl<'a> Presented<'a> {
-    fn parse(der: &'a [u8], id: CertId) -> Option<Self> {
-        let (rest, cert) = X509Certificate::from_der(der).ok()?;
-        if !rest.is_empty() {
-            return None;
-        }
-        let lacks_cert_sign = match cert.key_usage() {
-            Ok(Some(ku)) => !ku.value.key_cert_sign(),
-            Ok(None) => false,
-            Err(_) => return None,
-        };
-        let (is_ca, path_len) = match cert.basic_constraints() {
-            Ok(Some(bc)) => (bc.value.ca, bc.value.path_len_constraint),
-            Ok(None) => (false, None),
-            Err(_) => return None,
-        };
-        let name_constrained = match cert.name_constraints() {
-            Ok(nc) => nc.is_some(),
-            Err(_) => return None,
-        };
-        let validity = cert.validity();
-        Some(Self {
-            der,
-            id,
-            name_constrained,
-            subject: cert.tbs_certificate.subject.as_raw(),
-            is_ca,
-            path_len,
-            issuer: cert.tbs_certificate.issuer.as_raw(),
-            lacks_cert_sign,
-            not_before: clamp_time(validity.not_before.timestamp()),
-            not_after: clamp_time(validity.not_after.timestamp()),
-        })
-    }
-
-    /// A cached certificate's facts, without parsing it again (its names are not needed on a
-    /// path through cached links).
-    fn from_facts(der: &'a [u8], id: CertId, f: CaFacts) -> Self {
-        Self {
-            der,
-            id,
-            subject: &[],
-            issuer: &[],
-            is_ca: f.is_ca,
-            path_len: f.path_len,
-            lacks_cert_sign: f.lacks_cert_sign,
-            name_constrained: false,
-            not_before: f.not_before,
-            not_after: f.not_after,
-        }
-    }
-
-    fn facts(&self) -> CaFacts {
-        CaFacts {
-            is_ca: self.is_ca,
-            path_len: self.path_len,
-            lacks_cert_sign: self.lacks_cert_sign,
-            not_before: self.not_before,
-            not_after: self.not_after,
-        }
-    }
-
-    fn validity_at(&self, now: UnixTime) -> Option<RejectReason> {
-        let t = now.as_secs();
-        if t < self.not_before {
-            Some(RejectReason::NotYetValid)
-        } else if t > self.not_after {
-            Some(RejectReason::Expired)
-        } else {
-            None
-        }
-    }
-}
 
 impl Snapshot {
     /// Authenticate a presented chain (leaf first) and select its group, at time `now`.

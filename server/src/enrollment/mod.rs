@@ -6,6 +6,7 @@ mod authenticate;
 mod cert;
 mod group;
 mod link_cache;
+mod presented;
 mod verdict;
 
 pub use arena::{Arena, Snapshot};

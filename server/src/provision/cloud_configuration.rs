@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use super::{owner_uuid, Hub, ProvisionError, Provisioner};
+use super::error::ProvisionError;
+use super::{owner_uuid, Hub, Provisioner};
 use crate::enrollment::EnrollmentGroup;
 use crate::proto::body::{CloudConfigurationRequest, CloudConfigurationResponse, CloudServer};
 use crate::token::TokenInfo;

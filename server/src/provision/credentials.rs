@@ -7,35 +7,20 @@ use rcgen::{
 };
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use super::csr::DeviceCsr;
+use super::error::ProvisionError;
+use super::issued::{IssuedCredentials, OCF_IDENTITY_EKU};
 use super::registry::IdentityHolder;
-use super::{owner_uuid, ProvisionError, Provisioner, Requester};
+use super::{owner_uuid, Provisioner, Requester};
 use crate::enrollment::{CertId, EnrollmentGroup};
 use crate::proto::body::{
     Credential, CredentialsRequest, CredentialsResponse, CREDUSAGE_CERT, CREDUSAGE_TRUSTCA,
     ENCODING_PEM,
 };
 
-/// OCF identity certificate EKU (1.3.6.1.4.1.44924.1.6).
-pub const OCF_IDENTITY_EKU: [u64; 9] = [1, 3, 6, 1, 4, 1, 44924, 1, 6];
-
 /// Clock skew tolerated by backdating notBefore.
 const CLOCK_SKEW: time::Duration = time::Duration::minutes(1);
-
-/// A signed identity certificate and the credentials response that carries it.
-#[derive(Debug, Clone)]
-pub struct IssuedCredentials {
-    /// The device id, from the CN of the CSR.
-    pub device_id: Uuid,
-    /// The issued identity certificate.
-    pub certificate: CertificateDer<'static>,
-    /// Its expiry.
-    pub not_after: OffsetDateTime,
-    /// The response body.
-    pub response: CredentialsResponse,
-}
 
 fn bad(msg: impl Into<String>) -> ProvisionError {
     ProvisionError::BadRequest(msg.into())
@@ -230,6 +215,7 @@ mod tests {
     use rcgen::{KeyPair, PublicKeyData};
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateSigningRequestDer;
+    use uuid::Uuid;
     use x509_parser::certificate::X509Certificate;
     use x509_parser::certification_request::X509CertificationRequest;
     use x509_parser::prelude::FromDer;

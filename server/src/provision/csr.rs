@@ -14,8 +14,8 @@ use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
+use super::error::ProvisionError;
 use super::registry::SpkiHash;
-use super::ProvisionError;
 
 fn bad(msg: impl Into<String>) -> ProvisionError {
     ProvisionError::BadRequest(msg.into())

@@ -6,7 +6,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
-use super::ProvisionError;
+use super::error::ProvisionError;
 use crate::pki::{chain_pem, pem_encode};
 
 /// The CA that signs device identity certificates.

@@ -9,6 +9,7 @@
 //! is logged and counted ([`TokenMetrics`]).
 
 pub mod config;
+mod error;
 pub mod http;
 pub mod jwt;
 pub mod oauth2;
@@ -25,62 +26,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use config::{AuthorizationConfig, AuthorizationError, ProviderKind};
+pub use error::TokenError;
 use jwt::SigningKey;
 use oauth2::OAuth2Client;
 
 /// `iss` of DPS-signed tokens until the admin API is bound (or `[admin] issuer` is set).
 pub const DEFAULT_ISSUER: &str = "dps-server";
-
-/// Why no token could be had for a device.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenError {
-    /// The token endpoint did not answer within the deadline.
-    #[error("token endpoint did not answer within {0:?}")]
-    Timeout(Duration),
-    /// The token endpoint could not be reached (connect or TLS failure).
-    #[error("token endpoint unreachable: {0}")]
-    Unreachable(String),
-    /// The token endpoint answered with an error status.
-    #[error("token endpoint answered HTTP {0}: {1}")]
-    Status(u16, String),
-    /// The answer is not a usable token response.
-    #[error("bad token response: {0}")]
-    Response(String),
-    /// The token's claims do not name this owner and device.
-    #[error("token refused: {0}")]
-    Claims(String),
-    /// The DPS could not sign its own token.
-    #[error("cannot sign the token: {0}")]
-    Sign(String),
-}
-
-impl TokenError {
-    /// Every label of [`TokenError::label`], in the order of the metrics.
-    pub const LABELS: [&'static str; 6] = [
-        "timeout",
-        "unreachable",
-        "status",
-        "response",
-        "claims",
-        "sign",
-    ];
-
-    /// Short stable name for metrics and logs.
-    pub fn label(&self) -> &'static str {
-        Self::LABELS[self.index()]
-    }
-
-    fn index(&self) -> usize {
-        match self {
-            TokenError::Timeout(_) => 0,
-            TokenError::Unreachable(_) => 1,
-            TokenError::Status(..) => 2,
-            TokenError::Response(_) => 3,
-            TokenError::Claims(_) => 4,
-            TokenError::Sign(_) => 5,
-        }
-    }
-}
 
 /// What the provisioning record keeps about a device's token (never the token itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,9 +22,9 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::config::{ClientAuth, OAuth2Config};
+use super::error::TokenError;
 use super::http::{form_encode, form_escape, HttpClient, HttpError};
 use super::jwt::unverified_claims;
-use super::TokenError;
 
 /// Cached tokens at most per hub; beyond, expired ones are dropped, then an arbitrary one.
 pub const CACHE_CAPACITY: usize = 100_000;

@@ -3,7 +3,7 @@
 
 use aws_lc_rs::{digest, hmac};
 
-use super::marshal::MarshalError;
+use super::marshal_error::MarshalError;
 
 /// TPM_ALG_RSA.
 pub const RSA: u16 = 0x0001;

@@ -15,6 +15,7 @@ pub mod enrollment;
 pub mod kdf;
 pub mod make_credential;
 pub mod marshal;
+mod marshal_error;
 pub mod quote;
 pub mod soft;
 #[cfg(feature = "tpm-sim")]

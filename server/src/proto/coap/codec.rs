@@ -3,8 +3,8 @@
 //! Wire layout: `Len|TKL` byte, 0/1/2/4 extended-length bytes, code byte, token, options, and
 //! `0xFF` + payload when the payload is non-empty. `Len` counts only options, marker and payload.
 
-use super::{CoapOption, Frame, MAX_TOKEN_LEN};
-use thiserror::Error;
+use super::error::CodecError;
+use super::message::{CoapOption, Code, Frame, MAX_TOKEN_LEN};
 
 /// Offset added to a 1-byte extended length/delta (nibble 13).
 const EXT1_BASE: usize = 13;
@@ -16,41 +16,6 @@ const EXT4_BASE: u64 = 65_805;
 const MAX_OPTION_FIELD: usize = EXT2_BASE + 0xffff;
 /// The payload marker.
 const PAYLOAD_MARKER: u8 = 0xff;
-
-/// A framing error: the message cannot be encoded, or the peer sent a malformed or oversized one.
-/// Every decode error is fatal for the connection (the stream cannot be resynchronised).
-#[derive(Clone, Debug, Error, PartialEq, Eq)]
-pub enum CodecError {
-    /// TKL greater than 8 (9..=15 are reserved), or a token longer than 8 bytes to encode.
-    #[error("token length {0} exceeds 8")]
-    InvalidTokenLength(usize),
-    /// An option delta nibble of 15 that is not the payload marker.
-    #[error("reserved option delta 15")]
-    ReservedOptionDelta,
-    /// An option length nibble of 15.
-    #[error("reserved option length 15")]
-    ReservedOptionLength,
-    /// The running option number exceeded 65535.
-    #[error("option number {0} exceeds 65535")]
-    OptionNumberOverflow(u32),
-    /// A payload marker with no payload after it.
-    #[error("payload marker followed by an empty payload")]
-    EmptyPayload,
-    /// An option header or value runs past the declared message length.
-    #[error("option truncated by the message length")]
-    TruncatedOption,
-    /// The message is larger than the allowed maximum (checked as soon as its length is known).
-    #[error("message of {size} bytes exceeds the maximum of {max} bytes")]
-    MessageTooLarge {
-        /// The size the header declares (whole message: header, token, options and payload).
-        size: u64,
-        /// The configured maximum.
-        max: u64,
-    },
-    /// An option value too long for the wire format (over 65804 bytes), when encoding.
-    #[error("option value of {0} bytes is too long to encode")]
-    OptionTooLong(usize),
-}
 
 /// Size of the extension that follows a nibble for a delta/length `value` (0, 1 or 2 bytes).
 fn ext_len(value: usize) -> usize {
@@ -313,7 +278,7 @@ pub fn decode_frame(
     let body = message.get(token_end..).unwrap_or_default();
     let (options, payload) = parse_body(body)?;
     let frame = Frame {
-        code: super::Code(code),
+        code: Code(code),
         token,
         options,
         payload,

@@ -12,6 +12,7 @@ use crate::enrollment::{CertId, LeadSelector};
 use crate::proto::coap::Code;
 use crate::provision::Identities;
 use crate::records::Step;
+use crate::store::{IssuedIdentity, RecordWriter, BATCH_MAX};
 
 fn group(id: Uuid, name: &str) -> GroupConfig {
     GroupConfig {
@@ -300,14 +301,14 @@ fn cloud_configuration_records_the_token_provider_and_expiry_and_old_records_dec
         provider: crate::token::ProviderKind::Oauth2,
         expires_at: Some(expires),
     });
-    let merged = super::writer::merge(None, &cloud);
+    let merged = super::event::merge(None, &cloud);
     assert_eq!(merged.token_provider.as_deref(), Some("oauth2"));
     assert_eq!(
         merged.token_expires_at.as_deref(),
         Some("2030-03-17T17:46:40Z")
     );
     // A later step without a token keeps what the record knows.
-    let acls = super::writer::merge(Some(merged), &event(key, Step::Acls, Code::CONTENT));
+    let acls = super::event::merge(Some(merged), &event(key, Step::Acls, Code::CONTENT));
     assert_eq!(acls.token_provider.as_deref(), Some("oauth2"));
     let json = serde_json::to_value(&acls).expect("json");
     assert!(json.get("at").is_none() && !json.to_string().contains("eyJ"));
