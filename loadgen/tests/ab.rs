@@ -41,7 +41,10 @@ async fn blocks_interleave_and_every_metric_gets_a_ratio() {
             continue;
         }
         let r = m.ratio.unwrap_or_else(|| panic!("no ratio for {m:?}"));
-        assert!(r.low <= r.ratio && r.ratio <= r.high && r.pairs == 2, "{m:?}");
+        assert!(
+            r.low <= r.ratio && r.ratio <= r.high && r.pairs == 2,
+            "{m:?}"
+        );
     }
     let schema: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ab.schema.json"))
@@ -55,9 +58,17 @@ async fn blocks_interleave_and_every_metric_gets_a_ratio() {
     let validator = jsonschema::validator_for(&schema).expect("valid schema");
     let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(std::fs::read_dir(done.dir.join("runs")).expect("runs").count(), 4);
+    assert_eq!(
+        std::fs::read_dir(done.dir.join("runs"))
+            .expect("runs")
+            .count(),
+        4
+    );
 
     let other = Scenario::parse(&scenario("c", 41), "c", "c").expect("c");
     let refused = ab::run(&a, &other, 2, results.path(), &|_| {}).await;
-    assert!(matches!(refused, Err(AbError::Fleets { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(AbError::Fleets { .. })),
+        "{refused:?}"
+    );
 }
