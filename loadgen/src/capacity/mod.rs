@@ -20,7 +20,7 @@ pub use search::{Bound, Capacity, Search, SearchSpec, StepVerdict};
 pub use step::{StepRecord, StepSpec};
 
 use crate::run::{self, RunError};
-use crate::scenario::{Loaded, ScenarioError};
+use crate::scenario::Loaded;
 use crate::summary::ThresholdResult;
 use crate::threshold::Threshold;
 
@@ -40,9 +40,6 @@ pub struct CapacitySpec {
 /// Why a capacity search could not be carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum CapacityError {
-    /// The scenario is invalid.
-    #[error(transparent)]
-    Scenario(#[from] ScenarioError),
     /// A step could not be run.
     #[error("step at {rate}/s: {source}")]
     Step {
@@ -51,12 +48,9 @@ pub enum CapacityError {
         /// Why.
         source: RunError,
     },
-    /// A baseline or a report could not be read or written.
+    /// A report could not be written.
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    /// A gate's baseline is not a capacity result.
-    #[error(transparent)]
-    Gate(#[from] GateError),
 }
 
 /// `summary.json` of a capacity search (schema: `loadgen/capacity.schema.json`).
