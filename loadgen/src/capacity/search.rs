@@ -1,8 +1,13 @@
 //! The search of `dps-loadgen capacity`, apart from running anything: which rate to try next given
 //! the verdicts so far. Rates double from the start rate until a step fails (or the maximum is
 //! reached), then the bracket between the highest rate that held and the lowest that failed is
-//! halved until it is narrow enough. A rate whose step came out close to an SLO's line is run
-//! again, and it holds only if every run of it held, so one lucky step cannot raise the capacity.
+//! halved until it is narrow enough.
+//!
+//! One step is noisy in both directions on a shared machine (one scheduler stall of 150 ms fails
+//! the p99 of an 8-second step), so a rate is decided by runs that agree: a clear pass decides at
+//! once; a pass close to an SLO's line, or a failure, is run again; two runs that disagree get a
+//! third, and the majority decides. A rate that could not be decided within the step budget does
+//! not hold. So neither one lucky step nor one unlucky stall moves the capacity.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +22,8 @@ pub struct SearchSpec {
     pub resolution: f64,
     /// At most this many steps in all (repetitions included).
     pub max_steps: usize,
-    /// Runs of one rate at most (a step close to the line is repeated up to this).
+    /// Runs of one rate at most (an undecided rate is repeated up to this; 3 lets a majority
+    /// decide two runs that disagree).
     pub max_runs_per_rate: usize,
 }
 
@@ -28,7 +34,7 @@ impl Default for SearchSpec {
             max_rate: 5000.0,
             resolution: 0.05,
             max_steps: 14,
-            max_runs_per_rate: 2,
+            max_runs_per_rate: 3,
         }
     }
 }
@@ -41,7 +47,7 @@ pub enum StepVerdict {
     Held,
     /// Every SLO held, one of them close to its line: the rate is run again.
     HeldClose,
-    /// An SLO did not hold.
+    /// An SLO did not hold: the rate is run again to confirm it.
     Failed,
     /// The generator, not the target, limited the step: nothing can be said about the target at
     /// this rate, so the search stops below it.
@@ -74,7 +80,7 @@ pub struct Search {
 /// The search's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Capacity {
-    /// The highest rate at which every SLO held on every run, per second (0 when none did).
+    /// The highest rate its runs decided held, per second (0 when none did).
     pub capacity_per_s: f64,
     /// The lowest rate above it that failed (or was generator-limited); `None` when none did.
     pub upper_per_s: Option<f64>,
@@ -120,24 +126,50 @@ impl Search {
             .map(|(_, v)| *v)
     }
 
-    /// Did `rate` hold on every run (and was it run)?
-    fn held(&self, rate: f64) -> bool {
-        let mut any = false;
+    /// What the runs of `rate` so far decide: `Some(true)` held, `Some(false)` did not,
+    /// `None` not yet (it is to be run again).
+    fn decided(&self, rate: f64) -> Option<bool> {
+        let (mut held, mut failed, mut runs) = (0, 0, 0);
         for v in self.runs_of(rate) {
-            any = true;
-            if !matches!(v, StepVerdict::Held | StepVerdict::HeldClose) {
-                return false;
+            runs += 1;
+            match v {
+                StepVerdict::GeneratorLimited => return Some(false),
+                StepVerdict::Held | StepVerdict::HeldClose => held += 1,
+                StepVerdict::Failed => failed += 1,
             }
         }
-        any
+        let clear_pass = runs == 1 && self.runs_of(rate).next() == Some(StepVerdict::Held);
+        if clear_pass || held >= 2 {
+            Some(true)
+        } else if failed >= 2 {
+            Some(false)
+        } else if runs == 0 {
+            None
+        } else if runs >= self.spec.max_runs_per_rate || self.runs.len() >= self.spec.max_steps {
+            // Out of runs: what could not be shown to hold does not.
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// Did `rate` hold (decided by its runs; an undecided rate does not hold yet)?
+    fn held(&self, rate: f64) -> bool {
+        self.decided(rate) == Some(true)
+    }
+
+    /// The rates run so far, ascending, each once.
+    fn rates(&self) -> Vec<f64> {
+        let mut rates: Vec<f64> = self.runs.iter().map(|(r, _)| *r).collect();
+        rates.sort_by(f64::total_cmp);
+        rates.dedup_by(|a, b| (*a - *b).abs() < 0.5);
+        rates
     }
 
     /// The highest rate that held and the lowest rate above it that did not (failed or
     /// generator-limited), with whether that one was generator-limited.
     fn bracket(&self) -> (Option<f64>, Option<(f64, bool)>) {
-        let mut rates: Vec<f64> = self.runs.iter().map(|(r, _)| *r).collect();
-        rates.sort_by(f64::total_cmp);
-        rates.dedup_by(|a, b| (*a - *b).abs() < 0.5);
+        let rates = self.rates();
         // The lowest rate that did not hold bounds everything above it: a pass higher up is noise.
         let first_bad = rates.iter().copied().find(|r| !self.held(*r));
         let lower = rates
@@ -156,12 +188,14 @@ impl Search {
         if self.runs.len() >= self.spec.max_steps {
             return None;
         }
-        // A step close to the line is run again before anything else.
-        if let Some((rate, StepVerdict::HeldClose)) = self.runs.last() {
-            let runs = self.runs_of(*rate).count();
-            if runs < self.spec.max_runs_per_rate && self.held(*rate) {
-                return Some(*rate);
-            }
+        // A rate not yet decided is run again before anything else (the lowest first: it bounds
+        // the rest).
+        if let Some(rate) = self
+            .rates()
+            .into_iter()
+            .find(|r| self.decided(*r).is_none())
+        {
+            return Some(rate);
         }
         let max = round(self.spec.max_rate);
         match self.bracket() {
@@ -281,9 +315,55 @@ mod tests {
         s.record(1000.0, StepVerdict::HeldClose);
         assert_eq!(s.next(), Some(1000.0), "repeated");
         s.record(1000.0, StepVerdict::Failed);
+        assert_eq!(
+            s.next(),
+            Some(1000.0),
+            "the two runs disagree: a third decides"
+        );
+        s.record(1000.0, StepVerdict::Failed);
         // Now bisect below it.
         assert_eq!(s.next(), Some(500.0));
         assert_eq!(s.capacity().capacity_per_s, 0.0);
+    }
+
+    #[test]
+    fn one_unlucky_step_does_not_lower_the_capacity() {
+        let spec = SearchSpec {
+            start_rate: 100.0,
+            max_rate: 400.0,
+            ..SearchSpec::default()
+        };
+        let mut s = Search::new(spec);
+        assert_eq!(s.next(), Some(100.0));
+        s.record(100.0, StepVerdict::Failed);
+        assert_eq!(s.next(), Some(100.0), "a failure is confirmed");
+        s.record(100.0, StepVerdict::Held);
+        assert_eq!(s.next(), Some(100.0), "one each: a third decides");
+        s.record(100.0, StepVerdict::Held);
+        assert_eq!(s.next(), Some(200.0), "held by majority: go on doubling");
+        s.record(200.0, StepVerdict::Failed);
+        s.record(200.0, StepVerdict::Failed);
+        assert_eq!(
+            s.next(),
+            Some(150.0),
+            "a confirmed failure bounds the bracket"
+        );
+        let c = s.capacity();
+        assert_eq!((c.capacity_per_s, c.upper_per_s), (100.0, Some(200.0)));
+    }
+
+    #[test]
+    fn an_undecided_rate_at_the_end_of_the_budget_does_not_hold() {
+        let spec = SearchSpec {
+            max_steps: 2,
+            ..SearchSpec::default()
+        };
+        let mut s = Search::new(spec);
+        s.record(100.0, StepVerdict::Held);
+        s.record(200.0, StepVerdict::HeldClose);
+        assert_eq!(s.next(), None);
+        let c = s.capacity();
+        assert_eq!((c.capacity_per_s, c.upper_per_s), (100.0, Some(200.0)));
     }
 
     #[test]
@@ -319,6 +399,8 @@ mod tests {
         let mut s = Search::new(SearchSpec::default());
         s.record(400.0, StepVerdict::Held);
         s.record(800.0, StepVerdict::Failed);
+        s.record(800.0, StepVerdict::Failed);
+        s.record(600.0, StepVerdict::Failed);
         s.record(600.0, StepVerdict::Failed);
         s.record(1000.0, StepVerdict::Held);
         let c = s.capacity();
