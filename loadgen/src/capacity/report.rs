@@ -443,6 +443,14 @@ mod tests {
         assert!(md.contains("| 3 | 800 | failed |"), "{md}");
         let svg = steps_svg(&s, &slos).expect("svg");
         assert!(svg.starts_with("<svg"));
+        let html = page(&s, &svg);
+        crate::report::html::check::balanced(&html).expect("balanced");
+        crate::report::html::check::no_external(&html).expect("offline");
+        assert!(html.contains("capacity 400/s") && html.contains("<h2>Steps</h2>"));
+        assert!(
+            html.contains("<td class=\"n\">400</td>"),
+            "the steps' table"
+        );
         assert!(svg.contains("SLO p99(total) &lt; 50ms") || svg.contains("SLO p99(total) < 50ms"));
         assert!(svg.contains("SLO errors &lt; 1%") || svg.contains("SLO errors < 1%"));
         assert!(svg.contains("capacity 400/s"));

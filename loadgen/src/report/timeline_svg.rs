@@ -181,6 +181,7 @@ fn draw_panel(
             .map_err(|e| e.to_string())?;
         c.configure_mesh()
             .x_desc("s")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_desc(p.unit)
             .y_labels(6)
             .y_label_formatter(&|v| format!("{v:.1}"))
@@ -193,6 +194,7 @@ fn draw_panel(
             .map_err(|e| e.to_string())?;
         c.configure_mesh()
             .x_desc("s")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_desc(p.unit)
             .draw()
             .map_err(|e| e.to_string())?;
