@@ -55,7 +55,7 @@ pub fn write(results_dir: &Path, outcome: &Outcome) -> std::io::Result<PathBuf> 
     std::fs::write(dir.join("latency.svg"), &latency)?;
     let s = &outcome.summary;
     let embedded = s.server.kind == crate::scenario::ServerKind::Embedded;
-    let timeline = timeline_svg::svg(&timeline_title(s), &s.timeline, embedded)
+    let timeline = timeline_svg::svg(&timeline_svg::title(s), &s.timeline, embedded)
         .map_err(std::io::Error::other)?;
     std::fs::write(dir.join("timeline.svg"), &timeline)?;
     let pictures = html::run::Pictures {
@@ -64,11 +64,6 @@ pub fn write(results_dir: &Path, outcome: &Outcome) -> std::io::Result<PathBuf> 
     };
     std::fs::write(dir.join("report.html"), html::run::page(s, &pictures))?;
     Ok(dir)
-}
-
-/// The timeline picture's title.
-pub fn timeline_title(s: &crate::summary::Summary) -> String {
-    format!("{}: per second ({} devices)", s.scenario, s.devices)
 }
 
 /// The client's network-facing phases and the server's handshake and matching, by percentile.

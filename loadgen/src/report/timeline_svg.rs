@@ -126,6 +126,11 @@ fn server(t: &[Second], embedded: bool) -> Vec<Panel> {
         .collect()
 }
 
+/// The picture's title for the run `s`.
+pub fn title(s: &crate::summary::Summary) -> String {
+    format!("{}: per second ({} devices)", s.scenario, s.devices)
+}
+
 /// Render the timeline `seconds` of `title`'s run as an SVG document (`embedded`: the server's
 /// figures are this process's).
 pub fn svg(title: &str, seconds: &[Second], embedded: bool) -> Result<String, String> {

@@ -50,5 +50,10 @@ pub fn stored_svg(dir: &Path, name: &str) -> Option<String> {
 /// A run's timeline picture drawn again from its summary.
 pub fn timeline_svg(s: &Summary) -> Option<String> {
     let embedded = s.server.kind == crate::scenario::ServerKind::Embedded;
-    crate::report::timeline_svg::svg(&crate::report::timeline_title(s), &s.timeline, embedded).ok()
+    crate::report::timeline_svg::svg(
+        &crate::report::timeline_svg::title(s),
+        &s.timeline,
+        embedded,
+    )
+    .ok()
 }
