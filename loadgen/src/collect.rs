@@ -11,6 +11,8 @@ use crate::fleet::{Device, DeviceClass, Expected, Fleet};
 use crate::judge::{judge, Judgement};
 use crate::metrics::{Phase, Recorder};
 use crate::scenario::DeviceMode;
+use crate::timeline::Finished;
+pub use crate::timeline::{best_window, Second, Timeline};
 
 /// Per-class outcome counts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -58,95 +60,6 @@ pub struct Attempts {
     pub errors: BTreeMap<String, u64>,
 }
 
-/// One second of a run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Second {
-    /// Seconds since the start of the device phase.
-    pub t_s: u64,
-    /// Runs finished in this second.
-    pub completed: u64,
-    /// Of which provisioned as expected.
-    pub provisioned: u64,
-    /// p99 of the total latency (from the scheduled start) of those runs, µs.
-    pub p99_total_us: u64,
-}
-
-/// Per-second buckets while the run is collected.
-#[derive(Default)]
-pub struct Timeline {
-    buckets: Vec<(u64, u64, hdrhistogram::Histogram<u64>)>,
-}
-
-impl Timeline {
-    /// Count a run that finished `at` into the run.
-    pub fn record(&mut self, at: Duration, provisioned: bool, total: Option<Duration>) {
-        let i = at.as_secs() as usize;
-        while self.buckets.len() <= i {
-            self.buckets.push((0, 0, crate::metrics::new_histogram()));
-        }
-        if let Some(b) = self.buckets.get_mut(i) {
-            b.0 += 1;
-            b.1 += u64::from(provisioned);
-            if let Some(t) = total {
-                crate::metrics::record(&mut b.2, t);
-            }
-        }
-    }
-
-    /// The seconds, for the summary.
-    pub fn seconds(&self) -> Vec<Second> {
-        self.buckets
-            .iter()
-            .enumerate()
-            .map(|(t, (completed, provisioned, h))| Second {
-                t_s: t as u64,
-                completed: *completed,
-                provisioned: *provisioned,
-                p99_total_us: if h.is_empty() {
-                    0
-                } else {
-                    h.value_at_quantile(0.99)
-                },
-            })
-            .collect()
-    }
-
-    /// The best `window`-second average of provisioned/s. The last second is left out: it holds
-    /// the drain of queued runs, not sustained throughput.
-    pub fn peak(&self, window: usize) -> f64 {
-        self.peak_at(window).1
-    }
-
-    /// [`Timeline::peak`], and the second its window starts at.
-    pub fn peak_at(&self, window: usize) -> (usize, f64) {
-        let full = self
-            .buckets
-            .len()
-            .saturating_sub(1)
-            .max(1)
-            .min(self.buckets.len());
-        let p: Vec<u64> = self.buckets[..full].iter().map(|b| b.1).collect();
-        best_window(&p, window)
-    }
-}
-
-/// The best `window`-long average of `per_second` and where it starts (a shorter series: its
-/// sum over `window`, at 0).
-pub fn best_window(per_second: &[u64], window: usize) -> (usize, f64) {
-    let window = window.max(1);
-    if per_second.len() < window {
-        return (0, per_second.iter().sum::<u64>() as f64 / window as f64);
-    }
-    per_second
-        .windows(window)
-        .map(|w| w.iter().sum::<u64>() as f64 / window as f64)
-        .enumerate()
-        .fold(
-            (0, 0.0),
-            |best, (i, v)| if v > best.1 { (i, v) } else { best },
-        )
-}
-
 fn observed_label(o: &Observed, fleet: &Fleet) -> String {
     let group = |owner: &str| {
         fleet
@@ -164,6 +77,24 @@ fn observed_label(o: &Observed, fleet: &Fleet) -> String {
         Observed::Refused { phase, code } => format!("refused:{phase}:{code}"),
         Observed::Strict { check, .. } => format!("strict:{check}"),
         Observed::Failed { .. } => "failed".into(),
+    }
+}
+
+/// The last attempt's time in `phase` (each attempt's phases count from its own start).
+fn last_phase(run: &DeviceRun, phase: Phase) -> Option<Duration> {
+    run.phases
+        .iter()
+        .rev()
+        .find(|(p, _)| *p == phase)
+        .map(|(_, d)| *d)
+}
+
+/// The timeline's label of an error: the failure kind, or `strict` for iotivity-lite's checks.
+fn error_kind(o: &Observed) -> &'static str {
+    match o {
+        Observed::Failed { kind, .. } => kind.as_str(),
+        Observed::Strict { .. } => "strict",
+        _ => "other",
     }
 }
 
@@ -258,14 +189,16 @@ impl Collector {
         let judged = judge(&dev.expected, &run.observed, fleet, mode);
         let ok = judged == Judgement::AsExpected;
         // The last attempt's latency (each attempt's Total counts from its own start).
-        let total = run
-            .phases
-            .iter()
-            .rev()
-            .find(|(p, _)| *p == Phase::Total)
-            .map(|(_, d)| *d);
-        self.timeline
-            .record(at, ok && run.observed.provisioned(), total);
+        let total = last_phase(run, Phase::Total);
+        self.timeline.finished(Finished {
+            at,
+            scheduled,
+            provisioned: ok && run.observed.provisioned(),
+            total,
+            handshake: last_phase(run, Phase::Handshake),
+            error: (judged == Judgement::Error).then(|| error_kind(&run.observed)),
+            mismatch: !ok && judged != Judgement::Error,
+        });
         self.last_arrival = self.last_arrival.max(scheduled);
         if matches!(
             dev.expected,
@@ -437,25 +370,5 @@ mod tests {
         let kinds: Vec<(FailureKind, u64)> = c.failures.into_iter().collect();
         assert_eq!(kinds, [(FailureKind::Timeout, 2), (FailureKind::Busy, 1)]);
         assert_eq!(c.strict_failures.get(&StrictCheck::ShortFrame), Some(&1));
-    }
-
-    #[test]
-    fn timeline_buckets_by_second_and_finds_the_peak() {
-        let mut t = Timeline::default();
-        for (sec, n) in [(0u64, 2u64), (1, 10), (2, 12), (3, 11), (4, 1)] {
-            for _ in 0..n {
-                t.record(
-                    Duration::from_millis(sec * 1000 + 500),
-                    true,
-                    Some(Duration::from_millis(5)),
-                );
-            }
-        }
-        t.record(Duration::from_millis(4500), false, None);
-        let secs = t.seconds();
-        assert_eq!(secs.len(), 5);
-        assert_eq!((secs[4].completed, secs[4].provisioned), (2, 1));
-        assert!((4_990..=5_010).contains(&secs[1].p99_total_us));
-        assert!((t.peak(3) - 11.0).abs() < 1e-9, "{}", t.peak(3));
     }
 }

@@ -33,6 +33,70 @@ pub fn load(path: &Path) -> Result<Summary, CompareError> {
     })
 }
 
+/// The result directory of a `compare` argument (the directory itself, or the one holding the
+/// `summary.json` named).
+fn dir_of(path: &Path) -> &Path {
+    if path.is_dir() {
+        path
+    } else {
+        path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// Write `compare.md` and `report.html` (the two runs side by side, B against A on top) into a new
+/// directory under `results`; returns it. `a_path` and `b_path` are where the runs were read from:
+/// their `latency.svg` is inlined when it is there.
+pub fn write(
+    results: &Path,
+    (a_path, a): (&Path, &Summary),
+    (b_path, b): (&Path, &Summary),
+) -> std::io::Result<PathBuf> {
+    use crate::report::html::{self, pair};
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+        .replace([':', '-'], "")
+        .replace('.', "_");
+    let dir = results.join(format!("{}-vs-{}-compare-{stamp}", a.scenario, b.scenario));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("compare.md"), compare(a, b))?;
+    let rows: Vec<Vec<html::Cell>> = rows(a, b)
+        .into_iter()
+        .map(|[name, x, y, d]| vec![html::text(name), html::num(x), html::num(y), html::num(d)])
+        .collect();
+    let top = html::table(&["metric", "A", "B", "B vs A"], &rows);
+    let (ta, tb) = (pair::timeline_svg(a), pair::timeline_svg(b));
+    let (la, lb) = (
+        pair::stored_svg(dir_of(a_path), "latency.svg"),
+        pair::stored_svg(dir_of(b_path), "latency.svg"),
+    );
+    let page = pair::page(
+        &format!("dps-loadgen compare: {} → {}", a.scenario, b.scenario),
+        &top,
+        &side("A", a, (&ta, &la), a_path),
+        &side("B", b, (&tb, &lb), b_path),
+    );
+    std::fs::write(dir.join("report.html"), page)?;
+    Ok(dir)
+}
+
+/// One column of the comparison page.
+fn side<'a>(
+    label: &str,
+    s: &'a Summary,
+    (timeline, latency): (&'a Option<String>, &'a Option<String>),
+    from: &Path,
+) -> crate::report::html::pair::Side<'a> {
+    crate::report::html::pair::Side {
+        label: format!("{label}: {} ({})", s.scenario, from.display()),
+        summary: s,
+        pictures: crate::report::html::run::Pictures {
+            timeline: timeline.as_deref(),
+            latency: latency.as_deref(),
+        },
+    }
+}
+
 fn delta(a: f64, b: f64) -> String {
     if a == 0.0 {
         return if b == 0.0 { "±0".into() } else { "new".into() };
@@ -40,12 +104,25 @@ fn delta(a: f64, b: f64) -> String {
     format!("{:+.1} %", (b - a) / a * 100.0)
 }
 
+/// One line of the comparison: the metric, A's value, B's, and B against A.
+pub type Row = [String; 4];
+
 /// The comparison as a markdown table.
 pub fn compare(a: &Summary, b: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# {} → {}\n", a.scenario, b.scenario);
     let _ = writeln!(out, "| metric | A | B | B vs A |");
     let _ = writeln!(out, "|---|---:|---:|---:|");
+    for [name, x, y, d] in rows(a, b) {
+        let _ = writeln!(out, "| {name} | {x} | {y} | {d} |");
+    }
+    out
+}
+
+/// The comparison's lines: throughput, outcomes, CPU per device, storm times, latency per phase.
+pub fn rows(a: &Summary, b: &Summary) -> Vec<Row> {
+    let mut out = Vec::new();
+    let mut row = |name: String, x: String, y: String, d: String| out.push([name, x, y, d]);
     let per_device = |s: &Summary| {
         let devices: u64 = s.attempts.per_device.values().sum();
         if devices == 0 {
@@ -87,7 +164,12 @@ pub fn compare(a: &Summary, b: &Summary) -> String {
         ),
     ];
     for (name, x, y) in rows {
-        let _ = writeln!(out, "| {name} | {x:.1} | {y:.1} | {} |", delta(x, y));
+        row(
+            name.into(),
+            format!("{x:.1}"),
+            format!("{y:.1}"),
+            delta(x, y),
+        );
     }
     // CPU per provisioned device of each side, when both runs measured it.
     let cpu = |s: &Summary, server: bool| {
@@ -100,7 +182,12 @@ pub fn compare(a: &Summary, b: &Summary) -> String {
         ("CPU ms per provisioned, server process", true),
     ] {
         if let (Some(x), Some(y)) = (cpu(a, server), cpu(b, server)) {
-            let _ = writeln!(out, "| {name} | {x:.3} | {y:.3} | {} |", delta(x, y));
+            row(
+                name.into(),
+                format!("{x:.3}"),
+                format!("{y:.3}"),
+                delta(x, y),
+            );
         }
     }
     let secs = |s: &Summary, f: fn(&crate::storm::Storm) -> Option<u64>| {
@@ -114,7 +201,12 @@ pub fn compare(a: &Summary, b: &Summary) -> String {
         ("time to 100 % s", |st| st.time_to_100_us),
     ] {
         if let (Some(x), Some(y)) = (secs(a, f), secs(b, f)) {
-            let _ = writeln!(out, "| {label} | {x:.2} | {y:.2} | {} |", delta(x, y));
+            row(
+                label.into(),
+                format!("{x:.2}"),
+                format!("{y:.2}"),
+                delta(x, y),
+            );
         }
     }
     for (phase, qa) in &a.latency {
@@ -122,12 +214,11 @@ pub fn compare(a: &Summary, b: &Summary) -> String {
             continue;
         };
         for (label, x, y) in [("p50", qa.p50_us, qb.p50_us), ("p99", qa.p99_us, qb.p99_us)] {
-            let _ = writeln!(
-                out,
-                "| {label}({phase}) ms | {:.2} | {:.2} | {} |",
-                x as f64 / 1000.0,
-                y as f64 / 1000.0,
-                delta(x as f64, y as f64)
+            row(
+                format!("{label}({phase}) ms"),
+                format!("{:.2}", x as f64 / 1000.0),
+                format!("{:.2}", y as f64 / 1000.0),
+                delta(x as f64, y as f64),
             );
         }
     }

@@ -208,12 +208,12 @@ fn open_model(
             let late = tokio::time::Instant::now().saturating_duration_since(scheduled);
             if late > max_lateness {
                 dropped.fetch_add(1, Ordering::Relaxed);
-                starts.drop_late();
+                starts.drop_late(Duration::from_secs_f64(offset));
                 continue;
             }
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 dropped.fetch_add(1, Ordering::Relaxed);
-                starts.drop_in_flight();
+                starts.drop_in_flight(Duration::from_secs_f64(offset));
                 continue;
             };
             let (fleet, ctx, tx, starts) = (fleet.clone(), ctx.clone(), tx.clone(), starts.clone());

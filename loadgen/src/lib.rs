@@ -25,6 +25,7 @@ pub mod summary;
 pub mod system;
 pub mod target;
 pub mod threshold;
+pub mod timeline;
 
 use std::path::Path;
 

@@ -101,11 +101,15 @@ enum Command {
         results: PathBuf,
     },
     /// Print the deltas between two runs (B relative to A): a summary.json or a result directory each.
+    /// Also writes compare.md and report.html (both runs side by side) into a new directory.
     Compare {
         /// The baseline run.
         a: PathBuf,
         /// The run to compare with it.
         b: PathBuf,
+        /// Where the comparison's result directory goes.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
     },
 }
 
@@ -425,17 +429,21 @@ fn main() -> ExitCode {
             pairs,
             results,
         } => return ab(&a, &b, pairs as usize, &results),
-        Command::Compare { a, b } => {
+        Command::Compare { a, b, results } => {
             return match (
                 dps_loadgen::compare::load(&a),
                 dps_loadgen::compare::load(&b),
             ) {
-                (Ok(a), Ok(b)) => {
+                (Ok(sa), Ok(sb)) => {
                     let _ = write!(
                         std::io::stdout().lock(),
                         "{}",
-                        dps_loadgen::compare::compare(&a, &b)
+                        dps_loadgen::compare::compare(&sa, &sb)
                     );
+                    match dps_loadgen::compare::write(&results, (&a, &sa), (&b, &sb)) {
+                        Ok(dir) => eprintln!("report: {}", dir.join("report.html").display()),
+                        Err(e) => eprintln!("warning: no report written: {e}"),
+                    }
                     ExitCode::SUCCESS
                 }
                 (Err(e), _) | (_, Err(e)) => {

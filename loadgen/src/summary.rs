@@ -298,7 +298,14 @@ pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, f: Facts
         retry_policy: loaded.retry.default.name(),
         attempts: c.attempts,
         storm: Some(storm),
-        timeline: c.timeline.seconds(),
+        timeline: match f.generator.as_ref() {
+            Some(m) => c.timeline.seconds_with(
+                &m.starts.dropped_per_second,
+                &m.sampled.seconds,
+                m.embedded,
+            ),
+            None => c.timeline.seconds(),
+        },
         peak_provisioned_per_s: c.timeline.peak(3),
         hold: f.hold,
         attack,

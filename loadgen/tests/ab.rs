@@ -64,6 +64,12 @@ async fn blocks_interleave_and_every_metric_gets_a_ratio() {
             .count(),
         4
     );
+    // report.html: the ratio table, then the last block of each side side by side, offline.
+    let page = std::fs::read_to_string(done.dir.join("report.html")).expect("report.html");
+    dps_loadgen::report::html::check::balanced(&page).expect("balanced");
+    dps_loadgen::report::html::check::no_external(&page).expect("offline");
+    assert!(page.contains("B/A") && page.contains("provisioned_per_s"));
+    assert_eq!(page.matches("<h2>Timeline</h2>").count(), 2);
 
     let other = Scenario::parse(&scenario("c", 41), "c", "c").expect("c");
     let refused = ab::run(&a, &other, 2, results.path(), &|_| {}).await;

@@ -92,6 +92,10 @@ async fn a_search_finds_its_bound_writes_its_reports_and_gates() {
     assert!(std::fs::read_to_string(done.dir.join("steps.svg"))
         .expect("steps.svg")
         .starts_with("<svg"));
+    let page = std::fs::read_to_string(done.dir.join("report.html")).expect("report.html");
+    dps_loadgen::report::html::check::balanced(&page).expect("balanced");
+    dps_loadgen::report::html::check::no_external(&page).expect("offline");
+    assert!(page.contains("<h2>Steps</h2>") && page.contains("<svg"));
     assert_eq!(
         std::fs::read_dir(done.dir.join("steps"))
             .expect("steps")

@@ -235,6 +235,7 @@ fn shipped_scenarios_load() {
         "power-on.toml",
         "overload.toml",
         "tpm-mix.toml",
+        "report-example.toml",
     ] {
         if name == "tpm-mix.toml" && !cfg!(feature = "tpm-sim") {
             let e = dps_loadgen::scenario::Scenario::load(&root.join(name))

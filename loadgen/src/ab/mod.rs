@@ -238,6 +238,7 @@ pub async fn run(
     let runs_dir = dir.join("runs");
     std::fs::create_dir_all(&runs_dir)?;
     let (mut sa, mut sb, mut names) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut dir_a, mut dir_b) = (PathBuf::new(), PathBuf::new());
     for (block, is_b) in order(pairs).into_iter().enumerate() {
         let (loaded, side) = if is_b { (b, "B") } else { (a, "A") };
         let outcome = run::run(loaded, &|_| {})
@@ -247,7 +248,7 @@ pub async fn run(
                 side,
                 source,
             })?;
-        crate::report::write(&runs_dir, &outcome)?;
+        let run_dir = crate::report::write(&runs_dir, &outcome)?;
         progress(&format!(
             "block {} ({side}, {}): {:.0} provisioned/s, p99 total {:.1} ms, {} errors, {} mismatches",
             block + 1,
@@ -260,8 +261,10 @@ pub async fn run(
         names.push(side.to_owned());
         if is_b {
             sb.push(outcome.summary);
+            dir_b = run_dir;
         } else {
             sa.push(outcome.summary);
+            dir_a = run_dir;
         }
     }
     let summary = AbSummary {
@@ -276,7 +279,11 @@ pub async fn run(
         mismatches: sa.iter().chain(&sb).map(|s| s.mismatches).sum(),
         duration_s: started.elapsed().as_secs_f64(),
     };
-    report::write(&dir, &summary)?;
+    let last = sa.last().zip(sb.last()).map(|(la, lb)| report::Last {
+        a: (la, dir_a.as_path()),
+        b: (lb, dir_b.as_path()),
+    });
+    report::write(&dir, &summary, last.as_ref())?;
     Ok(AbDone { summary, dir })
 }
 

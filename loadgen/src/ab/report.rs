@@ -1,16 +1,123 @@
-//! The reports of an A/B: `summary.json` and `summary.md` (a table of each metric's B/A ratio
-//! with its 95 % interval and verdict, then every block's value).
+//! The reports of an A/B: `summary.json`, `summary.md` (a table of each metric's B/A ratio
+//! with its 95 % interval and verdict, then every block's value) and `report.html` (the same
+//! tables, then the last block of each side side by side).
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use super::AbSummary;
+use crate::report::html::{self, pair, Cell};
+use crate::summary::Summary;
 
-/// Write `summary.json` and `summary.md` into `dir`.
-pub fn write(dir: &Path, s: &AbSummary) -> std::io::Result<()> {
+/// The last block of each side and its result directory, shown side by side in `report.html`.
+pub struct Last<'a> {
+    /// A's last block.
+    pub a: (&'a Summary, &'a Path),
+    /// B's last block.
+    pub b: (&'a Summary, &'a Path),
+}
+
+/// Write `summary.json`, `summary.md` and `report.html` into `dir`.
+pub fn write(dir: &Path, s: &AbSummary, last: Option<&Last<'_>>) -> std::io::Result<()> {
     let json = serde_json::to_string_pretty(s).map_err(std::io::Error::other)?;
     std::fs::write(dir.join("summary.json"), json + "\n")?;
-    std::fs::write(dir.join("summary.md"), markdown(s))
+    std::fs::write(dir.join("summary.md"), markdown(s))?;
+    if let Some(last) = last {
+        std::fs::write(dir.join("report.html"), page(s, last))?;
+    }
+    Ok(())
+}
+
+/// The ratio table and the blocks' values, as HTML.
+fn tables(s: &AbSummary) -> String {
+    let mut out = html::para(&format!(
+        "{} pairs of blocks in {:.0} s, order {}; ratios are B/A, geometric mean of the pairs with a \
+         95 % interval. same: the interval holds 1.",
+        s.pairs,
+        s.duration_s,
+        s.order.join(" ")
+    ));
+    if s.mismatches > 0 {
+        out.push_str(&html::verdict(
+            false,
+            &format!(
+                "{} wrong verdicts in the blocks: these figures are not valid.",
+                s.mismatches
+            ),
+        ));
+    }
+    let ratios: Vec<Vec<Cell>> = s
+        .metrics
+        .iter()
+        .map(|m| match &m.ratio {
+            Some(r) => vec![
+                html::text(&m.metric),
+                html::num(format!("{:.3}", r.ratio)),
+                html::num(format!("{:.3} – {:.3}", r.low, r.high)),
+                html::text(&m.verdict),
+            ],
+            None => vec![
+                html::text(&m.metric),
+                html::num("-"),
+                html::num("-"),
+                html::text(&m.verdict),
+            ],
+        })
+        .collect();
+    out.push_str(&html::table(
+        &["metric", "B/A", "95 % interval", "verdict for B"],
+        &ratios,
+    ));
+    let join = |v: &[Option<f64>]| v.iter().map(|x| value(*x)).collect::<Vec<_>>().join(", ");
+    let blocks: Vec<Vec<Cell>> = s
+        .metrics
+        .iter()
+        .map(|m| {
+            vec![
+                html::text(&m.metric),
+                html::text(join(&m.a)),
+                html::text(join(&m.b)),
+            ]
+        })
+        .collect();
+    out.push_str(&html::table(
+        &["metric", "A per block", "B per block"],
+        &blocks,
+    ));
+    out
+}
+
+/// One column: a side's last block and its pictures.
+fn side<'a>(
+    label: &str,
+    (run, dir): (&'a Summary, &Path),
+    p: &'a (Option<String>, Option<String>),
+) -> pair::Side<'a> {
+    pair::Side {
+        label: format!("{label}: {}, last block ({})", run.scenario, dir.display()),
+        summary: run,
+        pictures: html::run::Pictures {
+            timeline: p.0.as_deref(),
+            latency: p.1.as_deref(),
+        },
+    }
+}
+
+/// `report.html`: the tables, then each side's last block in a column.
+pub fn page(s: &AbSummary, last: &Last<'_>) -> String {
+    let pictures = |(run, dir): (&Summary, &Path)| {
+        (
+            pair::timeline_svg(run),
+            pair::stored_svg(dir, "latency.svg"),
+        )
+    };
+    let (pa, pb) = (pictures(last.a), pictures(last.b));
+    pair::page(
+        &format!("dps-loadgen ab: {} (A) against {} (B)", s.a, s.b),
+        &tables(s),
+        &side("A", last.a, &pa),
+        &side("B", last.b, &pb),
+    )
 }
 
 fn value(v: Option<f64>) -> String {

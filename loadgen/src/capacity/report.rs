@@ -1,5 +1,6 @@
 //! The reports of a capacity search: `summary.json`, `summary.md` (the capacity, its bracket and
-//! the table of steps) and `steps.svg` (offered rate against p99 and errors, with the SLO lines).
+//! the table of steps), `steps.svg` (offered rate against p99 and errors, with the SLO lines) and
+//! `report.html` (all of it on one self-contained page).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -12,14 +13,101 @@ use super::CapacitySummary;
 use crate::metrics::Phase;
 use crate::threshold::{Metric, Threshold};
 
-/// Write `summary.json`, `summary.md` and `steps.svg` into `dir`.
+/// Write `summary.json`, `summary.md`, `steps.svg` and `report.html` into `dir`.
 pub fn write(dir: &Path, s: &CapacitySummary, slos: &[Threshold]) -> std::io::Result<()> {
     let json = serde_json::to_string_pretty(s).map_err(std::io::Error::other)?;
     std::fs::write(dir.join("summary.json"), json + "\n")?;
     std::fs::write(dir.join("summary.md"), markdown(s))?;
     let svg = steps_svg(s, slos).map_err(std::io::Error::other)?;
-    std::fs::write(dir.join("steps.svg"), svg)?;
+    std::fs::write(dir.join("steps.svg"), &svg)?;
+    std::fs::write(dir.join("report.html"), page(s, &svg))?;
     Ok(())
+}
+
+/// `report.html`: the capacity and its verdict, the gates, the step chart and the steps' table.
+pub fn page(s: &CapacitySummary, steps_svg: &str) -> String {
+    use crate::report::html::{self, num, text, Cell};
+    let title = format!("dps-loadgen capacity: {}", s.scenario);
+    let mut body = format!("<h1>{}</h1>\n", html::escape(&title));
+    let mut verdict = html::verdict(s.passed, &headline(s));
+    verdict.push_str(&html::para(&format!(
+        "Started {}; {} steps in {:.0} s; each step {:.0} s warm-up (not counted) + {:.0} s measured \
+         at a constant arrival rate. Every step's own report is in its directory under steps/.",
+        s.started_at,
+        s.steps.len(),
+        s.search_s,
+        s.search.warmup_s,
+        s.search.measure_s
+    )));
+    body.push_str(&html::section("Verdict", &verdict));
+    let gates: Vec<Vec<Cell>> = s
+        .thresholds
+        .iter()
+        .map(|t| {
+            vec![
+                text(&t.threshold),
+                num(format!("{:.0}", t.actual)),
+                text(if t.passed { "held" } else { "FAILED" }),
+            ]
+        })
+        .collect();
+    body.push_str(&html::section(
+        "SLOs and gates",
+        &format!(
+            "{}{}",
+            html::para(&format!("SLOs: {}.", s.slos.join(", "))),
+            html::table(&["gate", "measured /s", "verdict"], &gates)
+        ),
+    ));
+    body.push_str(&html::section(
+        "Steps",
+        &format!(
+            "{}{}",
+            html::figure(
+                steps_svg,
+                "offered rate against p99 and errors, with the SLO lines"
+            ),
+            steps_table(s)
+        ),
+    ));
+    html::page(&title, &body)
+}
+
+fn steps_table(s: &CapacitySummary) -> String {
+    use crate::report::html::{num, table, text, Cell};
+    let opt = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.1}"));
+    let rows: Vec<Vec<Cell>> = s
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            vec![
+                num(i + 1),
+                num(format!("{:.0}", r.rate_per_s)),
+                text(verdict_name(r.verdict)),
+                num(format!("{:.0}", r.provisioned_per_s)),
+                num(opt(r.p50_total_ms)),
+                num(opt(r.p99_total_ms)),
+                num(format!("{} ({:.2}%)", r.errors, r.errors_pct)),
+                num(r.dropped),
+                text(r.limited_by.map_or("-", |l| l.as_str())),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "#",
+            "rate/s",
+            "verdict",
+            "provisioned/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "dropped",
+            "limited by",
+        ],
+        &rows,
+    )
 }
 
 fn verdict_name(v: StepVerdict) -> &'static str {
@@ -355,6 +443,14 @@ mod tests {
         assert!(md.contains("| 3 | 800 | failed |"), "{md}");
         let svg = steps_svg(&s, &slos).expect("svg");
         assert!(svg.starts_with("<svg"));
+        let html = page(&s, &svg);
+        crate::report::html::check::balanced(&html).expect("balanced");
+        crate::report::html::check::no_external(&html).expect("offline");
+        assert!(html.contains("capacity 400/s") && html.contains("<h2>Steps</h2>"));
+        assert!(
+            html.contains("<td class=\"n\">400</td>"),
+            "the steps' table"
+        );
         assert!(svg.contains("SLO p99(total) &lt; 50ms") || svg.contains("SLO p99(total) < 50ms"));
         assert!(svg.contains("SLO errors &lt; 1%") || svg.contains("SLO errors < 1%"));
         assert!(svg.contains("capacity 400/s"));

@@ -1,11 +1,14 @@
 //! Reports of a run: `summary.json` (see `loadgen/summary.schema.json`), `summary.md`,
-//! `latency.svg` (latency by percentile, client phases beside the server's histograms) and the raw
-//! histograms (HdrHistogram V2 + deflate, base64, one line per phase; the server's prefixed
-//! `server.`) under `results/<scenario>-<timestamp>/`.
+//! `latency.svg` (latency by percentile, client phases beside the server's histograms),
+//! `timeline.svg` (the run second by second), `report.html` (all of it on one self-contained page)
+//! and the raw histograms (HdrHistogram V2 + deflate, base64, one line per phase; the server's
+//! prefixed `server.`) under `results/<scenario>-<timestamp>/`.
 
 mod generator_md;
+pub mod html;
 pub mod plot;
 mod summary_md;
+pub mod timeline_svg;
 mod units;
 
 use std::fmt::Write as _;
@@ -48,8 +51,18 @@ pub fn write(results_dir: &Path, outcome: &Outcome) -> std::io::Result<PathBuf> 
         }
     }
     std::fs::write(dir.join("histograms.txt"), raw)?;
-    let svg = latency_svg(outcome).map_err(std::io::Error::other)?;
-    std::fs::write(dir.join("latency.svg"), svg)?;
+    let latency = latency_svg(outcome).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("latency.svg"), &latency)?;
+    let s = &outcome.summary;
+    let embedded = s.server.kind == crate::scenario::ServerKind::Embedded;
+    let timeline = timeline_svg::svg(&timeline_svg::title(s), &s.timeline, embedded)
+        .map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("timeline.svg"), &timeline)?;
+    let pictures = html::run::Pictures {
+        timeline: Some(&timeline),
+        latency: Some(&latency),
+    };
+    std::fs::write(dir.join("report.html"), html::run::page(s, &pictures))?;
     Ok(dir)
 }
 

@@ -86,6 +86,23 @@ fn parse_stat(text: &str, ticks: u64) -> Option<CpuTimes> {
     })
 }
 
+/// Resident memory of a process (`None`: this one), bytes, from `VmRSS` in `/proc/<pid>/status`:
+/// the server's memory second by second in the run's timeline.
+pub fn resident_bytes(pid: Option<u32>) -> Option<u64> {
+    let path = pid.map_or_else(
+        || "/proc/self/status".to_owned(),
+        |p| format!("/proc/{p}/status"),
+    );
+    parse_vm_rss(&std::fs::read_to_string(path).ok()?)
+}
+
+/// The `VmRSS:   1234 kB` line of a `/proc/<pid>/status`, in bytes.
+fn parse_vm_rss(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
+}
+
 /// CPU time of the calling thread from its clock (`CLOCK_THREAD_CPUTIME_ID`, nanoseconds): cheap
 /// enough to read around each poll of a connect.
 pub fn thread_clock() -> Duration {
@@ -136,6 +153,14 @@ pub fn cores() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resident_memory_is_read_from_the_vm_rss_line() {
+        let status = "Name:\tdps-server\nVmPeak:\t  9000 kB\nVmRSS:\t    2048 kB\nThreads:\t4\n";
+        assert_eq!(parse_vm_rss(status), Some(2 * 1024 * 1024));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        assert!(resident_bytes(None).is_some_and(|b| b > 0));
+    }
 
     #[test]
     fn stat_lines_are_read_past_odd_command_names() {

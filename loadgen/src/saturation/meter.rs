@@ -72,6 +72,8 @@ pub struct StartMeter {
     lateness: Mutex<Histogram<u64>>,
     dropped_late: AtomicU64,
     dropped_in_flight: AtomicU64,
+    /// Dropped starts by the second of the run they were scheduled in, for the timeline.
+    dropped_per_second: Mutex<Vec<u64>>,
 }
 
 impl Default for StartMeter {
@@ -80,12 +82,13 @@ impl Default for StartMeter {
             lateness: Mutex::new(metrics::new_histogram()),
             dropped_late: AtomicU64::new(0),
             dropped_in_flight: AtomicU64::new(0),
+            dropped_per_second: Mutex::new(Vec::new()),
         }
     }
 }
 
 /// What a [`StartMeter`] saw.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Starts {
     /// Lateness of the started devices (`None`: nothing was scheduled, as in a closed loop).
     pub lateness: Option<Quantiles>,
@@ -95,6 +98,9 @@ pub struct Starts {
     pub dropped_late: u64,
     /// Starts dropped because `max_in_flight` devices were running.
     pub dropped_in_flight: u64,
+    /// Dropped starts (either way) by the second they were scheduled in, from the start of the
+    /// schedule: index = second.
+    pub dropped_per_second: Vec<u64>,
 }
 
 impl StartMeter {
@@ -107,14 +113,32 @@ impl StartMeter {
         metrics::record(&mut h, late);
     }
 
-    /// A start was dropped for being too late.
-    pub fn drop_late(&self) {
+    /// A start scheduled `at` into the run was dropped for being too late.
+    pub fn drop_late(&self, at: Duration) {
         self.dropped_late.fetch_add(1, Ordering::Relaxed);
+        self.count_drop(at);
     }
 
-    /// A start was dropped at the in-flight cap.
-    pub fn drop_in_flight(&self) {
+    /// A start scheduled `at` into the run was dropped at the in-flight cap.
+    pub fn drop_in_flight(&self, at: Duration) {
         self.dropped_in_flight.fetch_add(1, Ordering::Relaxed);
+        self.count_drop(at);
+    }
+
+    fn count_drop(&self, at: Duration) {
+        let mut v = self
+            .dropped_per_second
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let i = usize::try_from(at.as_secs())
+            .unwrap_or(usize::MAX)
+            .min(1 << 24);
+        if v.len() <= i {
+            v.resize(i + 1, 0);
+        }
+        if let Some(n) = v.get_mut(i) {
+            *n += 1;
+        }
     }
 
     /// The figures so far.
@@ -129,6 +153,11 @@ impl StartMeter {
             late: h.len().saturating_sub(h.count_between(0, on_time)),
             dropped_late: self.dropped_late.load(Ordering::Relaxed),
             dropped_in_flight: self.dropped_in_flight.load(Ordering::Relaxed),
+            dropped_per_second: self
+                .dropped_per_second
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
         }
     }
 }
@@ -173,14 +202,15 @@ mod tests {
         for ms in [1, 2, 3, 40] {
             s.started(Duration::from_millis(ms));
         }
-        s.drop_late();
-        s.drop_in_flight();
-        s.drop_in_flight();
+        s.drop_late(Duration::from_millis(100));
+        s.drop_in_flight(Duration::from_millis(2_500));
+        s.drop_in_flight(Duration::from_millis(2_900));
         let seen = s.starts();
         let q = seen.lateness.expect("lateness");
         assert_eq!(q.count, 4);
         assert!((39_000..=40_100).contains(&q.max_us), "{q:?}");
         assert_eq!((seen.dropped_late, seen.dropped_in_flight), (1, 2));
         assert_eq!(seen.late, 1);
+        assert_eq!(seen.dropped_per_second, [1, 0, 2]);
     }
 }

@@ -62,6 +62,21 @@ pub struct CpuSamples {
     pub peak_cores: f64,
 }
 
+/// One second as the sampler saw it, for the run's timeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SampledSecond {
+    /// The second of the run the reading closes (0: the first second).
+    pub t_s: u64,
+    /// Cores this process used over that second (with an embedded server: server and generator).
+    pub process_cores: Option<f64>,
+    /// This process's resident memory at the reading, bytes.
+    pub process_rss_bytes: Option<u64>,
+    /// Cores the spawned server used over that second.
+    pub server_cores: Option<f64>,
+    /// The spawned server's resident memory at the reading, bytes.
+    pub server_rss_bytes: Option<u64>,
+}
+
 /// What the sampler saw.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sampled {
@@ -77,6 +92,8 @@ pub struct Sampled {
     pub machine: Option<Duration>,
     /// Ports toward the target.
     pub ports: PortSamples,
+    /// Each second's readings.
+    pub seconds: Vec<SampledSecond>,
 }
 
 /// A running sampler; [`Sampler::stop`] ends it.
@@ -110,6 +127,26 @@ fn ports_now(watch: &Watch) -> Option<(u64, u64, u64)> {
 /// Cores used between two readings of one process.
 fn cores(a: Option<CpuTimes>, b: Option<CpuTimes>, secs: f64) -> Option<f64> {
     Some(b?.since(&a?).total().as_secs_f64() / secs.max(1e-9))
+}
+
+/// The second that ends with reading `now` (the one before was `last`).
+fn second_of(
+    watch: &Watch,
+    first: &Reading,
+    last: &Reading,
+    now: &Reading,
+    secs: f64,
+) -> SampledSecond {
+    let end = now.at.duration_since(first.at).as_secs_f64();
+    SampledSecond {
+        t_s: (end - 0.5).max(0.0) as u64,
+        process_cores: cores(last.process, now.process, secs),
+        process_rss_bytes: cpu::resident_bytes(None),
+        server_cores: cores(last.server, now.server, secs),
+        server_rss_bytes: watch
+            .server_pid
+            .and_then(|pid| cpu::resident_bytes(Some(pid))),
+    }
 }
 
 impl Sampler {
@@ -150,6 +187,7 @@ fn run(
         at: first.at,
     };
     let (mut peak_process, mut peak_server) = (0.0_f64, 0.0_f64);
+    let mut seconds = Vec::new();
     let mut next_ports = Instant::now();
     loop {
         let done = !matches!(
@@ -174,6 +212,7 @@ fn run(
             if let Some(c) = cores(last.server, now.server, secs) {
                 peak_server = peak_server.max(c);
             }
+            seconds.push(second_of(watch, &first, &last, &now, secs));
         }
         if done {
             let side = |a: Option<CpuTimes>, b: Option<CpuTimes>, peak: f64| {
@@ -192,6 +231,7 @@ fn run(
                     .zip(first.machine)
                     .map(|(b, a)| b.saturating_sub(a)),
                 ports,
+                seconds,
             };
         }
         last = now;
@@ -248,5 +288,9 @@ mod tests {
         assert_eq!(seen.ports.at_start, 0);
         assert_eq!((seen.ports.peak, seen.ports.peak_per_address), (1, 1));
         assert!(seen.ports.samples >= 2);
+        let second = seen.seconds.first().expect("a second");
+        assert_eq!(second.t_s, 0);
+        assert!(second.server_rss_bytes.is_some_and(|b| b > 0), "{second:?}");
+        assert!(second.process_cores.is_some(), "{second:?}");
     }
 }

@@ -243,6 +243,7 @@ mod tests {
                     peak_time_wait: 800,
                     samples: 10,
                 },
+                seconds: Vec::new(),
             },
             starts,
             connect_busy: (Duration::from_millis(200), 4_000),
@@ -297,6 +298,7 @@ mod tests {
             late: if p99_ms > 25 { 60 } else { 0 },
             dropped_late: late_drops,
             dropped_in_flight: cap_drops,
+            dropped_per_second: vec![late_drops + cap_drops],
         }
     }
 
