@@ -134,6 +134,7 @@ fn closed_loop(
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
+            starts.begin();
             let (fleet, ctx, tx) = (fleet.clone(), ctx.clone(), tx.clone());
             tokio::spawn(async move {
                 let Some(dev) = fleet.devices.get(i) else {
@@ -216,6 +217,7 @@ fn open_model(
                 starts.drop_in_flight();
                 continue;
             };
+            starts.begin();
             let (fleet, ctx, tx, starts) = (fleet.clone(), ctx.clone(), tx.clone(), starts.clone());
             tokio::spawn(async move {
                 // Timer and run-queue delay together: when the device really began.

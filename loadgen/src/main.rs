@@ -30,6 +30,11 @@ enum Command {
         /// No progress line, even on a terminal.
         #[arg(long)]
         quiet: bool,
+        /// Serve live metrics (Prometheus text, `GET /metrics`) on this address while the run
+        /// goes, e.g. 127.0.0.1:9464 (port 0: any free port); the bound address is printed on
+        /// stderr as `metrics: http://ADDR/metrics`.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Run the DPS as `dps-server run` does (used for `[target] spawn`: the fleet's server in its
     /// own process).
@@ -397,14 +402,39 @@ fn export_fleet(scenario: &std::path::Path, out: &std::path::Path) -> ExitCode {
     }
 }
 
+/// `run`: the scenario loaded, the live metrics endpoint bound (if asked for; it lives until the
+/// run's reports are written), the run.
+async fn run_live(
+    scenario: &std::path::Path,
+    results: &std::path::Path,
+    progress: &(dyn Fn(&dps_loadgen::run::Progress) + Sync),
+    metrics_listen: Option<std::net::SocketAddr>,
+) -> Result<dps_loadgen::Finished, dps_loadgen::Error> {
+    let loaded = dps_loadgen::scenario::Scenario::load(scenario)?;
+    let live = dps_loadgen::live::LiveMetrics::new();
+    let _server = match metrics_listen {
+        Some(addr) => {
+            let server = dps_loadgen::live::serve(addr, live.clone())
+                .await
+                .map_err(|source| dps_loadgen::Error::MetricsListen { addr, source })?;
+            eprintln!("metrics: http://{}/metrics", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
+    let live = metrics_listen.is_some().then_some(&*live);
+    dps_loadgen::run_loaded(&loaded, Some(results), progress, live).await
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (scenario, results, quiet) = match cli.command {
+    let (scenario, results, quiet, metrics_listen) = match cli.command {
         Command::Run {
             scenario,
             results,
             quiet,
-        } => (scenario, results, quiet),
+            metrics_listen,
+        } => (scenario, results, quiet, metrics_listen),
         Command::ServerRun {
             config,
             listen,
@@ -477,11 +507,7 @@ fn main() -> ExitCode {
             ));
         }
     };
-    match runtime.block_on(dps_loadgen::run_scenario(
-        &scenario,
-        Some(&results),
-        &progress,
-    )) {
+    match runtime.block_on(run_live(&scenario, &results, &progress, metrics_listen)) {
         Ok(finished) => {
             if let Some(bar) = &bar {
                 bar.finish();
