@@ -35,6 +35,24 @@ enum Command {
         /// stderr as `metrics: http://ADDR/metrics`.
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// Run only the I-th of N disjoint parts of the scenario (1-based; every N-th start of
+        /// its schedule, concurrency split), for N generators that together run it; join their
+        /// result directories with `merge`.
+        #[arg(long, value_name = "I/N")]
+        segment: Option<dps_loadgen::segment::Segment>,
+    },
+    /// Merge the result directories of a scenario's segments (`run --segment I/N`, each of 1..N
+    /// once) into one result, as a single run's: counters summed, histograms merged, timelines
+    /// aligned on their start times, the thresholds judged on the merged run. Exit codes as
+    /// `run`'s: 0 pass, 99 a threshold failed or a mismatch, 2 the directories are not the
+    /// segments of one scenario, 3 the result could not be written.
+    Merge {
+        /// The segments' result directories.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// The merged result directory (created if needed).
+        #[arg(long)]
+        results: PathBuf,
     },
     /// Run the DPS as `dps-server run` does (used for `[target] spawn`: the fleet's server in its
     /// own process).
@@ -402,15 +420,19 @@ fn export_fleet(scenario: &std::path::Path, out: &std::path::Path) -> ExitCode {
     }
 }
 
-/// `run`: the scenario loaded, the live metrics endpoint bound (if asked for; it lives until the
-/// run's reports are written), the run.
+/// `run`: the scenario loaded (its segment only, with `--segment`), the live metrics endpoint
+/// bound (if asked for; it lives until the run's reports are written), the run.
 async fn run_live(
     scenario: &std::path::Path,
     results: &std::path::Path,
     progress: &(dyn Fn(&dps_loadgen::run::Progress) + Sync),
-    metrics_listen: Option<std::net::SocketAddr>,
+    (metrics_listen, segment): (
+        Option<std::net::SocketAddr>,
+        Option<dps_loadgen::segment::Segment>,
+    ),
 ) -> Result<dps_loadgen::Finished, dps_loadgen::Error> {
-    let loaded = dps_loadgen::scenario::Scenario::load(scenario)?;
+    let mut loaded = dps_loadgen::scenario::Scenario::load(scenario)?;
+    loaded.segment = segment;
     let live = dps_loadgen::live::LiveMetrics::new();
     let _server = match metrics_listen {
         Some(addr) => {
@@ -426,15 +448,39 @@ async fn run_live(
     dps_loadgen::run_loaded(&loaded, Some(results), progress, live).await
 }
 
+/// `merge`: the segments' results merged (see [`dps_loadgen::merge`]), the summary on stdout.
+fn merge(dirs: &[PathBuf], results: &std::path::Path) -> ExitCode {
+    use dps_loadgen::merge::MergeError;
+    match dps_loadgen::merge::merge(dirs, results) {
+        Ok(merged) => {
+            let mut out = std::io::stdout().lock();
+            let summary = &merged.outcome.summary;
+            let _ = write!(out, "{}", dps_loadgen::report::markdown(summary));
+            let _ = writeln!(out, "\nresults: {}", merged.dir.display());
+            ExitCode::from(dps_loadgen::exit_code(summary))
+        }
+        Err(e @ MergeError::Write { .. }) => {
+            eprintln!("error: {e}");
+            ExitCode::from(dps_loadgen::exit::ABORTED)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(dps_loadgen::exit::BAD_SCENARIO)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (scenario, results, quiet, metrics_listen) = match cli.command {
+    let (scenario, results, quiet, watch) = match cli.command {
         Command::Run {
             scenario,
             results,
             quiet,
             metrics_listen,
-        } => (scenario, results, quiet, metrics_listen),
+            segment,
+        } => (scenario, results, quiet, (metrics_listen, segment)),
+        Command::Merge { dirs, results } => return merge(&dirs, &results),
         Command::ServerRun {
             config,
             listen,
@@ -507,7 +553,7 @@ fn main() -> ExitCode {
             ));
         }
     };
-    match runtime.block_on(run_live(&scenario, &results, &progress, metrics_listen)) {
+    match runtime.block_on(run_live(&scenario, &results, &progress, watch)) {
         Ok(finished) => {
             if let Some(bar) = &bar {
                 bar.finish();

@@ -261,7 +261,8 @@ async fn drive(
         server_pid: server_target.server_pid(),
     })
     .ok();
-    let mut exec = executor::start(fleet.clone(), ctx, &scenario.executor);
+    let segment = loaded.segment.unwrap_or_default();
+    let mut exec = executor::start(fleet.clone(), ctx, &scenario.executor, segment);
     let attacks: Vec<attack::Running> = scenario
         .attack
         .iter()
