@@ -4,110 +4,20 @@
 //! percentiles are exactly those of one histogram of all samples), timelines aligned on their
 //! start times, thresholds judged again on the merged run.
 
+mod error;
+mod part;
 mod sum;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use hdrhistogram::Histogram;
-
-use crate::metrics::{new_histogram, Phase, Recorder};
-use crate::summary::{Outcome, Summary};
+use crate::metrics::Recorder;
+use crate::summary::Outcome;
 use crate::threshold::Threshold;
 
+pub use error::MergeError;
+pub use part::{read, Part};
 pub use sum::{merge_histograms, merge_summaries};
-
-/// Why segments could not be merged.
-#[derive(Debug, thiserror::Error)]
-pub enum MergeError {
-    /// A file of a segment's result directory could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The merged result could not be written.
-    #[error("cannot write the merged result into {path}: {source}")]
-    Write {
-        /// The result directory.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A summary.json that is not one.
-    #[error("{path}: not a run summary: {source}")]
-    Summary {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: serde_json::Error,
-    },
-    /// A histograms.txt line that does not decode.
-    #[error("{path}: histogram {name:?} does not decode: {why}")]
-    Histogram {
-        /// The file.
-        path: PathBuf,
-        /// The histogram's name.
-        name: String,
-        /// Why.
-        why: String,
-    },
-    /// A result of an unsegmented run.
-    #[error("{0}: not a segment (its summary.json has no `segment`: run with --segment I/N)")]
-    NotSegment(PathBuf),
-    /// Segments of different scenarios (or of different splits).
-    #[error("{dir}: segment of another scenario or split ({theirs}, {their_count} segments) than {first} ({ours}, {our_count} segments)")]
-    Mismatch {
-        /// The odd one.
-        dir: PathBuf,
-        /// Its scenario hash.
-        theirs: String,
-        /// Its segment count.
-        their_count: usize,
-        /// The first directory.
-        first: PathBuf,
-        /// The first's scenario hash.
-        ours: String,
-        /// The first's segment count.
-        our_count: usize,
-    },
-    /// A segment given twice.
-    #[error("segment {index} given twice: {a} and {b}")]
-    Duplicate {
-        /// The segment.
-        index: usize,
-        /// One directory.
-        a: PathBuf,
-        /// The other.
-        b: PathBuf,
-    },
-    /// Segments missing.
-    #[error("segments {missing:?} of {count} are missing")]
-    Missing {
-        /// Their indexes.
-        missing: Vec<usize>,
-        /// Of how many.
-        count: usize,
-    },
-    /// A threshold of the segments' summaries that no longer parses.
-    #[error("threshold {0}")]
-    Threshold(String),
-}
-
-/// One segment's result directory, read.
-#[derive(Debug)]
-pub struct Part {
-    /// Where it was.
-    pub dir: PathBuf,
-    /// Its summary.json.
-    pub summary: Summary,
-    /// Its client histograms by phase.
-    pub phases: BTreeMap<Phase, Histogram<u64>>,
-    /// The server's histograms by name.
-    pub server: BTreeMap<String, Histogram<u64>>,
-}
 
 /// The merged run and where it was written.
 #[derive(Debug)]
@@ -172,45 +82,6 @@ pub fn merge_parts(parts: &[Part]) -> Result<Outcome, MergeError> {
     })
 }
 
-/// One result directory: summary.json and histograms.txt.
-pub fn read(dir: &Path) -> Result<Part, MergeError> {
-    let file = |name: &str| {
-        let path = dir.join(name);
-        std::fs::read_to_string(&path)
-            .map(|text| (path.clone(), text))
-            .map_err(|source| MergeError::Io { path, source })
-    };
-    let (path, text) = file("summary.json")?;
-    let summary: Summary =
-        serde_json::from_str(&text).map_err(|source| MergeError::Summary { path, source })?;
-    let (path, text) = file("histograms.txt")?;
-    let mut phases = BTreeMap::new();
-    let mut server = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let (name, b64) = line.split_once(' ').unwrap_or((line, ""));
-        let bad = |why: String| MergeError::Histogram {
-            path: path.clone(),
-            name: name.to_owned(),
-            why,
-        };
-        let h = dps_server::metrics::decode_histogram(b64).map_err(|e| bad(e.to_string()))?;
-        if let Some(server_name) = name.strip_prefix("server.") {
-            server.insert(server_name.to_owned(), h);
-        } else {
-            let phase = name
-                .parse::<Phase>()
-                .map_err(|()| bad(format!("no such phase (phases: {})", Phase::names())))?;
-            phases.insert(phase, h);
-        }
-    }
-    Ok(Part {
-        dir: dir.to_owned(),
-        summary,
-        phases,
-        server,
-    })
-}
-
 /// The parts ordered by segment, if they are segments 1..N of one scenario each given once.
 pub fn check(mut parts: Vec<Part>) -> Result<Vec<Part>, MergeError> {
     let mut first: Option<(PathBuf, String, usize)> = None;
@@ -258,15 +129,11 @@ pub fn check(mut parts: Vec<Part>) -> Result<Vec<Part>, MergeError> {
     Ok(parts)
 }
 
-/// A histogram into which others are added (the run's bounds).
-fn empty() -> Histogram<u64> {
-    new_histogram()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::record;
+    use crate::metrics::{new_histogram, record, Phase};
+    use hdrhistogram::Histogram;
     use std::time::Duration;
 
     /// Known samples split round-robin into 3 histograms, each serialized and read back as a

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 
-use super::{empty, Part};
+use super::part::{empty, Part};
 use crate::collect::{best_window, Attempts, ClassCounts, Second};
 use crate::metrics::{Quantiles, Recorder};
 use crate::saturation::{GeneratorSummary, LimitedBy};
