@@ -171,6 +171,10 @@ struct CapacityArgs {
     /// Where the result directory goes.
     #[arg(long, default_value = "results")]
     results: PathBuf,
+    /// Serve each step's live metrics (as `run --metrics-listen`) on this address; the counters
+    /// start again at every step.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `capacity`: the search through [`dps_loadgen::capacity::search`], a line per step on stderr,
@@ -240,7 +244,16 @@ fn capacity(args: CapacityArgs) -> ExitCode {
         }
     };
     let progress = |line: &str| eprintln!("{line}");
-    match runtime.block_on(capacity::search(&base, &spec, &args.results, &progress)) {
+    let searched = runtime.block_on(async {
+        let (live, _server) = live_endpoint(args.metrics_listen)
+            .await
+            .map_err(|e| e.to_string())?;
+        let live = live.as_deref();
+        capacity::search_observed(&base, &spec, &args.results, &progress, live)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match searched {
         Ok(done) => {
             let mut out = std::io::stdout().lock();
             let _ = write!(out, "{}", capacity::report::markdown(&done.summary));
@@ -433,19 +446,30 @@ async fn run_live(
 ) -> Result<dps_loadgen::Finished, dps_loadgen::Error> {
     let mut loaded = dps_loadgen::scenario::Scenario::load(scenario)?;
     loaded.segment = segment;
-    let live = dps_loadgen::live::LiveMetrics::new();
-    let _server = match metrics_listen {
-        Some(addr) => {
-            let server = dps_loadgen::live::serve(addr, live.clone())
-                .await
-                .map_err(|source| dps_loadgen::Error::MetricsListen { addr, source })?;
-            eprintln!("metrics: http://{}/metrics", server.addr());
-            Some(server)
-        }
-        None => None,
+    let (live, _server) = live_endpoint(metrics_listen).await?;
+    dps_loadgen::run_loaded(&loaded, Some(results), progress, live.as_deref()).await
+}
+
+/// With `--metrics-listen ADDR`: the live metrics and their endpoint, its bound address printed on
+/// stderr (the endpoint lives as long as the returned server).
+async fn live_endpoint(
+    metrics_listen: Option<std::net::SocketAddr>,
+) -> Result<
+    (
+        Option<std::sync::Arc<dps_loadgen::live::LiveMetrics>>,
+        Option<dps_loadgen::live::LiveServer>,
+    ),
+    dps_loadgen::Error,
+> {
+    let Some(addr) = metrics_listen else {
+        return Ok((None, None));
     };
-    let live = metrics_listen.is_some().then_some(&*live);
-    dps_loadgen::run_loaded(&loaded, Some(results), progress, live).await
+    let live = dps_loadgen::live::LiveMetrics::new();
+    let server = dps_loadgen::live::serve(addr, live.clone())
+        .await
+        .map_err(|source| dps_loadgen::Error::MetricsListen { addr, source })?;
+    eprintln!("metrics: http://{}/metrics", server.addr());
+    Ok((Some(live), Some(server)))
 }
 
 /// `merge`: the segments' results merged (see [`dps_loadgen::merge`]), the summary on stdout.
