@@ -81,7 +81,7 @@ async fn a_run_is_watched_live_and_its_last_scrape_is_its_summary() {
         r#"
 [fleet]
 seed = 31
-devices = 48
+devices = 60
 mix = { valid = 3, blacklisted = 1 }
 [executor]
 kind = "constant-arrival-rate"
@@ -122,12 +122,10 @@ max_lateness = "5s"
     let (outcome, completed) = tokio::join!(run, scrape);
     let summary = &outcome.summary;
     assert!(completed.windows(2).all(|w| w[0] <= w[1]), "{completed:?}");
-    let distinct: BTreeSet<u64> = completed.iter().map(|v| *v as u64).collect();
-    assert!(
-        distinct.len() >= 2,
-        "the counter grew while the run went: {completed:?}"
-    );
-    assert!(completed.iter().any(|v| (*v as u64) < summary.devices));
+    // The schedule spans 2 s and a snapshot is published every 250 ms: some scrape saw the run
+    // part-way (after its first device, before its last).
+    let part_way = |v: &f64| *v > 0.0 && (*v as u64) < summary.devices;
+    assert!(completed.iter().any(part_way), "{completed:?}");
 
     // The endpoint stays up until its server is dropped: the scrape after the run is its end.
     let (status, content_type, body) = request(addr, "GET", "/metrics").await;
