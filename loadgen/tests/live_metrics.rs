@@ -184,10 +184,10 @@ max_lateness = "5s"
     assert_eq!(status, 404);
     let (status, _, _) = request(addr, "POST", "/metrics").await;
     assert_eq!(status, 405);
-    drop(server);
+    server.stop().await;
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
-        "dropped: closed"
+        "stopped: closed"
     );
 }
 

@@ -32,7 +32,7 @@ const HEADER_READ: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct LiveServer {
     addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl LiveServer {
@@ -40,11 +40,22 @@ impl LiveServer {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// Stop and wait until the listener and every connection are closed (dropping only asks the
+    /// runtime to stop them).
+    pub async fn stop(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
 }
 
 impl Drop for LiveServer {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -52,7 +63,7 @@ impl Drop for LiveServer {
 pub async fn serve(addr: SocketAddr, metrics: Arc<LiveMetrics>) -> std::io::Result<LiveServer> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let task = tokio::spawn(accept_loop(listener, metrics));
+    let task = Some(tokio::spawn(accept_loop(listener, metrics)));
     Ok(LiveServer { addr, task })
 }
 
