@@ -271,3 +271,53 @@ fn every_dashboard_expression_names_an_exposed_metric() {
         "{by_source:?}"
     );
 }
+
+/// The command line: `--metrics-listen 127.0.0.1:0` prints the bound address on stderr, and the
+/// endpoint answers there while the run goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_the_bound_address_and_serves_there() {
+    use tokio::io::AsyncBufReadExt as _;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let scenario = tmp.path().join("cli.toml");
+    std::fs::write(
+        &scenario,
+        "[fleet]\nseed = 32\ndevices = 60\nmix = { valid = 1 }\n\
+         [executor]\nkind = \"constant-arrival-rate\"\nrate = 20.0\n",
+    )
+    .expect("scenario");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dps-loadgen"))
+        .arg("run")
+        .arg(&scenario)
+        .args(["--quiet", "--metrics-listen", "127.0.0.1:0", "--results"])
+        .arg(tmp.path().join("results"))
+        .env("DPSBENCH_CACHE", tmp.path().join("cache"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let addr: SocketAddr = loop {
+        let line = lines
+            .next_line()
+            .await
+            .expect("stderr")
+            .expect("a metrics line");
+        if let Some(rest) = line.strip_prefix("metrics: http://") {
+            break rest.trim_end_matches("/metrics").parse().expect("address");
+        }
+    };
+    assert_ne!(addr.port(), 0);
+    // The endpoint is bound before the fleet is even built and the schedule spans 3 s.
+    let (status, content_type, body) = request(addr, "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("text/plain; version=0.0.4"));
+    let s = parse(&body);
+    // Before the first device (fleet still building) or part-way: a valid exposition either way.
+    assert!(value(&s, "dpsloadgen_devices_completed_total", None).is_some());
+    check_histograms(&s);
+    while lines.next_line().await.ok().flatten().is_some() {}
+    let status = child.wait().await.expect("exit");
+    assert_eq!(status.code(), Some(i32::from(dps_loadgen::exit::PASS)));
+}

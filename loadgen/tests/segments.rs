@@ -261,3 +261,45 @@ fn refusals(dirs: &[PathBuf], whole: &Path, tmp: &Path) {
     ));
     assert!(!out.exists(), "nothing is written when a merge is refused");
 }
+
+/// The command line: a bad `--segment` and a merge of what is not a segment are refused (exit 2)
+/// before anything runs or is written.
+#[test]
+fn the_cli_refuses_a_bad_segment_and_a_merge_of_no_segments() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let exe = env!("CARGO_BIN_EXE_dps-loadgen");
+    let code = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(exe)
+            .args(args)
+            .env("DPSBENCH_CACHE", tmp.path().join("cache"))
+            .output()
+            .expect("run")
+            .status
+            .code()
+    };
+    let scenario = tmp.path().join("s.toml");
+    std::fs::write(
+        &scenario,
+        format!("{FLEET}\n[executor]\nkind = \"closed-loop\"\nconcurrency = 2\n"),
+    )
+    .expect("scenario");
+    let out = tmp.path().join("out");
+    for bad in ["0/3", "4/3", "x"] {
+        let args = [
+            "run".as_ref(),
+            scenario.as_os_str(),
+            "--segment".as_ref(),
+            bad.as_ref(),
+        ];
+        assert_eq!(code(&args), Some(i32::from(exit::BAD_SCENARIO)), "{bad}");
+    }
+    let missing = tmp.path().join("no-such-run");
+    let args = [
+        "merge".as_ref(),
+        missing.as_os_str(),
+        "--results".as_ref(),
+        out.as_os_str(),
+    ];
+    assert_eq!(code(&args), Some(i32::from(exit::BAD_SCENARIO)));
+    assert!(!out.exists());
+}
