@@ -2,7 +2,7 @@
 //! constant- and ramping-arrival-rate (open model: latency from the scheduled start, late starts
 //! dropped and counted) and hold (every device connects, then all stay connected together).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use crate::device::{self, DeviceContext, DeviceRun};
 use crate::fleet::Fleet;
 use crate::saturation::StartMeter;
 use crate::scenario::{ExecutorSpec, Stage};
+use crate::segment::Segment;
 
 /// A started executor.
 pub struct Started {
@@ -30,42 +31,45 @@ pub struct Started {
     pub hold: Option<Arc<HoldControl>>,
 }
 
-/// Start the runs of `executor` over `fleet`.
-pub fn start(fleet: Arc<Fleet>, mut ctx: DeviceContext, executor: &ExecutorSpec) -> Started {
+/// Start the runs of `executor` over `fleet`: all of them, or `segment`'s part
+/// ([`crate::segment`]).
+pub fn start(
+    fleet: Arc<Fleet>,
+    mut ctx: DeviceContext,
+    executor: &ExecutorSpec,
+    segment: Segment,
+) -> Started {
     let (tx, results) = mpsc::unbounded_channel();
     let dropped = Arc::new(AtomicU64::new(0));
     let starts = Arc::new(StartMeter::default());
-    let mut total = fleet.devices.len() as u64;
+    let order = plan(fleet.devices.len(), executor, segment);
+    let total = order.len() as u64;
     let mut all_held = None;
     let mut hold = None;
     match executor.clone() {
         ExecutorSpec::ClosedLoop { concurrency } => {
-            closed_loop(fleet, Arc::new(ctx), tx, concurrency, None, starts.clone());
+            let slots = segment.share(concurrency);
+            closed_loop(
+                fleet,
+                Arc::new(ctx),
+                tx,
+                (slots, order, false),
+                starts.clone(),
+            );
         }
         ExecutorSpec::ConstantArrivalRate {
-            rate,
             max_in_flight,
             max_lateness,
-        } => {
-            let period = 1.0 / rate;
-            let schedule = (0..fleet.devices.len())
-                .map(|i| i as f64 * period)
-                .collect();
-            let limits = (max_in_flight, max_lateness);
-            let counters = (dropped.clone(), starts.clone());
-            open_model(fleet, Arc::new(ctx), tx, counters, schedule, limits);
+            ..
         }
-        ExecutorSpec::RampingArrivalRate {
-            start_rate,
-            stages,
+        | ExecutorSpec::RampingArrivalRate {
             max_in_flight,
             max_lateness,
+            ..
         } => {
-            let schedule = ramp_schedule(start_rate, &stages);
-            total = schedule.len() as u64;
             let limits = (max_in_flight, max_lateness);
             let counters = (dropped.clone(), starts.clone());
-            open_model(fleet, Arc::new(ctx), tx, counters, schedule, limits);
+            open_model(fleet, Arc::new(ctx), tx, counters, order, limits);
         }
         ExecutorSpec::Hold {
             rate,
@@ -73,20 +77,14 @@ pub fn start(fleet: Arc<Fleet>, mut ctx: DeviceContext, executor: &ExecutorSpec)
             hold: hold_for,
             ping_interval,
         } => {
-            let (control, release) = HoldControl::new(fleet.devices.len(), ping_interval);
+            let (control, release) = HoldControl::new(order.len(), ping_interval);
             ctx.hold = Some(control.clone());
             let (held_tx, held_rx) = oneshot::channel();
             all_held = Some(held_rx);
             hold = Some(control.clone());
-            let pace = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
-            closed_loop(
-                fleet,
-                Arc::new(ctx),
-                tx,
-                connect_concurrency,
-                pace,
-                starts.clone(),
-            );
+            let slots = segment.share(connect_concurrency);
+            let loop_plan = (slots, order, rate > 0.0);
+            closed_loop(fleet, Arc::new(ctx), tx, loop_plan, starts.clone());
             tokio::spawn(async move {
                 control.all_settled().await;
                 let _ = held_tx.send(());
@@ -105,35 +103,54 @@ pub fn start(fleet: Arc<Fleet>, mut ctx: DeviceContext, executor: &ExecutorSpec)
     }
 }
 
-/// `concurrency` workers take devices in order until the fleet is done; with `pace`, starts are
-/// also spaced at least that far apart (how late the pacing timer fires goes to `starts`). Under
-/// the hold executor a worker's slot frees as soon as its device is holding (the run itself
-/// reports at release).
+/// The starts of `executor` over a fleet of `devices`, in order, as (fleet index, offset from the
+/// start of the device phase in seconds), `segment`'s only: closed loops and holds take the fleet
+/// in order (offsets: 0, or a paced hold's `i / rate`), arrival-rate executors their schedule
+/// (a ramp's starts cycle through the fleet). Pure: the segment split is tested on it.
+pub fn plan(devices: usize, executor: &ExecutorSpec, segment: Segment) -> Vec<(usize, f64)> {
+    let schedule: Vec<f64> = match executor {
+        ExecutorSpec::ClosedLoop { .. } => vec![0.0; devices],
+        ExecutorSpec::Hold { rate, .. } | ExecutorSpec::ConstantArrivalRate { rate, .. } => {
+            let period = if *rate > 0.0 { 1.0 / rate } else { 0.0 };
+            (0..devices).map(|i| i as f64 * period).collect()
+        }
+        ExecutorSpec::RampingArrivalRate {
+            start_rate, stages, ..
+        } => ramp_schedule(*start_rate, stages),
+    };
+    let n = devices.max(1);
+    schedule
+        .into_iter()
+        .enumerate()
+        .filter(|(k, _)| segment.contains(*k))
+        .map(|(k, at)| (k % n, at))
+        .collect()
+}
+
+/// `slots` workers take the devices of `order` in turn until it is done; `paced`: each start
+/// also waits for its offset (how late the pacing timer fires goes to `starts`). Under the hold
+/// executor a worker's slot frees as soon as its device is holding (the run itself reports at
+/// release).
 fn closed_loop(
     fleet: Arc<Fleet>,
     ctx: Arc<DeviceContext>,
     tx: mpsc::UnboundedSender<(usize, DeviceRun)>,
-    concurrency: usize,
-    pace: Option<Duration>,
+    (slots, order, paced): (usize, Vec<(usize, f64)>, bool),
     starts: Arc<StartMeter>,
 ) {
-    let next = Arc::new(AtomicUsize::new(0));
-    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    let slots = Arc::new(Semaphore::new(slots.max(1)));
     let started = Instant::now();
     tokio::spawn(async move {
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= fleet.devices.len() {
-                break;
-            }
-            if let Some(pace) = pace {
-                let at = started + pace.saturating_mul(u32::try_from(i).unwrap_or(u32::MAX));
+        for (i, offset) in order {
+            if paced {
+                let at = started + Duration::from_secs_f64(offset);
                 tokio::time::sleep_until(at.into()).await;
                 starts.started(at.elapsed());
             }
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
+            starts.begin();
             let (fleet, ctx, tx) = (fleet.clone(), ctx.clone(), tx.clone());
             tokio::spawn(async move {
                 let Some(dev) = fleet.devices.get(i) else {
@@ -180,7 +197,7 @@ pub fn ramp_schedule(start_rate: f64, stages: &[Stage]) -> Vec<f64> {
     out
 }
 
-/// The open model: start device runs at the given offsets (cycling through the fleet), latency
+/// The open model: start device runs at the given (fleet index, offset) pairs, latency
 /// counted from the scheduled time; a start later than `max_lateness`, or beyond `max_in_flight`
 /// (0 = unlimited), is dropped and counted (in `dropped`, and by why in `starts`, which also gets
 /// how late each started device's task began to run).
@@ -189,7 +206,7 @@ fn open_model(
     ctx: Arc<DeviceContext>,
     tx: mpsc::UnboundedSender<(usize, DeviceRun)>,
     (dropped, starts): (Arc<AtomicU64>, Arc<StartMeter>),
-    schedule: Vec<f64>,
+    schedule: Vec<(usize, f64)>,
     (max_in_flight, max_lateness): (usize, Duration),
 ) {
     tokio::spawn(async move {
@@ -200,9 +217,7 @@ fn open_model(
         };
         let limit = Arc::new(Semaphore::new(in_flight));
         let start = tokio::time::Instant::now();
-        let n = fleet.devices.len().max(1);
-        for (k, offset) in schedule.into_iter().enumerate() {
-            let i = k % n;
+        for (i, offset) in schedule {
             let scheduled = start + Duration::from_secs_f64(offset);
             tokio::time::sleep_until(scheduled).await;
             let late = tokio::time::Instant::now().saturating_duration_since(scheduled);
@@ -216,6 +231,7 @@ fn open_model(
                 starts.drop_in_flight(Duration::from_secs_f64(offset));
                 continue;
             };
+            starts.begin();
             let (fleet, ctx, tx, starts) = (fleet.clone(), ctx.clone(), tx.clone(), starts.clone());
             tokio::spawn(async move {
                 // Timer and run-queue delay together: when the device really began.

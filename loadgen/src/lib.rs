@@ -12,6 +12,8 @@ pub mod executor;
 pub mod fleet;
 pub mod judge;
 pub mod link;
+pub mod live;
+pub mod merge;
 pub mod metrics;
 pub mod report;
 pub mod retry;
@@ -19,6 +21,7 @@ pub mod rng;
 pub mod run;
 pub mod saturation;
 pub mod scenario;
+pub mod segment;
 pub mod spec;
 pub mod storm;
 pub mod summary;
@@ -61,6 +64,14 @@ pub enum Error {
     /// The run could not be carried out.
     #[error(transparent)]
     Run(#[from] run::RunError),
+    /// The live metrics endpoint (`--metrics-listen`) could not be bound.
+    #[error("cannot serve live metrics on {addr}: {source}")]
+    MetricsListen {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Reports could not be written.
     #[error("cannot write reports: {0}")]
     Report(#[from] std::io::Error),
@@ -93,7 +104,19 @@ pub async fn run_scenario(
     progress: &(dyn Fn(&run::Progress) + Sync),
 ) -> Result<Finished, Error> {
     let loaded = scenario::Scenario::load(scenario)?;
-    let outcome = run::run(&loaded, progress).await?;
+    run_loaded(&loaded, results_dir, progress, None).await
+}
+
+/// Run a loaded scenario (publishing live metrics into `live`, if given), write reports under
+/// `results_dir` (if given).
+pub async fn run_loaded(
+    loaded: &scenario::Loaded,
+    results_dir: Option<&Path>,
+    progress: &(dyn Fn(&run::Progress) + Sync),
+    live: Option<&live::LiveMetrics>,
+) -> Result<Finished, Error> {
+    let cache = fleet::cache::cache_root();
+    let outcome = run::run_observed(loaded, &cache, progress, live).await?;
     let results_dir = match results_dir {
         Some(dir) => Some(report::write(dir, &outcome)?),
         None => None,

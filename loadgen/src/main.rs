@@ -30,6 +30,29 @@ enum Command {
         /// No progress line, even on a terminal.
         #[arg(long)]
         quiet: bool,
+        /// Serve live metrics (Prometheus text, `GET /metrics`) on this address while the run
+        /// goes, e.g. 127.0.0.1:9464 (port 0: any free port); the bound address is printed on
+        /// stderr as `metrics: http://ADDR/metrics`.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
+        /// Run only the I-th of N disjoint parts of the scenario (1-based; every N-th start of
+        /// its schedule, concurrency split), for N generators that together run it; join their
+        /// result directories with `merge`.
+        #[arg(long, value_name = "I/N")]
+        segment: Option<dps_loadgen::segment::Segment>,
+    },
+    /// Merge the result directories of a scenario's segments (`run --segment I/N`, each of 1..N
+    /// once) into one result, as a single run's: counters summed, histograms merged, timelines
+    /// aligned on their start times, the thresholds judged on the merged run. Exit codes as
+    /// `run`'s: 0 pass, 99 a threshold failed or a mismatch, 2 the directories are not the
+    /// segments of one scenario, 3 the result could not be written.
+    Merge {
+        /// The segments' result directories.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// The merged result directory (created if needed).
+        #[arg(long)]
+        results: PathBuf,
     },
     /// Run the DPS as `dps-server run` does (used for `[target] spawn`: the fleet's server in its
     /// own process).
@@ -152,6 +175,10 @@ struct CapacityArgs {
     /// Where the result directory goes.
     #[arg(long, default_value = "results")]
     results: PathBuf,
+    /// Serve each step's live metrics (as `run --metrics-listen`) on this address; the counters
+    /// start again at every step.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `capacity`: the search through [`dps_loadgen::capacity::search`], a line per step on stderr,
@@ -221,7 +248,16 @@ fn capacity(args: CapacityArgs) -> ExitCode {
         }
     };
     let progress = |line: &str| eprintln!("{line}");
-    match runtime.block_on(capacity::search(&base, &spec, &args.results, &progress)) {
+    let searched = runtime.block_on(async {
+        let (live, _server) = live_endpoint(args.metrics_listen)
+            .await
+            .map_err(|e| e.to_string())?;
+        let live = live.as_deref();
+        capacity::search_observed(&base, &spec, &args.results, &progress, live)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match searched {
         Ok(done) => {
             let mut out = std::io::stdout().lock();
             let _ = write!(out, "{}", capacity::report::markdown(&done.summary));
@@ -401,14 +437,78 @@ fn export_fleet(scenario: &std::path::Path, out: &std::path::Path) -> ExitCode {
     }
 }
 
+/// `run`: the scenario loaded (its segment only, with `--segment`), the live metrics endpoint
+/// bound (if asked for; it lives until the run's reports are written), the run.
+async fn run_live(
+    scenario: &std::path::Path,
+    results: &std::path::Path,
+    progress: &(dyn Fn(&dps_loadgen::run::Progress) + Sync),
+    (metrics_listen, segment): (
+        Option<std::net::SocketAddr>,
+        Option<dps_loadgen::segment::Segment>,
+    ),
+) -> Result<dps_loadgen::Finished, dps_loadgen::Error> {
+    let mut loaded = dps_loadgen::scenario::Scenario::load(scenario)?;
+    loaded.segment = segment;
+    let (live, _server) = live_endpoint(metrics_listen).await?;
+    dps_loadgen::run_loaded(&loaded, Some(results), progress, live.as_deref()).await
+}
+
+/// With `--metrics-listen ADDR`: the live metrics and their endpoint, its bound address printed on
+/// stderr (the endpoint lives as long as the returned server).
+async fn live_endpoint(
+    metrics_listen: Option<std::net::SocketAddr>,
+) -> Result<
+    (
+        Option<std::sync::Arc<dps_loadgen::live::LiveMetrics>>,
+        Option<dps_loadgen::live::LiveServer>,
+    ),
+    dps_loadgen::Error,
+> {
+    let Some(addr) = metrics_listen else {
+        return Ok((None, None));
+    };
+    let live = dps_loadgen::live::LiveMetrics::new();
+    let server = dps_loadgen::live::serve(addr, live.clone())
+        .await
+        .map_err(|source| dps_loadgen::Error::MetricsListen { addr, source })?;
+    eprintln!("metrics: http://{}/metrics", server.addr());
+    Ok((Some(live), Some(server)))
+}
+
+/// `merge`: the segments' results merged (see [`dps_loadgen::merge`]), the summary on stdout.
+fn merge(dirs: &[PathBuf], results: &std::path::Path) -> ExitCode {
+    use dps_loadgen::merge::MergeError;
+    match dps_loadgen::merge::merge(dirs, results) {
+        Ok(merged) => {
+            let mut out = std::io::stdout().lock();
+            let summary = &merged.outcome.summary;
+            let _ = write!(out, "{}", dps_loadgen::report::markdown(summary));
+            let _ = writeln!(out, "\nresults: {}", merged.dir.display());
+            ExitCode::from(dps_loadgen::exit_code(summary))
+        }
+        Err(e @ MergeError::Write { .. }) => {
+            eprintln!("error: {e}");
+            ExitCode::from(dps_loadgen::exit::ABORTED)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(dps_loadgen::exit::BAD_SCENARIO)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (scenario, results, quiet) = match cli.command {
+    let (scenario, results, quiet, watch) = match cli.command {
         Command::Run {
             scenario,
             results,
             quiet,
-        } => (scenario, results, quiet),
+            metrics_listen,
+            segment,
+        } => (scenario, results, quiet, (metrics_listen, segment)),
+        Command::Merge { dirs, results } => return merge(&dirs, &results),
         Command::ServerRun {
             config,
             listen,
@@ -485,11 +585,7 @@ fn main() -> ExitCode {
             ));
         }
     };
-    match runtime.block_on(dps_loadgen::run_scenario(
-        &scenario,
-        Some(&results),
-        &progress,
-    )) {
+    match runtime.block_on(run_live(&scenario, &results, &progress, watch)) {
         Ok(finished) => {
             if let Some(bar) = &bar {
                 bar.finish();

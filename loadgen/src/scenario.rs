@@ -170,6 +170,8 @@ pub struct Loaded {
     /// Devices scheduled before this point of the device phase are a warm-up, run but not
     /// counted (zero from a scenario file; `capacity` sets it for each of its steps).
     pub measure_from: std::time::Duration,
+    /// The part of the scenario this run is (`--segment I/N`); `None`: all of it, unsegmented.
+    pub segment: Option<crate::segment::Segment>,
 }
 
 /// The key a scenario is refused at, and why.
@@ -235,6 +237,7 @@ impl Scenario {
             retry,
             links,
             measure_from: std::time::Duration::ZERO,
+            segment: None,
         })
     }
 }

@@ -15,6 +15,7 @@ use crate::link::LinkSummary;
 use crate::metrics::{Phase, Quantiles, Recorder};
 use crate::saturation::{self, GeneratorSummary};
 use crate::scenario::{DeviceMode, Loaded, RetryPolicy, ServerKind};
+use crate::segment::SegmentInfo;
 use crate::storm::{self, Storm};
 use crate::target::ServerView;
 use crate::threshold::{Metric, RateOf, Threshold};
@@ -185,6 +186,10 @@ pub struct Summary {
     /// who limited the run; `None` in summaries written before it existed.
     #[serde(default)]
     pub generator: Option<GeneratorSummary>,
+    /// A segmented run (`--segment I/N`): which part of which scenario it ran, for `merge`;
+    /// absent from an unsegmented (or merged) run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<SegmentInfo>,
     /// Thresholds and their verdicts.
     pub thresholds: Vec<ThresholdResult>,
     /// All thresholds held.
@@ -313,18 +318,24 @@ pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, f: Facts
         open_files_limit: f.open_files_limit,
         peak_rss_bytes: dps_server::metrics::resident_memory().map(|m| m.peak),
         generator,
+        segment: loaded.segment.map(|s| SegmentInfo {
+            index: s.index,
+            count: s.count,
+            scenario_hash: crate::segment::scenario_hash(&loaded.scenario),
+        }),
         thresholds: Vec::new(),
         passed: true,
     };
     cross_check(&mut summary);
     let recorder = c.recorder;
-    let run = Run {
-        summary: &summary,
-        recorder: &recorder,
-        got_in_at: &got_in_at,
-        devices_per_s: done.saturating_sub(warmup) as f64 / secs,
-    };
-    summary.thresholds = loaded.thresholds.iter().map(|t| run.judge(t)).collect();
+    let devices_per_s = done.saturating_sub(warmup) as f64 / secs;
+    let judged = judge(
+        &summary,
+        &recorder,
+        (&got_in_at, devices_per_s),
+        &loaded.thresholds,
+    );
+    summary.thresholds = judged;
     summary.passed = summary.thresholds.iter().all(|t| t.passed);
     Outcome {
         summary,
@@ -399,6 +410,24 @@ fn cross_check(summary: &mut Summary) {
             summary.server_tpm_refusals, summary.expected_tpm_refusals
         ));
     }
+}
+
+/// `thresholds` judged on `summary` and its histograms; `got_in_at` (when each device that had
+/// to get in did, sorted; empty: `time_to` thresholds cannot be told and fail) and the rate of
+/// finished runs per second. Also what `merge` judges a merged run with.
+pub fn judge(
+    summary: &Summary,
+    recorder: &Recorder,
+    (got_in_at, devices_per_s): (&[Duration], f64),
+    thresholds: &[Threshold],
+) -> Vec<ThresholdResult> {
+    let run = Run {
+        summary,
+        recorder,
+        got_in_at,
+        devices_per_s,
+    };
+    thresholds.iter().map(|t| run.judge(t)).collect()
 }
 
 /// What thresholds are judged against.

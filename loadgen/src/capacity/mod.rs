@@ -130,6 +130,20 @@ pub async fn search(
     results: &Path,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Searched, CapacityError> {
+    search_observed(base, spec, results, progress, None).await
+}
+
+/// [`search`], each step publishing its live metrics into `live` (if given; `--metrics-listen`):
+/// a step is a run of its own, so the counters start again at every step (a counter reset to
+/// Prometheus) and the offered rate is the step's.
+pub async fn search_observed(
+    base: &Loaded,
+    spec: &CapacitySpec,
+    results: &Path,
+    progress: &(dyn Fn(&str) + Sync),
+    live: Option<&crate::live::LiveMetrics>,
+) -> Result<Searched, CapacityError> {
+    let cache = crate::fleet::cache::cache_root();
     let started = Instant::now();
     let started_at = time::OffsetDateTime::now_utc();
     let stamp = started_at
@@ -147,7 +161,7 @@ pub async fn search(
     let mut steps = Vec::new();
     while let Some(rate) = search.next() {
         let loaded = step::step_scenario(base, &slos, rate, &spec.step);
-        let outcome = run::run(&loaded, &|_| {})
+        let outcome = run::run_observed(&loaded, &cache, &|_| {}, live)
             .await
             .map_err(|source| CapacityError::Step { rate, source })?;
         crate::report::write(&steps_dir, &outcome)?;

@@ -28,8 +28,23 @@ pub fn write(results_dir: &Path, outcome: &Outcome) -> std::io::Result<PathBuf> 
         .started_at
         .replace([':', '-'], "")
         .replace('.', "_");
-    let dir = results_dir.join(format!("{}-{}", outcome.summary.scenario, stamp));
-    std::fs::create_dir_all(&dir)?;
+    // A segment's directory says which it is (`<scenario>-segment-2-of-3-<time>`).
+    let segment = outcome
+        .summary
+        .segment
+        .as_ref()
+        .map(|s| format!("segment-{}-of-{}-", s.index, s.count))
+        .unwrap_or_default();
+    let name = format!("{}-{segment}{stamp}", outcome.summary.scenario);
+    let dir = results_dir.join(name);
+    write_into(&dir, outcome)?;
+    Ok(dir)
+}
+
+/// Write the reports into `dir` (created if needed): summary.json, summary.md, histograms.txt,
+/// latency.svg, timeline.svg and report.html.
+pub fn write_into(dir: &Path, outcome: &Outcome) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
     let json = serde_json::to_string_pretty(&outcome.summary)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     std::fs::write(dir.join("summary.json"), json + "\n")?;
@@ -63,7 +78,7 @@ pub fn write(results_dir: &Path, outcome: &Outcome) -> std::io::Result<PathBuf> 
         latency: Some(&latency),
     };
     std::fs::write(dir.join("report.html"), html::run::page(s, &pictures))?;
-    Ok(dir)
+    Ok(())
 }
 
 /// The client's network-facing phases and the server's handshake and matching, by percentile.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::collect::Collector;
 use crate::device::{self, DeviceContext};
 use crate::fleet::{self, Fleet};
+use crate::live::LiveMetrics;
 use crate::metrics::Phase;
 use crate::saturation::budget::{self, PortPlan};
 use crate::saturation::floor;
@@ -108,6 +109,17 @@ pub async fn run_with_cache(
     cache_root: &std::path::Path,
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Outcome, RunError> {
+    run_observed(loaded, cache_root, progress, None).await
+}
+
+/// [`run_with_cache`], publishing live metrics into `live` (if given) a few times a second and
+/// once more when the last device is in (`--metrics-listen`, [`crate::live`]).
+pub async fn run_observed(
+    loaded: &Loaded,
+    cache_root: &std::path::Path,
+    progress: &(dyn Fn(&Progress) + Sync),
+    live: Option<&LiveMetrics>,
+) -> Result<Outcome, RunError> {
     let scenario = &loaded.scenario;
     let open_files_limit = open_files(loaded)?;
     let plan = port_plan(loaded).await?;
@@ -139,7 +151,8 @@ pub async fn run_with_cache(
         swtpm: swtpm.clone(),
     };
     let server_target = started.target;
-    let (c, mut facts) = drive(loaded, &fleet, ctx, &server_target, plan, progress).await;
+    let watch = (progress, live);
+    let (c, mut facts) = drive(loaded, &fleet, ctx, &server_target, plan, watch).await;
     facts.leftover = settle(&server_target).await;
     facts.fleet_reused = ready.reused;
     facts.open_files_limit = open_files_limit;
@@ -220,6 +233,9 @@ async fn measure_floor(scenario: &crate::spec::Scenario) -> Option<crate::satura
     }
 }
 
+/// Who watches a run as it goes: the progress callback and the live metrics (if served).
+type Watchers<'a> = (&'a (dyn Fn(&Progress) + Sync), Option<&'a LiveMetrics>);
+
 /// The device phase: the executor and attackers started, every finished device collected, the
 /// hold measured while all devices hold, until the last run and attacker are done.
 async fn drive(
@@ -228,7 +244,7 @@ async fn drive(
     ctx: DeviceContext,
     server_target: &Target,
     plan: PortPlan,
-    progress: &(dyn Fn(&Progress) + Sync),
+    (progress, live): Watchers<'_>,
 ) -> (Collector, Facts) {
     let scenario = &loaded.scenario;
     let floor = measure_floor(scenario).await;
@@ -245,7 +261,8 @@ async fn drive(
         server_pid: server_target.server_pid(),
     })
     .ok();
-    let mut exec = executor::start(fleet.clone(), ctx, &scenario.executor);
+    let segment = loaded.segment.unwrap_or_default();
+    let mut exec = executor::start(fleet.clone(), ctx, &scenario.executor, segment);
     let attacks: Vec<attack::Running> = scenario
         .attack
         .iter()
@@ -313,11 +330,22 @@ async fn drive(
         }
         if last_progress.elapsed() >= Duration::from_millis(250) {
             progress(&snapshot(&c, held_now(&exec)));
+            if let Some(live) = live {
+                live.publish(&crate::live::view(
+                    &c,
+                    &exec,
+                    &scenario.executor,
+                    started.elapsed(),
+                ));
+            }
             last_progress = Instant::now();
         }
     }
     progress(&snapshot(&c, 0));
     let duration = started.elapsed();
+    if let Some(live) = live {
+        live.publish(&crate::live::view(&c, &exec, &scenario.executor, duration));
+    }
     let generator = sampler.map(|sampler| Measured {
         sampled: sampler.stop(),
         starts: exec.starts.starts(),

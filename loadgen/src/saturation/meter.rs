@@ -70,6 +70,7 @@ pub const LATE: Duration = Duration::from_millis(25);
 #[derive(Debug)]
 pub struct StartMeter {
     lateness: Mutex<Histogram<u64>>,
+    begun: AtomicU64,
     dropped_late: AtomicU64,
     dropped_in_flight: AtomicU64,
     /// Dropped starts by the second of the run they were scheduled in, for the timeline.
@@ -80,6 +81,7 @@ impl Default for StartMeter {
     fn default() -> Self {
         Self {
             lateness: Mutex::new(metrics::new_histogram()),
+            begun: AtomicU64::new(0),
             dropped_late: AtomicU64::new(0),
             dropped_in_flight: AtomicU64::new(0),
             dropped_per_second: Mutex::new(Vec::new()),
@@ -111,6 +113,16 @@ impl StartMeter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         metrics::record(&mut h, late);
+    }
+
+    /// A device run was begun (every executor counts its starts here, for the live metrics).
+    pub fn begin(&self) {
+        self.begun.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Device runs begun so far.
+    pub fn begun(&self) -> u64 {
+        self.begun.load(Ordering::Relaxed)
     }
 
     /// A start scheduled `at` into the run was dropped for being too late.
