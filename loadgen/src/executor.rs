@@ -139,8 +139,11 @@ fn closed_loop(
                 let Some(dev) = fleet.devices.get(i) else {
                     return;
                 };
+                // Ready before it starts, as a real device is before it connects.
+                let prepared = device::prepare(dev, &ctx);
                 // The slot frees once the device is through its flow (holding or not).
-                let run = device::run_then(dev, &ctx, Instant::now(), move || drop(permit)).await;
+                let free = move || drop(permit);
+                let run = device::run_then(dev, &ctx, &prepared, Instant::now(), free).await;
                 let _ = tx.send((i, run));
             });
         }
@@ -180,10 +183,17 @@ pub fn ramp_schedule(start_rate: f64, stages: &[Stage]) -> Vec<f64> {
     out
 }
 
+/// How many devices the open model prepares ahead of the schedule: enough to absorb a burst of
+/// preparation (a CSR key, a TLS client: well under a millisecond each) at any rate the generator
+/// can keep, few enough to hold little memory.
+pub const PREPARED_AHEAD: usize = 128;
+
 /// The open model: start device runs at the given offsets (cycling through the fleet), latency
 /// counted from the scheduled time; a start later than `max_lateness`, or beyond `max_in_flight`
 /// (0 = unlimited), is dropped and counted (in `dropped`, and by why in `starts`, which also gets
-/// how late each started device's task began to run).
+/// each started device's lateness: from its scheduled time until it began to connect). Devices
+/// are prepared up to [`PREPARED_AHEAD`] starts ahead ([`device::prepare`]), so that a device is
+/// ready at its time.
 fn open_model(
     fleet: Arc<Fleet>,
     ctx: Arc<DeviceContext>,
@@ -192,6 +202,7 @@ fn open_model(
     schedule: Vec<f64>,
     (max_in_flight, max_lateness): (usize, Duration),
 ) {
+    let mut ready = prepare_ahead(fleet.clone(), ctx.clone(), schedule.len());
     tokio::spawn(async move {
         let in_flight = if max_in_flight == 0 {
             Semaphore::MAX_PERMITS
@@ -203,6 +214,9 @@ fn open_model(
         let n = fleet.devices.len().max(1);
         for (k, offset) in schedule.into_iter().enumerate() {
             let i = k % n;
+            let Some(prepared) = ready.recv().await else {
+                break;
+            };
             let scheduled = start + Duration::from_secs_f64(offset);
             tokio::time::sleep_until(scheduled).await;
             let late = tokio::time::Instant::now().saturating_duration_since(scheduled);
@@ -218,17 +232,44 @@ fn open_model(
             };
             let (fleet, ctx, tx, starts) = (fleet.clone(), ctx.clone(), tx.clone(), starts.clone());
             tokio::spawn(async move {
-                // Timer and run-queue delay together: when the device really began.
-                starts.started(scheduled.elapsed());
                 if let Some(dev) = fleet.devices.get(i) {
                     // Latency counts from the scheduled start, not from when we got to it.
-                    let run = device::run(dev, &ctx, scheduled.into_std()).await;
+                    let run = device::run(dev, &ctx, &prepared, scheduled.into_std()).await;
+                    // Timer, run-queue delay and anything else before the SYN: one definition
+                    // of lateness, the device's own `lateness` phase.
+                    if let Some(late) = run.lateness() {
+                        starts.started(late);
+                    }
                     let _ = tx.send((i, run));
                 }
                 drop(permit);
             });
         }
     });
+}
+
+/// The devices of `starts` scheduled starts (cycling through the fleet), prepared in order, at
+/// most [`PREPARED_AHEAD`] ahead of the one the schedule is at.
+fn prepare_ahead(
+    fleet: Arc<Fleet>,
+    ctx: Arc<DeviceContext>,
+    starts: usize,
+) -> mpsc::Receiver<device::Prepared> {
+    let (tx, rx) = mpsc::channel(PREPARED_AHEAD);
+    tokio::spawn(async move {
+        let n = fleet.devices.len().max(1);
+        for k in 0..starts {
+            let Some(dev) = fleet.devices.get(k % n) else {
+                break;
+            };
+            if tx.send(device::prepare(dev, &ctx)).await.is_err() {
+                break;
+            }
+            // The preparation is CPU work: let the devices that are due run between two.
+            tokio::task::yield_now().await;
+        }
+    });
+    rx
 }
 
 #[cfg(test)]
