@@ -9,6 +9,7 @@ pub mod collect;
 pub mod compare;
 pub mod device;
 pub mod executor;
+pub mod fidelity;
 pub mod fleet;
 pub mod judge;
 pub mod link;

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::attack::{self, AttackKind};
 use crate::collect::{Attempts, ClassCounts, Collector, Second};
+use crate::device::trace::ConnectionRecord;
 use crate::device::{FailureKind, StrictCheck};
+use crate::fidelity::Fidelity;
 use crate::fleet::DeviceClass;
 use crate::link::LinkSummary;
 use crate::metrics::{Phase, Quantiles, Recorder};
@@ -185,6 +187,11 @@ pub struct Summary {
     /// who limited the run; `None` in summaries written before it existed.
     #[serde(default)]
     pub generator: Option<GeneratorSummary>,
+    /// The generator's own share of the devices' latency (its lateness against the total),
+    /// whether every device's phases added up, and the connections recorded for
+    /// `dps-loadgen verify-capture`; `None` in summaries written before it existed.
+    #[serde(default)]
+    pub fidelity: Option<Fidelity>,
     /// Thresholds and their verdicts.
     pub thresholds: Vec<ThresholdResult>,
     /// All thresholds held.
@@ -200,6 +207,8 @@ pub struct Outcome {
     pub recorder: Recorder,
     /// The server's histograms (mergeable serializations).
     pub server: ServerView,
+    /// Every device connection the run recorded, for the results' `connections.csv`.
+    pub connections: Vec<ConnectionRecord>,
 }
 
 /// What the run knows besides the collected devices.
@@ -225,6 +234,8 @@ pub struct Facts {
     pub leftover: Option<(u64, Duration)>,
     /// What the run measured about its generator (`None` if its sampler could not start).
     pub generator: Option<saturation::Measured>,
+    /// The device connections recorded, and how many were left out beyond the log's cap.
+    pub connections: (Vec<ConnectionRecord>, u64),
 }
 
 /// The summary of a run: the collected devices and `facts`, cross-checked against the server's
@@ -248,10 +259,19 @@ pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, f: Facts
         busy: failed(FailureKind::Busy),
         resets: failed(FailureKind::Reset),
     };
-    let generator = f
+    let (connections, left_out) = f.connections;
+    let fidelity = Fidelity::of(
+        &c.recorder,
+        c.unbalanced,
+        (connections.len() as u64, left_out),
+    );
+    let mut generator = f
         .generator
         .as_ref()
         .map(|m| saturation::summarize(m, &outcomes));
+    if let (Some(g), Some(note)) = (generator.as_mut(), fidelity.note()) {
+        g.notes.push(note);
+    }
     let storm = storm::storm(&mut c, f.dropped, server.closes.clone());
     let got_in_at = std::mem::take(&mut c.got_in_at);
     let mut summary = Summary {
@@ -306,6 +326,7 @@ pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, f: Facts
         open_files_limit: f.open_files_limit,
         peak_rss_bytes: dps_server::metrics::resident_memory().map(|m| m.peak),
         generator,
+        fidelity: Some(fidelity),
         thresholds: Vec::new(),
         passed: true,
     };
@@ -323,6 +344,7 @@ pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, f: Facts
         summary,
         recorder,
         server,
+        connections,
     }
 }
 
