@@ -5,6 +5,7 @@
 pub mod ab;
 pub mod attack;
 pub mod capacity;
+pub mod capture;
 pub mod collect;
 pub mod compare;
 pub mod device;
