@@ -259,6 +259,7 @@ fn shipped_scenarios_load() {
         "knee.toml",
         "power-on.toml",
         "overload.toml",
+        "fidelity.toml",
         "tpm-mix.toml",
     ] {
         if name == "tpm-mix.toml" && !cfg!(feature = "tpm-sim") {
