@@ -75,7 +75,7 @@ impl Ledger {
     }
 
     /// The attempt ends now: its lateness (if nothing was recorded, all of it), its device work
-    /// and its `Total` recorded. The index of its first phase in the list is `from`.
+    /// (the gaps between its phases, the last one up to now included) and its `Total` recorded.
     pub fn end_attempt(&mut self) {
         let now = Instant::now();
         self.close_gap(now);
