@@ -194,6 +194,10 @@ pub const PREPARED_AHEAD: usize = 128;
 /// each started device's lateness: from its scheduled time until it began to connect). Devices
 /// are prepared up to [`PREPARED_AHEAD`] starts ahead ([`device::prepare`]), so that a device is
 /// ready at its time.
+///
+/// The schedule is kept by a thread of its own with the OS's sleep (tens of µs late): tokio's
+/// timer ticks in whole milliseconds, which made every start up to a millisecond late and put
+/// that in every device's total. At its time a device is handed to the runtime.
 fn open_model(
     fleet: Arc<Fleet>,
     ctx: Arc<DeviceContext>,
@@ -202,50 +206,87 @@ fn open_model(
     schedule: Vec<f64>,
     (max_in_flight, max_lateness): (usize, Duration),
 ) {
-    let mut ready = prepare_ahead(fleet.clone(), ctx.clone(), schedule.len());
-    tokio::spawn(async move {
-        let in_flight = if max_in_flight == 0 {
+    let ready = prepare_ahead(fleet.clone(), ctx.clone(), schedule.len());
+    let runtime = tokio::runtime::Handle::current();
+    let keep = Schedule {
+        fleet,
+        ctx,
+        tx,
+        dropped,
+        starts,
+        runtime,
+        max_lateness,
+        limit: Arc::new(Semaphore::new(if max_in_flight == 0 {
             Semaphore::MAX_PERMITS
         } else {
             max_in_flight
-        };
-        let limit = Arc::new(Semaphore::new(in_flight));
-        let start = tokio::time::Instant::now();
-        let n = fleet.devices.len().max(1);
+        })),
+    };
+    let spawned = std::thread::Builder::new()
+        .name("dps-schedule".into())
+        .spawn(move || keep.run(schedule, ready));
+    if let Err(e) = spawned {
+        // Without its thread the schedule cannot be kept: every start is dropped, and said so.
+        eprintln!("the schedule's thread did not start: {e}");
+    }
+}
+
+/// The open model's schedule, kept on its own thread.
+struct Schedule {
+    fleet: Arc<Fleet>,
+    ctx: Arc<DeviceContext>,
+    tx: mpsc::UnboundedSender<(usize, DeviceRun)>,
+    dropped: Arc<AtomicU64>,
+    starts: Arc<StartMeter>,
+    runtime: tokio::runtime::Handle,
+    max_lateness: Duration,
+    limit: Arc<Semaphore>,
+}
+
+impl Schedule {
+    /// Start each device of `schedule` (offsets in seconds) at its time, taking them prepared
+    /// from `ready`.
+    fn run(self, schedule: Vec<f64>, mut ready: mpsc::Receiver<device::Prepared>) {
+        let start = Instant::now();
+        let n = self.fleet.devices.len().max(1);
         for (k, offset) in schedule.into_iter().enumerate() {
-            let i = k % n;
-            let Some(prepared) = ready.recv().await else {
+            let Some(prepared) = ready.blocking_recv() else {
                 break;
             };
             let scheduled = start + Duration::from_secs_f64(offset);
-            tokio::time::sleep_until(scheduled).await;
-            let late = tokio::time::Instant::now().saturating_duration_since(scheduled);
-            if late > max_lateness {
-                dropped.fetch_add(1, Ordering::Relaxed);
-                starts.drop_late();
-                continue;
-            }
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                dropped.fetch_add(1, Ordering::Relaxed);
-                starts.drop_in_flight();
-                continue;
-            };
-            let (fleet, ctx, tx, starts) = (fleet.clone(), ctx.clone(), tx.clone(), starts.clone());
-            tokio::spawn(async move {
-                if let Some(dev) = fleet.devices.get(i) {
-                    // Latency counts from the scheduled start, not from when we got to it.
-                    let run = device::run(dev, &ctx, &prepared, scheduled.into_std()).await;
-                    // Timer, run-queue delay and anything else before the SYN: one definition
-                    // of lateness, the device's own `lateness` phase.
-                    if let Some(late) = run.lateness() {
-                        starts.started(late);
-                    }
-                    let _ = tx.send((i, run));
-                }
-                drop(permit);
-            });
+            std::thread::sleep(scheduled.saturating_duration_since(Instant::now()));
+            self.start(k % n, prepared, scheduled);
         }
-    });
+    }
+
+    /// Start device `i` scheduled at `scheduled`, unless it is too late or too many run.
+    fn start(&self, i: usize, prepared: device::Prepared, scheduled: Instant) {
+        if scheduled.elapsed() > self.max_lateness {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.starts.drop_late();
+            return;
+        }
+        let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.starts.drop_in_flight();
+            return;
+        };
+        let (fleet, ctx, tx) = (self.fleet.clone(), self.ctx.clone(), self.tx.clone());
+        let starts = self.starts.clone();
+        self.runtime.spawn(async move {
+            if let Some(dev) = fleet.devices.get(i) {
+                // Latency counts from the scheduled start, not from when we got to it.
+                let run = device::run(dev, &ctx, &prepared, scheduled).await;
+                // Thread hand-over, run-queue delay and anything else before the SYN: one
+                // definition of lateness, the device's own `lateness` phase.
+                if let Some(late) = run.lateness() {
+                    starts.started(late);
+                }
+                let _ = tx.send((i, run));
+            }
+            drop(permit);
+        });
+    }
 }
 
 /// The devices of `starts` scheduled starts (cycling through the fleet), prepared in order, at

@@ -46,6 +46,8 @@ pub struct Comparison {
     pub recorded: usize,
     /// Of those, found in the capture.
     pub matched: usize,
+    /// A few of those not found (the device and its source address), for diagnosis.
+    pub unmatched_examples: Vec<(usize, SocketAddr)>,
     /// The figures compared.
     pub figures: Vec<Figure>,
 }
@@ -68,8 +70,11 @@ pub fn compare(records: &[ConnectionRecord], wire: &WireConnections) -> Comparis
     }
     let (mut connection, mut first) = (Pairs::new(), Pairs::new());
     let mut matched = 0;
+    let mut unmatched_examples = Vec::new();
     for (key, mut mine) in by_key {
         let Some(theirs) = wire.get(&key) else {
+            let left = 10usize.saturating_sub(unmatched_examples.len());
+            unmatched_examples.extend(mine.iter().take(left).map(|r| (r.device, r.source)));
             continue;
         };
         mine.sort_by_key(|r| r.syn_unix_us);
@@ -86,6 +91,7 @@ pub fn compare(records: &[ConnectionRecord], wire: &WireConnections) -> Comparis
     Comparison {
         recorded: records.len(),
         matched,
+        unmatched_examples,
         figures: vec![
             figure("connection", connection),
             figure("first_server_data", first),

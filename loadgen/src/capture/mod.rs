@@ -81,6 +81,14 @@ pub fn markdown(c: &Comparison) -> String {
         "{} of {} recorded connections found in the capture.\n",
         c.matched, c.recorded
     );
+    if !c.unmatched_examples.is_empty() {
+        let missing: Vec<String> = c
+            .unmatched_examples
+            .iter()
+            .map(|(device, source)| format!("device {device} from {source}"))
+            .collect();
+        let _ = writeln!(out, "Not in the capture: {}.\n", missing.join(", "));
+    }
     let _ = writeln!(
         out,
         "| figure | connections | p50 generator | p50 wire | p99 generator | p99 wire | p99 |diff| | agrees |"
