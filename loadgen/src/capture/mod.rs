@@ -6,39 +6,17 @@
 //! where the devices run (`tcpdump -i lo -w run.pcap port N` for a local server).
 
 pub mod compare;
+mod error;
 pub mod wire;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::device::trace::{ConnectionRecord, CSV_HEADER};
 
 pub use compare::{Comparison, Figure};
-
-/// Why a run and its capture could not be compared.
-#[derive(Debug, thiserror::Error)]
-pub enum CaptureError {
-    /// A file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// `connections.csv` is not what `dps-loadgen run` writes.
-    #[error("{path}: line {line}: not a connection record")]
-    Connections {
-        /// The file.
-        path: PathBuf,
-        /// 1-based.
-        line: usize,
-    },
-    /// The capture is not a pcap or pcapng file it can read.
-    #[error("capture: {0}")]
-    Format(String),
-}
+pub use error::CaptureError;
 
 /// The run in `results_dir` compared with `capture`.
 pub fn verify(results_dir: &Path, capture: &Path) -> Result<Comparison, CaptureError> {

@@ -13,7 +13,7 @@ use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::DataLink;
 
-use super::CaptureError;
+use super::error::CaptureError;
 
 /// One connection on the wire, times since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
