@@ -19,7 +19,8 @@ pub fn main(results: &Path, capture_file: &Path, json: bool) -> ExitCode {
     let text = if json {
         serde_json::to_string_pretty(&compared).unwrap_or_default() + "\n"
     } else {
-        capture::markdown(&compared)
+        let beside = capture::summary_beside_wire(results, &compared).unwrap_or_default();
+        format!("{}\n{beside}", capture::markdown(&compared))
     };
     let _ = write!(std::io::stdout().lock(), "{text}");
     if compared.agrees() {

@@ -51,6 +51,26 @@ pub fn connections(path: &Path) -> Result<Vec<ConnectionRecord>, CaptureError> {
         .collect()
 }
 
+/// The run's own summary beside the wire: its `total` and `lateness` (p50 / p99) from
+/// `summary.json`, against the capture's SYN to FIN; `None` without a readable summary.
+pub fn summary_beside_wire(results_dir: &Path, c: &Comparison) -> Option<String> {
+    let text = std::fs::read_to_string(results_dir.join("summary.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let q = |phase: &str, at: &str| json["latency"][phase][at].as_f64();
+    let ms = |us: f64| format!("{:.3} ms", us / 1000.0);
+    let wire = c.figures.iter().find(|f| f.name == "connection")?;
+    Some(format!(
+        "The run's summary: total p50 {} / p99 {}, of which lateness p50 {} / p99 {}; the wire's \
+         SYN to FIN p50 {} / p99 {}.\n",
+        ms(q("total", "p50_us")?),
+        ms(q("total", "p99_us")?),
+        ms(q("lateness", "p50_us").unwrap_or(0.0)),
+        ms(q("lateness", "p99_us").unwrap_or(0.0)),
+        ms(wire.wire_p50_us),
+        ms(wire.wire_p99_us),
+    ))
+}
+
 /// The comparison as a short Markdown report.
 pub fn markdown(c: &Comparison) -> String {
     let mut out = String::new();
