@@ -151,6 +151,8 @@ pub struct Collector {
     pub measure_from: Duration,
     /// Runs left out as the warm-up.
     pub warmup: u64,
+    /// Runs whose phases did not add up to their `Total` ([`crate::device::ledger::balanced`]).
+    pub unbalanced: u64,
 }
 
 impl Collector {
@@ -186,6 +188,7 @@ impl Collector {
         for (phase, d) in &run.phases {
             self.recorder.record(dev.class, *phase, *d);
         }
+        self.unbalanced += u64::from(!crate::device::ledger::balanced(&run.phases));
         let judged = judge(&dev.expected, &run.observed, fleet, mode);
         let ok = judged == Judgement::AsExpected;
         // The last attempt's latency (each attempt's Total counts from its own start).

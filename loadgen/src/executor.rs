@@ -156,8 +156,11 @@ fn closed_loop(
                 let Some(dev) = fleet.devices.get(i) else {
                     return;
                 };
+                // Ready before it starts, as a real device is before it connects.
+                let prepared = device::prepare(dev, &ctx);
                 // The slot frees once the device is through its flow (holding or not).
-                let run = device::run_then(dev, &ctx, Instant::now(), move || drop(permit)).await;
+                let free = move || drop(permit);
+                let run = device::run_then(dev, &ctx, &prepared, Instant::now(), free).await;
                 let _ = tx.send((i, run));
             });
         }
@@ -197,10 +200,21 @@ pub fn ramp_schedule(start_rate: f64, stages: &[Stage]) -> Vec<f64> {
     out
 }
 
+/// How many devices the open model prepares ahead of the schedule: enough to absorb a burst of
+/// preparation (a CSR key, a TLS client: well under a millisecond each) at any rate the generator
+/// can keep, few enough to hold little memory.
+pub const PREPARED_AHEAD: usize = 128;
+
 /// The open model: start device runs at the given (fleet index, offset) pairs, latency
 /// counted from the scheduled time; a start later than `max_lateness`, or beyond `max_in_flight`
 /// (0 = unlimited), is dropped and counted (in `dropped`, and by why in `starts`, which also gets
-/// how late each started device's task began to run).
+/// each started device's lateness: from its scheduled time until it began to connect). Devices
+/// are prepared up to [`PREPARED_AHEAD`] starts ahead ([`device::prepare`]), so that a device is
+/// ready at its time.
+///
+/// The schedule is kept by a thread of its own with the OS's sleep (tens of µs late): tokio's
+/// timer ticks in whole milliseconds, which made every start up to a millisecond late and put
+/// that in every device's total. At its time a device is handed to the runtime.
 fn open_model(
     fleet: Arc<Fleet>,
     ctx: Arc<DeviceContext>,
@@ -209,42 +223,113 @@ fn open_model(
     schedule: Vec<(usize, f64)>,
     (max_in_flight, max_lateness): (usize, Duration),
 ) {
-    tokio::spawn(async move {
-        let in_flight = if max_in_flight == 0 {
+    let order: Vec<usize> = schedule.iter().map(|(i, _)| *i).collect();
+    let ready = prepare_ahead(fleet.clone(), ctx.clone(), order);
+    let runtime = tokio::runtime::Handle::current();
+    let keep = Schedule {
+        fleet,
+        ctx,
+        tx,
+        dropped,
+        starts,
+        runtime,
+        max_lateness,
+        limit: Arc::new(Semaphore::new(if max_in_flight == 0 {
             Semaphore::MAX_PERMITS
         } else {
             max_in_flight
-        };
-        let limit = Arc::new(Semaphore::new(in_flight));
-        let start = tokio::time::Instant::now();
+        })),
+    };
+    let spawned = std::thread::Builder::new()
+        .name("dps-schedule".into())
+        .spawn(move || keep.run(schedule, ready));
+    if let Err(e) = spawned {
+        // Without its thread the schedule cannot be kept: every start is dropped, and said so.
+        eprintln!("the schedule's thread did not start: {e}");
+    }
+}
+
+/// The open model's schedule, kept on its own thread.
+struct Schedule {
+    fleet: Arc<Fleet>,
+    ctx: Arc<DeviceContext>,
+    tx: mpsc::UnboundedSender<(usize, DeviceRun)>,
+    dropped: Arc<AtomicU64>,
+    starts: Arc<StartMeter>,
+    runtime: tokio::runtime::Handle,
+    max_lateness: Duration,
+    limit: Arc<Semaphore>,
+}
+
+impl Schedule {
+    /// Start each (device, offset in seconds) of `schedule` at its time, taking them prepared
+    /// from `ready`.
+    fn run(self, schedule: Vec<(usize, f64)>, mut ready: mpsc::Receiver<device::Prepared>) {
+        let start = Instant::now();
         for (i, offset) in schedule {
-            let scheduled = start + Duration::from_secs_f64(offset);
-            tokio::time::sleep_until(scheduled).await;
-            let late = tokio::time::Instant::now().saturating_duration_since(scheduled);
-            if late > max_lateness {
-                dropped.fetch_add(1, Ordering::Relaxed);
-                starts.drop_late(Duration::from_secs_f64(offset));
-                continue;
-            }
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                dropped.fetch_add(1, Ordering::Relaxed);
-                starts.drop_in_flight(Duration::from_secs_f64(offset));
-                continue;
+            let Some(prepared) = ready.blocking_recv() else {
+                break;
             };
-            starts.begin();
-            let (fleet, ctx, tx, starts) = (fleet.clone(), ctx.clone(), tx.clone(), starts.clone());
-            tokio::spawn(async move {
-                // Timer and run-queue delay together: when the device really began.
-                starts.started(scheduled.elapsed());
-                if let Some(dev) = fleet.devices.get(i) {
-                    // Latency counts from the scheduled start, not from when we got to it.
-                    let run = device::run(dev, &ctx, scheduled.into_std()).await;
-                    let _ = tx.send((i, run));
+            let at = Duration::from_secs_f64(offset);
+            let scheduled = start + at;
+            std::thread::sleep(scheduled.saturating_duration_since(Instant::now()));
+            self.start(i, prepared, (scheduled, at));
+        }
+    }
+
+    /// Start device `i` scheduled at `scheduled` (`at` into the run), unless it is too late or
+    /// too many run.
+    fn start(&self, i: usize, prepared: device::Prepared, (scheduled, at): (Instant, Duration)) {
+        if scheduled.elapsed() > self.max_lateness {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.starts.drop_late(at);
+            return;
+        }
+        let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.starts.drop_in_flight(at);
+            return;
+        };
+        self.starts.begin();
+        let (fleet, ctx, tx) = (self.fleet.clone(), self.ctx.clone(), self.tx.clone());
+        let starts = self.starts.clone();
+        self.runtime.spawn(async move {
+            if let Some(dev) = fleet.devices.get(i) {
+                // Latency counts from the scheduled start, not from when we got to it.
+                let run = device::run(dev, &ctx, &prepared, scheduled).await;
+                // Thread hand-over, run-queue delay and anything else before the SYN: one
+                // definition of lateness, the device's own `lateness` phase.
+                if let Some(late) = run.lateness() {
+                    starts.started(late);
                 }
-                drop(permit);
-            });
+                let _ = tx.send((i, run));
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// The devices of the schedule's starts (fleet indices, in start order), prepared in order, at
+/// most [`PREPARED_AHEAD`] ahead of the one the schedule is at.
+fn prepare_ahead(
+    fleet: Arc<Fleet>,
+    ctx: Arc<DeviceContext>,
+    order: Vec<usize>,
+) -> mpsc::Receiver<device::Prepared> {
+    let (tx, rx) = mpsc::channel(PREPARED_AHEAD);
+    tokio::spawn(async move {
+        for i in order {
+            let Some(dev) = fleet.devices.get(i) else {
+                break;
+            };
+            if tx.send(device::prepare(dev, &ctx)).await.is_err() {
+                break;
+            }
+            // The preparation is CPU work: let the devices that are due run between two.
+            tokio::task::yield_now().await;
         }
     });
+    rx
 }
 
 #[cfg(test)]

@@ -5,10 +5,12 @@
 pub mod ab;
 pub mod attack;
 pub mod capacity;
+pub mod capture;
 pub mod collect;
 pub mod compare;
 pub mod device;
 pub mod executor;
+pub mod fidelity;
 pub mod fleet;
 pub mod judge;
 pub mod link;

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod verify_capture;
+
 #[derive(Parser)]
 #[command(
     name = "dps-loadgen",
@@ -122,6 +124,19 @@ enum Command {
         /// Where the result directory goes.
         #[arg(long, default_value = "results")]
         results: PathBuf,
+    },
+    /// Check a run's figures against a packet capture of it (tcpdump's pcap or tshark's pcapng):
+    /// its connections.csv joined 1:1 with the capture's connections, SYN to the device's FIN and
+    /// SYN to the server's first TLS record compared (p50 and p99 within 5 % or 0.2 ms). Exit
+    /// codes: 0 they agree, 99 they do not, 2 unreadable input.
+    VerifyCapture {
+        /// The run's result directory (with connections.csv).
+        results: PathBuf,
+        /// The capture (e.g. `tcpdump -i lo -w run.pcap port 15684` during the run).
+        capture: PathBuf,
+        /// Print the comparison as JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the deltas between two runs (B relative to A): a summary.json or a result directory each.
     /// Also writes compare.md and report.html (both runs side by side) into a new directory.
@@ -523,6 +538,11 @@ fn main() -> ExitCode {
             batch,
         } => return floor(scenario.as_deref(), rounds as usize, batch as usize),
         Command::Capacity(args) => return capacity(args),
+        Command::VerifyCapture {
+            results,
+            capture,
+            json,
+        } => return verify_capture::main(&results, &capture, json),
         Command::Ab {
             a,
             b,

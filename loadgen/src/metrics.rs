@@ -15,6 +15,16 @@ use crate::spec::DeviceClass;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
+    /// The generator's own delay: from the scheduled start of an attempt (the first one's from
+    /// the device's scheduled start) until the device begins to connect (a TPM device: until it
+    /// begins its attestation). Near zero while the generator keeps its schedule; not the
+    /// server's latency.
+    Lateness,
+    /// The device's own work between its server-facing phases within an attempt (building a
+    /// CSR and signing it, a TPM's ActivateCredential and Quote, reading and checking answers,
+    /// and in an attempt that failed the step that failed): with `lateness` and the other phases
+    /// of an attempt it adds up to the attempt's `total` exactly.
+    Device,
     /// TCP connect.
     Tcp,
     /// TLS handshake (attestation happens here), until the first server byte is readable.
@@ -42,7 +52,8 @@ pub enum Phase {
     Ping,
     /// From the scheduled start to the end of the device's run (for held devices: until they
     /// were holding); with retries, per attempt: the first from the scheduled start, each later
-    /// one from its own start.
+    /// one from its own start. The sum of the attempt's `lateness`, `device` and its other
+    /// phases (ping and `provisioned_after_retries` aside).
     Total,
     /// Devices that got in (provisioned, or attested in handshake-only mode): from the first
     /// scheduled start to the end of the attempt that got in, every failed attempt and wait
@@ -52,7 +63,9 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in flow order.
-    pub const ALL: [Phase; 13] = [
+    pub const ALL: [Phase; 15] = [
+        Phase::Lateness,
+        Phase::Device,
         Phase::Tcp,
         Phase::Handshake,
         Phase::TpmChallenge,
@@ -71,6 +84,8 @@ impl Phase {
     /// The name used in thresholds and reports.
     pub fn as_str(self) -> &'static str {
         match self {
+            Phase::Lateness => "lateness",
+            Phase::Device => "device",
             Phase::Tcp => "tcp",
             Phase::Handshake => "handshake",
             Phase::TpmChallenge => "tpm_challenge",

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::attack::{self, AttackKind};
 use crate::collect::{Attempts, ClassCounts, Collector, Second};
+use crate::device::trace::ConnectionRecord;
 use crate::device::{FailureKind, StrictCheck};
+use crate::fidelity::Fidelity;
 use crate::fleet::DeviceClass;
 use crate::link::LinkSummary;
 use crate::metrics::{Phase, Quantiles, Recorder};
@@ -190,6 +192,11 @@ pub struct Summary {
     /// absent from an unsegmented (or merged) run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<SegmentInfo>,
+    /// The generator's own share of the devices' latency (its lateness against the total),
+    /// whether every device's phases added up, and the connections recorded for
+    /// `dps-loadgen verify-capture`; `None` in summaries written before it existed.
+    #[serde(default)]
+    pub fidelity: Option<Fidelity>,
     /// Thresholds and their verdicts.
     pub thresholds: Vec<ThresholdResult>,
     /// All thresholds held.
@@ -205,6 +212,8 @@ pub struct Outcome {
     pub recorder: Recorder,
     /// The server's histograms (mergeable serializations).
     pub server: ServerView,
+    /// Every device connection the run recorded, for the results' `connections.csv`.
+    pub connections: Vec<ConnectionRecord>,
 }
 
 /// What the run knows besides the collected devices.
@@ -230,6 +239,8 @@ pub struct Facts {
     pub leftover: Option<(u64, Duration)>,
     /// What the run measured about its generator (`None` if its sampler could not start).
     pub generator: Option<saturation::Measured>,
+    /// The device connections recorded, and how many were left out beyond the log's cap.
+    pub connections: (Vec<ConnectionRecord>, u64),
 }
 
 /// The summary of a run: the collected devices and `facts`, cross-checked against the server's
@@ -253,10 +264,19 @@ pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, f: Facts
         busy: failed(FailureKind::Busy),
         resets: failed(FailureKind::Reset),
     };
-    let generator = f
+    let (connections, left_out) = f.connections;
+    let fidelity = Fidelity::of(
+        &c.recorder,
+        c.unbalanced,
+        (connections.len() as u64, left_out),
+    );
+    let mut generator = f
         .generator
         .as_ref()
         .map(|m| saturation::summarize(m, &outcomes));
+    if let (Some(g), Some(note)) = (generator.as_mut(), fidelity.note()) {
+        g.notes.push(note);
+    }
     let storm = storm::storm(&mut c, f.dropped, server.closes.clone());
     let got_in_at = std::mem::take(&mut c.got_in_at);
     let mut summary = Summary {
@@ -323,6 +343,7 @@ pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, f: Facts
             count: s.count,
             scenario_hash: crate::segment::scenario_hash(&loaded.scenario),
         }),
+        fidelity: Some(fidelity),
         thresholds: Vec::new(),
         passed: true,
     };
@@ -341,6 +362,7 @@ pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, f: Facts
         summary,
         recorder,
         server,
+        connections,
     }
 }
 

@@ -123,6 +123,20 @@ async fn every_class_gets_its_outcome_and_the_summary_matches_the_schema() {
     );
     let reconnects = s.latency[&dps_loadgen::metrics::Phase::IdentityHandshake].count;
     assert_eq!(reconnects, identity.devices);
+    // Every millisecond accounted for: on every device, lateness, the device's own work and the
+    // server-facing phases add up to the total exactly; one lateness and one device sample per
+    // attempt; every connection (identity and replayed-nonce devices open two) recorded.
+    let fidelity = s.fidelity.as_ref().expect("fidelity");
+    assert_eq!(fidelity.unbalanced_devices, 0, "{fidelity:?}");
+    use dps_loadgen::metrics::Phase;
+    for phase in [Phase::Lateness, Phase::Device, Phase::Total] {
+        assert_eq!(s.latency[&phase].count, 150, "{phase}");
+    }
+    assert_eq!(
+        fidelity.connections_recorded,
+        150 + identity.devices + replayed,
+        "{fidelity:?}"
+    );
     // The server's own view sits beside the client's: one handshake histogram sample per
     // accepted or refused manufacturer handshake at least.
     assert_eq!(s.server.kind, "embedded");
@@ -147,6 +161,17 @@ async fn every_class_gets_its_outcome_and_the_summary_matches_the_schema() {
     assert!(
         raw.contains("\nserver.handshake "),
         "server histograms kept raw"
+    );
+    let csv = std::fs::read_to_string(dir.join("connections.csv")).expect("connections.csv");
+    let rows: Vec<_> = csv
+        .lines()
+        .skip(1)
+        .map(|l| dps_loadgen::device::trace::ConnectionRecord::parse_csv(l).expect("a record"))
+        .collect();
+    assert_eq!(rows.len() as u64, fidelity.connections_recorded);
+    assert!(
+        rows.iter().all(|r| r.first_server_data_us.is_some()),
+        "{csv}"
     );
     let svg = std::fs::read_to_string(dir.join("latency.svg")).expect("svg");
     assert!(svg.starts_with("<svg") && svg.contains("server matching"));
@@ -234,6 +259,7 @@ fn shipped_scenarios_load() {
         "knee.toml",
         "power-on.toml",
         "overload.toml",
+        "fidelity.toml",
         "tpm-mix.toml",
         "report-example.toml",
     ] {

@@ -254,6 +254,7 @@ fn context(addr: SocketAddr, pki: &Pki) -> DeviceContext {
         retry: Arc::new(dps_loadgen::retry::RetryPlan::none(Duration::from_secs(10))),
         sources: Vec::new(),
         connects: Default::default(),
+        connections: None,
         links: Default::default(),
         hold: None,
         #[cfg(feature = "tpm-sim")]
@@ -303,7 +304,9 @@ async fn run(defect: Defect) -> (Observed, Collector) {
     let pki = Arc::new(pki());
     let addr = fake_dps(pki.clone(), defect).await;
     let dev = valid_device(&pki);
-    let run = device::run(&dev, &context(addr, &pki), Instant::now()).await;
+    let ctx = context(addr, &pki);
+    let prepared = device::prepare(&dev, &ctx);
+    let run = device::run(&dev, &ctx, &prepared, Instant::now()).await;
     let mut collector = Collector::default();
     collector.record(
         &dev,

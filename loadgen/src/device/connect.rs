@@ -2,17 +2,20 @@
 //! if it has one), TLS with its credentials, then the server's verdict, read from its CSM or alert ([`open_session`]), or against a TLS-only target
 //! from how the server ends the connection ([`handshake_then_close`]).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dps_server::proto::coap::Code;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use super::context::DeviceContext;
+use super::ledger::Ledger;
 use super::link::LinkStream;
 use super::observed::{stream_failure, FailureKind, Observed};
 use super::session::{DeviceIo, Session};
 use super::tls;
+use super::trace::Traced;
 use crate::fleet::DeviceClass;
 use crate::link::model::connect_delay;
 use crate::metrics::Phase;
@@ -25,17 +28,23 @@ pub(super) async fn connect_tcp(
     ctx: &DeviceContext,
     index: usize,
     class: DeviceClass,
-) -> std::io::Result<LinkStream> {
+) -> std::io::Result<LinkStream<Traced>> {
     let Some(profile) = ctx.links.for_class(class) else {
-        let tcp = tcp_connect(ctx, index).await?;
-        let _ = tcp.set_nodelay(true);
-        return Ok(LinkStream::direct(tcp));
+        return Ok(LinkStream::direct(traced_connect(ctx, index).await?));
     };
     let mut rng = ctx.links.rng(index);
     tokio::time::sleep(connect_delay(profile, &mut rng)).await;
+    let tcp = traced_connect(ctx, index).await?;
+    Ok(LinkStream::emulated(tcp, profile, rng))
+}
+
+/// The socket of device `index`, connected without Nagle, its connection recorded in the run's
+/// connection log from just before its SYN.
+async fn traced_connect(ctx: &DeviceContext, index: usize) -> std::io::Result<Traced> {
+    let syn = Instant::now();
     let tcp = tcp_connect(ctx, index).await?;
     let _ = tcp.set_nodelay(true);
-    Ok(LinkStream::emulated(tcp, profile, rng))
+    Ok(Traced::new(tcp, syn, index, ctx.connections.as_ref()))
 }
 
 /// The TCP connect itself, the CPU time of its calls counted in [`DeviceContext::connects`]. A
@@ -52,22 +61,22 @@ async fn tcp_connect(ctx: &DeviceContext, index: usize) -> std::io::Result<TcpSt
     ctx.connects.time(socket.connect(ctx.addr)).await
 }
 
-/// Open a session: TCP, TLS with `client` (chain, key; none for a TPM device), then the server's
+/// Open a session: TCP, TLS with `connector` (the device's chain and key; none for a TPM device,
+/// see [`super::prepare`]), then the server's
 /// verdict (its CSM, or the alert). Records `Tcp` and `Handshake` (a refusal is a completed
 /// handshake too: its latency is the time to the alert).
 pub(super) async fn open_session(
     ctx: &DeviceContext,
     (index, class): (usize, DeviceClass),
-    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    connector: &TlsConnector,
     handshake: Phase,
-    phases: &mut Vec<(Phase, Duration)>,
+    phases: &mut Ledger,
 ) -> Result<Session, Observed> {
-    let connector = ctx.tls.connector(client).map_err(Observed::device)?;
     let started = Instant::now();
     let tcp = connect_tcp(ctx, index, class)
         .await
         .map_err(|e| Observed::failed(FailureKind::Connect, format!("connect: {e}")))?;
-    phases.push((Phase::Tcp, started.elapsed()));
+    phases.record(Phase::Tcp, started);
     let started = Instant::now();
     let name = ServerName::IpAddress(ctx.addr.ip().into());
     let tls = connector
@@ -84,12 +93,12 @@ pub(super) async fn open_session(
         Err(e) => {
             let observed = stream_failure("handshake", &e);
             if matches!(observed, Observed::Rejected { .. }) {
-                phases.push((handshake, started.elapsed()));
+                phases.record(handshake, started);
             }
             return Err(observed);
         }
     }
-    phases.push((handshake, started.elapsed()));
+    phases.record(handshake, started);
     Ok(io)
 }
 
@@ -106,7 +115,7 @@ fn handshake_failure(e: &std::io::Error) -> Observed {
     Observed::failed(kind, format!("handshake: {e}"))
 }
 
-/// Against a TLS-only target: TCP, TLS with `client` (chain, key), then the device's close_notify
+/// Against a TLS-only target: TCP, TLS with `connector` (the device's chain and key), then the device's close_notify
 /// and a read until the server ends the connection.
 ///
 /// In TLS 1.3 a client has finished its handshake before the server has judged its certificate,
@@ -120,20 +129,16 @@ fn handshake_failure(e: &std::io::Error) -> Observed {
 pub async fn handshake_then_close(
     ctx: &DeviceContext,
     (index, class): (usize, DeviceClass),
-    client: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
-    phases: &mut Vec<(Phase, Duration)>,
+    connector: &TlsConnector,
+    phases: &mut Ledger,
 ) -> Observed {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let connector = match ctx.tls.connector(Some(client)) {
-        Ok(connector) => connector,
-        Err(e) => return Observed::device(e),
-    };
     let started = Instant::now();
     let tcp = match connect_tcp(ctx, index, class).await {
         Ok(tcp) => tcp,
         Err(e) => return Observed::failed(FailureKind::Connect, format!("connect: {e}")),
     };
-    phases.push((Phase::Tcp, started.elapsed()));
+    phases.record(Phase::Tcp, started);
     let started = Instant::now();
     let name = ServerName::IpAddress(ctx.addr.ip().into());
     let mut tls = match connector.connect(name, tcp).await {
@@ -170,7 +175,7 @@ pub async fn handshake_then_close(
         }
     };
     if !matches!(observed, Observed::Failed { .. }) {
-        phases.push((Phase::Handshake, started.elapsed()));
+        phases.record(Phase::Handshake, started);
     }
     observed
 }
@@ -182,8 +187,10 @@ mod tests {
     use crate::spec::{KeyExchange, TlsVersion};
     use dps_server::pki::{CertSpec, Issued};
     use rcgen::{ExtendedKeyUsagePurpose, SanType};
+    use rustls::pki_types::CertificateDer;
     use std::net::SocketAddr;
     use std::sync::Arc;
+    use std::time::Duration;
 
     /// What the peer server saw of one connection: version and group, or its handshake error.
     type Seen = Result<(rustls::ProtocolVersion, rustls::NamedGroup), String>;
@@ -271,6 +278,7 @@ mod tests {
             retry: Arc::new(crate::retry::RetryPlan::none(Duration::from_secs(10))),
             sources: Vec::new(),
             connects: Arc::default(),
+            connections: None,
             links: Default::default(),
             hold: None,
             #[cfg(feature = "tpm-sim")]
@@ -290,21 +298,22 @@ mod tests {
         let own = |d: &Issued| (vec![d.der().clone()], d.key_der());
         for greeting in [&b""[..], b"CSM"] {
             let (addr, ca, server) = peer_server(&root, greeting).await;
-            let mut phases = Vec::new();
+            let mut phases = Ledger::new(std::time::Instant::now());
             let ctx = tls_only_context(addr, ca.clone(), KeyExchange::X25519);
+            let connector = |ctx: &DeviceContext, d: &Issued| {
+                ctx.tls.connector(Some(own(d))).expect("connector")
+            };
+            let valid = (0, DeviceClass::Valid);
             let accepted =
-                handshake_then_close(&ctx, (0, DeviceClass::Valid), own(&device), &mut phases)
-                    .await;
+                handshake_then_close(&ctx, valid, &connector(&ctx, &device), &mut phases).await;
             assert_eq!(accepted, Observed::Attested, "greeting {greeting:?}");
-            assert!(phases.iter().any(|(p, _)| *p == Phase::Handshake));
+            assert!(phases.since(0).iter().any(|(p, _)| *p == Phase::Handshake));
             let ctx = tls_only_context(addr, ca.clone(), KeyExchange::P256);
             let p256 =
-                handshake_then_close(&ctx, (0, DeviceClass::Valid), own(&device), &mut phases)
-                    .await;
+                handshake_then_close(&ctx, valid, &connector(&ctx, &device), &mut phases).await;
             assert_eq!(p256, Observed::Attested);
             let refused =
-                handshake_then_close(&ctx, (0, DeviceClass::Valid), own(&stranger), &mut phases)
-                    .await;
+                handshake_then_close(&ctx, valid, &connector(&ctx, &stranger), &mut phases).await;
             assert!(
                 matches!(&refused, Observed::Rejected { alert } if alert == "UnknownCA"),
                 "{refused:?}"

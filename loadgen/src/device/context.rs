@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::hold;
 #[cfg(feature = "tpm-sim")]
 use super::swtpm;
-use super::tls;
+use super::{tls, trace};
 use crate::link::LinkPlan;
 use crate::retry::RetryPlan;
 use crate::saturation::ConnectMeter;
@@ -35,6 +35,9 @@ pub struct DeviceContext {
     pub sources: Vec<IpAddr>,
     /// Time this process spends in the calls that open device connections.
     pub connects: Arc<ConnectMeter>,
+    /// Where each device connection is recorded (source port, SYN, first server bytes, close),
+    /// for the results' `connections.csv`; `None`: nowhere.
+    pub connections: Option<Arc<trace::ConnectionLog>>,
     /// The link profile of each class (classes absent: no emulation).
     pub links: LinkPlan,
     /// Set under the hold executor.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use dps_server::proto::coap::{Code, Frame};
 use tokio::sync::{watch, Notify};
 
+use super::ledger::Ledger;
 use super::observed::{stream_failure, FailureKind, Observed};
 use super::session::{Session, SessionError};
 use crate::metrics::Phase;
@@ -150,7 +151,7 @@ pub async fn hold(
     mut io: Session,
     control: &HoldControl,
     observed: Observed,
-    phases: &mut Vec<(Phase, Duration)>,
+    phases: &mut Ledger,
 ) -> Observed {
     control.connected(true);
     let mut release = control.release.clone();
@@ -162,7 +163,7 @@ pub async fn hold(
                 // A last Ping proves the connection survived the whole hold.
                 break match ping(&mut io, token).await {
                     Ok(rtt) => {
-                        phases.push((Phase::Ping, rtt));
+                        phases.push(Phase::Ping, rtt);
                         observed
                     }
                     Err(observed) => observed,
@@ -171,7 +172,7 @@ pub async fn hold(
             () = tokio::time::sleep(control.ping_interval) => {
                 token += 1;
                 match ping(&mut io, token).await {
-                    Ok(rtt) => phases.push((Phase::Ping, rtt)),
+                    Ok(rtt) => phases.push(Phase::Ping, rtt),
                     Err(observed) => break observed,
                 }
             }

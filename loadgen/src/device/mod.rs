@@ -20,8 +20,10 @@
 mod connect;
 mod context;
 pub mod hold;
+pub mod ledger;
 pub mod link;
 mod observed;
+mod prepare;
 mod provision;
 mod session;
 pub mod strict;
@@ -29,13 +31,16 @@ pub mod strict;
 pub mod swtpm;
 pub mod tls;
 mod tpm;
+pub mod trace;
 mod x509;
 
 use std::time::{Duration, Instant};
 
 pub use connect::handshake_then_close;
 pub use context::DeviceContext;
+pub use ledger::Ledger;
 pub use observed::{DeviceRun, FailureKind, Observed};
+pub use prepare::{prepare, Prepared};
 pub use session::{DeviceIo, Session, SessionError};
 pub use strict::StrictCheck;
 pub use tls::expected_alert;
@@ -44,56 +49,57 @@ use crate::fleet::{Credentials, Device};
 use crate::metrics::Phase;
 use crate::retry::{AttemptEnd, Jitter, Next, Schedule};
 
-/// Run one device; latency of `Total` counts from `scheduled` (coordinated omission). Under the
-/// hold executor the device then stays connected until released; its held time is not in `Total`.
-pub async fn run(dev: &Device, ctx: &DeviceContext, scheduled: Instant) -> DeviceRun {
-    run_then(dev, ctx, scheduled, || {}).await
+/// Run one device, prepared ahead ([`prepare`]); latency of `Total` counts from `scheduled`
+/// (coordinated omission). Under the hold executor the device then stays connected until
+/// released; its held time is not in `Total`.
+pub async fn run(
+    dev: &Device,
+    ctx: &DeviceContext,
+    prepared: &Prepared,
+    scheduled: Instant,
+) -> DeviceRun {
+    run_then(dev, ctx, prepared, scheduled, || {}).await
 }
 
 /// [`run`], calling `through` as soon as the device is through its flow (before any hold).
 ///
 /// An attempt that ends in an error (not a verdict: a refusal its class may expect is final) is
 /// followed by another one, from scratch (new TCP and TLS), as the device's retry policy says
-/// ([`crate::retry`]). Each attempt's phases are recorded, its `Total` from its own start (the
-/// first attempt's from `scheduled`); a device that got in also records
-/// `ProvisionedAfterRetries`, from `scheduled` to the end of its last attempt.
+/// ([`crate::retry`]). Each attempt's phases are recorded ([`Ledger`]: they add up to its
+/// `Total`), its `Total` from its own start (the first attempt's from `scheduled`); a device that
+/// got in also records `ProvisionedAfterRetries`, from `scheduled` to the end of its last attempt.
 pub async fn run_then(
     dev: &Device,
     ctx: &DeviceContext,
+    prepared: &Prepared,
     scheduled: Instant,
     through: impl FnOnce() + Send,
 ) -> DeviceRun {
-    let mut phases = Vec::with_capacity(14);
+    let mut phases = Ledger::new(scheduled);
     let mut schedule = Schedule::new(ctx.retry.policy(dev.class), ctx.retry.deadline);
     let mut jitter = Jitter::for_device(dev.index);
     let mut attempt_errors = Vec::new();
     let mut timeout = schedule.first_timeout();
-    let mut attempt_start = scheduled;
     let (observed, session) = loop {
         schedule.started();
         let first = phases.len();
-        let (observed, session) = attempt(dev, ctx, timeout, &mut phases).await;
-        phases.push((Phase::Total, attempt_start.elapsed()));
+        let (observed, session) = attempt(dev, ctx, prepared, timeout, &mut phases).await;
+        phases.end_attempt();
         let Some(label) = observed.error_label() else {
             break (observed, session);
         };
         attempt_errors.push(label);
         // The time step was answered: iotivity-lite's client resets its retry counter then.
-        let progressed = phases[first..].iter().any(|(p, _)| *p == Phase::Ownership);
-        let end = match &observed {
-            Observed::Failed {
-                kind: FailureKind::Timeout,
-                ..
-            } => AttemptEnd::Timeout,
-            Observed::Failed {
-                kind: FailureKind::Busy,
-                ..
-            } => AttemptEnd::Busy {
-                max_age: observed.max_age(),
-            },
-            _ => AttemptEnd::Other,
-        };
-        match schedule.after_failure(end, progressed, scheduled.elapsed(), &mut jitter) {
+        let progressed = phases
+            .since(first)
+            .iter()
+            .any(|(p, _)| *p == Phase::Ownership);
+        match schedule.after_failure(
+            attempt_end(&observed),
+            progressed,
+            scheduled.elapsed(),
+            &mut jitter,
+        ) {
             Next::GiveUp => break (observed, session),
             Next::Retry {
                 delay,
@@ -104,7 +110,7 @@ pub async fn run_then(
                     tokio::time::sleep(delay).await;
                 }
                 timeout = next;
-                attempt_start = Instant::now();
+                phases.begin_attempt(Instant::now());
             }
         }
     };
@@ -113,7 +119,7 @@ pub async fn run_then(
         observed,
         Observed::Provisioned { .. } | Observed::Reconnected { .. } | Observed::Attested
     ) {
-        phases.push((Phase::ProvisionedAfterRetries, since_scheduled));
+        phases.push(Phase::ProvisionedAfterRetries, since_scheduled);
     }
     let through_at = Instant::now();
     through();
@@ -127,11 +133,28 @@ pub async fn run_then(
     };
     DeviceRun {
         observed,
-        phases,
+        phases: phases.into_phases(),
         through: through_at,
         attempts: schedule.attempts(),
         since_scheduled,
         attempt_errors,
+    }
+}
+
+/// How a failed attempt ended, for the retry schedule.
+fn attempt_end(observed: &Observed) -> AttemptEnd {
+    match observed {
+        Observed::Failed {
+            kind: FailureKind::Timeout,
+            ..
+        } => AttemptEnd::Timeout,
+        Observed::Failed {
+            kind: FailureKind::Busy,
+            ..
+        } => AttemptEnd::Busy {
+            max_age: observed.max_age(),
+        },
+        _ => AttemptEnd::Other,
     }
 }
 
@@ -140,12 +163,13 @@ pub async fn run_then(
 async fn attempt(
     dev: &Device,
     ctx: &DeviceContext,
+    prepared: &Prepared,
     timeout: Duration,
-    phases: &mut Vec<(Phase, Duration)>,
+    phases: &mut Ledger,
 ) -> (Observed, Option<Session>) {
     // Boxed: the flow's state is large and only needed until the device is through; a held
     // device's task then keeps just the session, and a device waiting to retry nothing.
-    let flow = Box::pin(flow(dev, ctx, phases));
+    let flow = Box::pin(flow(dev, ctx, prepared, phases));
     match tokio::time::timeout(timeout, flow).await {
         Ok(done) => done,
         Err(_) => (
@@ -159,12 +183,11 @@ async fn attempt(
 async fn flow(
     dev: &Device,
     ctx: &DeviceContext,
-    phases: &mut Vec<(Phase, Duration)>,
+    prepared: &Prepared,
+    phases: &mut Ledger,
 ) -> (Observed, Option<Session>) {
     match &dev.credentials {
-        Credentials::X509 { chain, key } => {
-            x509::flow(dev, (chain.clone(), key.clone_key()), ctx, phases).await
-        }
-        Credentials::Tpm(tpm) => tpm::flow(dev, tpm, ctx, phases).await,
+        Credentials::X509 { .. } => x509::flow(dev, prepared, ctx, phases).await,
+        Credentials::Tpm(tpm) => tpm::flow(dev, tpm, prepared, ctx, phases).await,
     }
 }

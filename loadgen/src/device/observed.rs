@@ -271,6 +271,15 @@ pub struct DeviceRun {
 }
 
 impl DeviceRun {
+    /// The generator's lateness of the device's first attempt: from its scheduled start until
+    /// it began to connect (`None`: nothing was recorded).
+    pub fn lateness(&self) -> Option<Duration> {
+        self.phases
+            .iter()
+            .find(|(p, _)| *p == Phase::Lateness)
+            .map(|(_, d)| *d)
+    }
+
     /// A run of one attempt that ended in `observed` (tests, and devices that never start).
     pub fn single(observed: Observed, phases: Vec<(Phase, Duration)>) -> Self {
         let attempt_errors = observed.error_label().into_iter().collect();

@@ -3,7 +3,7 @@
 //! client checks it ([`super::strict`]), then as the spec requires beyond that. X.509 and TPM
 //! devices run the same steps once attested.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dps_server::client::provision::{self as steps, Step, StepError};
 use dps_server::client::{coap, ClientError};
@@ -11,12 +11,13 @@ use dps_server::proto::coap::Frame;
 use rcgen::PublicKeyData as _;
 use rustls::pki_types::CertificateDer;
 
+use super::ledger::Ledger;
 use super::observed::{stream_failure, Observed};
 use super::session::Session;
 use super::strict::{self, DpsClock, StrictCheck, Violation};
 use crate::metrics::Phase;
 
-type Phases = Vec<(Phase, Duration)>;
+type Phases = Ledger;
 
 /// What a successful provisioning left the device with.
 pub(super) struct Provisioned {
@@ -24,8 +25,8 @@ pub(super) struct Provisioned {
     pub(super) owner: String,
     /// The identity certificate it was issued.
     pub(super) identity: CertificateDer<'static>,
-    /// The key of that certificate.
-    pub(super) key: rcgen::KeyPair,
+    /// The key of that certificate (PKCS#8 DER).
+    pub(super) key_der: Vec<u8>,
 }
 
 /// A POST of `body` (CBOR) with token `token` to `path`.
@@ -73,23 +74,24 @@ async fn step(
         Ok(resp) => resp,
         Err(StepError::Session(_, e)) => return Err(stream_failure(phase.as_str(), &e)),
         Err(StepError::Unexpected { answer, .. }) => {
-            phases.push((phase, started.elapsed()));
+            phases.record(phase, started);
             return Err(Observed::unexpected_answer(phase, &answer));
         }
         Err(StepError::Request(e)) => return Err(device_error(e)),
     };
-    phases.push((phase, started.elapsed()));
+    phases.record(phase, started);
     strict::parse_root(&resp.payload)
         .map_err(|e| Violation::new(check, format!("{phase}: cannot parse the body: {e}")).into())
 }
 
-/// Time, ownership, cloud configuration, credentials (for `device_id`, with a fresh key) and ACLs
-/// on one session, each answer checked as iotivity-lite's client checks it ([`strict`]), then as
+/// Time, ownership, cloud configuration, credentials (for `device_id`, with `key`, made ahead of
+/// the schedule, or a fresh one made now) and ACLs on one session, each answer checked as iotivity-lite's client checks it ([`strict`]), then as
 /// the spec requires beyond that.
 pub(super) async fn provision(
     io: &mut Session,
     index: usize,
     device_id: uuid::Uuid,
+    key: Option<&rcgen::KeyPair>,
     phases: &mut Phases,
 ) -> Result<Provisioned, Observed> {
     let token = |step: Step| (((index as u64) << 8) + step.index() as u64).to_be_bytes();
@@ -132,9 +134,16 @@ pub(super) async fn provision(
             "cloud configuration without cis or a UUID sid",
         ));
     }
-    let key = rcgen::KeyPair::generate().map_err(|e| Observed::device(e.to_string()))?;
+    let made;
+    let key = match key {
+        Some(key) => key,
+        None => {
+            made = rcgen::KeyPair::generate().map_err(|e| Observed::device(e.to_string()))?;
+            &made
+        }
+    };
     let cred_req =
-        steps::credentials(&token(Step::Credentials), &device_id, &key).map_err(device_error)?;
+        steps::credentials(&token(Step::Credentials), &device_id, key).map_err(device_error)?;
     let creds = step(
         io,
         Step::Credentials,
@@ -169,6 +178,6 @@ pub(super) async fn provision(
     Ok(Provisioned {
         owner,
         identity: applied.identity,
-        key,
+        key_der: key.serialize_der(),
     })
 }

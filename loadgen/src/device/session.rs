@@ -8,9 +8,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::link::LinkStream;
 use super::strict::MIN_FRAME_LEN;
+use super::trace::Traced;
 
 /// A device's CoAP session over TLS, over its socket (through its link profile, if any).
-pub type Session = DeviceIo<tokio_rustls::client::TlsStream<LinkStream>>;
+pub type Session = DeviceIo<tokio_rustls::client::TlsStream<LinkStream<Traced>>>;
 
 /// Why a device's session failed.
 #[derive(Debug, thiserror::Error)]

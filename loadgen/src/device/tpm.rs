@@ -13,24 +13,27 @@
 //!
 //! A refused device also checks that the server closed the connection after the error.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dps_server::proto::body::{
     self, TpmAttestRequest, TpmAttestResponse, TpmChallengeRequest, TpmChallengeResponse,
 };
 use dps_server::proto::coap::Code;
 use dps_server::tpm::soft::SoftTpm;
+use tokio_rustls::TlsConnector;
 
 use super::connect::open_session;
 use super::context::DeviceContext;
+use super::ledger::Ledger;
 use super::observed::{stream_failure, Observed};
+use super::prepare::Prepared;
 use super::provision::{post, provision};
 use super::session::{Session, SessionError};
 use crate::fleet::tpm::{TpmDevice, TpmKeys, TpmStep};
 use crate::fleet::{Device, DeviceClass};
 use crate::metrics::Phase;
 
-type Phases = Vec<(Phase, Duration)>;
+type Phases = Ledger;
 
 const CHALLENGE: &str = "/api/v1/provisioning/tpm/challenge";
 const ATTEST: &str = "/api/v1/provisioning/tpm/attest";
@@ -40,12 +43,25 @@ const ATTEST: &str = "/api/v1/provisioning/tpm/attest";
 pub(super) async fn flow(
     dev: &Device,
     tpm: &TpmDevice,
+    prepared: &Prepared,
     ctx: &DeviceContext,
     phases: &mut Phases,
 ) -> (Observed, Option<Session>) {
+    let connector = match &prepared.connector {
+        Ok(connector) => connector,
+        Err(e) => return (Observed::device(e.clone()), None),
+    };
+    // What the device does before it connects (its challenge request, a swtpm's key) is its own
+    // work, not the generator's lateness.
+    phases.end_lateness();
+    let dev_at = Anonymous {
+        dev,
+        ctx,
+        connector,
+    };
     let attested = match &tpm.keys {
-        TpmKeys::Soft(soft) => soft_attest(dev, tpm, soft, ctx, phases).await,
-        TpmKeys::Swtpm { ek_seed } => swtpm_attest(dev, ek_seed, ctx, phases).await,
+        TpmKeys::Soft(soft) => soft_attest(&dev_at, tpm, soft, phases).await,
+        TpmKeys::Swtpm { ek_seed } => swtpm_attest(&dev_at, ek_seed, phases).await,
     };
     let (mut io, done, registration_id) = match attested {
         Ok(a) => a,
@@ -72,7 +88,8 @@ pub(super) async fn flow(
     if ctx.mode.handshake_only() {
         return (Observed::Attested, Some(io));
     }
-    match provision(&mut io, dev.index, uuid::Uuid::new_v4(), phases).await {
+    let key = prepared.csr_key(0);
+    match provision(&mut io, dev.index, uuid::Uuid::new_v4(), key, phases).await {
         Ok(p) => (Observed::Provisioned { owner: p.owner }, Some(io)),
         Err(observed) => (observed, None),
     }
@@ -85,13 +102,18 @@ fn token(dev: &Device, k: u64) -> u64 {
     ((dev.index as u64) << 8) + 0x40 + k
 }
 
+/// A TPM device in a run: what it needs to open its connections.
+struct Anonymous<'a> {
+    dev: &'a Device,
+    ctx: &'a DeviceContext,
+    /// Its TLS client, without a client certificate.
+    connector: &'a TlsConnector,
+}
+
 /// A connection without a client certificate.
-async fn anonymous(
-    ctx: &DeviceContext,
-    dev: &Device,
-    phases: &mut Phases,
-) -> Result<Session, Observed> {
-    open_session(ctx, (dev.index, dev.class), None, Phase::Handshake, phases).await
+async fn anonymous(a: &Anonymous<'_>, phases: &mut Phases) -> Result<Session, Observed> {
+    let dev = (a.dev.index, a.dev.class);
+    open_session(a.ctx, dev, a.connector, Phase::Handshake, phases).await
 }
 
 /// After an error the server must close the connection: the next read ends the stream.
@@ -134,7 +156,7 @@ async fn exchange<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
         .exchange(&post(token, path, body)?)
         .await
         .map_err(|e| stream_failure(phase.as_str(), &e))?;
-    phases.push((phase, started.elapsed()));
+    phases.record(phase, started);
     if resp.code == Code::CHANGED {
         return body::from_cbor(&resp.payload)
             .map_err(|e| Observed::protocol(format!("{phase}: {e}")));
@@ -154,18 +176,18 @@ async fn exchange<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
 
 /// The soft TPM's exchange, with its class's attack.
 async fn soft_attest(
-    dev: &Device,
+    a: &Anonymous<'_>,
     tpm: &TpmDevice,
     soft: &SoftTpm,
-    ctx: &DeviceContext,
     phases: &mut Phases,
 ) -> Result<Attested, Observed> {
+    let dev = a.dev;
     let mut req: TpmChallengeRequest = soft.challenge_request();
     if let Some(ek) = &tpm.presented_ek {
         req.ek_public = ek.clone();
     }
     let registration_id = dps_server::tpm::registration_id(&req.ek_public);
-    let mut io = anonymous(ctx, dev, phases).await?;
+    let mut io = anonymous(a, phases).await?;
     let ch: TpmChallengeResponse =
         exchange(&mut io, TpmStep::Challenge, token(dev, 0), &req, phases).await?;
     let answer = match dev.class {
@@ -206,7 +228,7 @@ async fn soft_attest(
                 )));
             }
             drop(io);
-            io = anonymous(ctx, dev, phases).await?;
+            io = anonymous(a, phases).await?;
             let fresh: TpmChallengeResponse =
                 exchange(&mut io, TpmStep::Challenge, token(dev, 2), &req, phases).await?;
             let secret = soft
@@ -229,19 +251,20 @@ async fn soft_attest(
 /// The exchange on a swtpm of the run's pool, which this device holds until it has answered.
 #[cfg(feature = "tpm-sim")]
 async fn swtpm_attest(
-    dev: &Device,
+    a: &Anonymous<'_>,
     ek_seed: &[u8; 32],
-    ctx: &DeviceContext,
     phases: &mut Phases,
 ) -> Result<Attested, Observed> {
-    let pool = ctx
+    let dev = a.dev;
+    let pool = a
+        .ctx
         .swtpm
         .as_ref()
         .ok_or_else(|| Observed::device("tpm_swtpm device without a swtpm pool"))?;
     let mut lease = pool.lease(dev.index).await.map_err(Observed::device)?;
     let req = lease.create(*ek_seed).await.map_err(Observed::device)?;
     let registration_id = dps_server::tpm::registration_id(&req.ek_public);
-    let mut io = anonymous(ctx, dev, phases).await?;
+    let mut io = anonymous(a, phases).await?;
     let ch: TpmChallengeResponse =
         exchange(&mut io, TpmStep::Challenge, token(dev, 0), &req, phases).await?;
     let answer = lease.answer(ch).await.map_err(Observed::device)?;
@@ -254,9 +277,8 @@ async fn swtpm_attest(
 /// before they run).
 #[cfg(not(feature = "tpm-sim"))]
 async fn swtpm_attest(
-    _dev: &Device,
+    _a: &Anonymous<'_>,
     _ek_seed: &[u8; 32],
-    _ctx: &DeviceContext,
     _phases: &mut Phases,
 ) -> Result<Attested, Observed> {
     Err(Observed::device(

@@ -74,12 +74,38 @@ pub fn merge_parts(parts: &[Part]) -> Result<Outcome, MergeError> {
     let per_s = devices as f64 / summary.duration_s.max(1e-9);
     summary.thresholds = crate::summary::judge(&summary, &recorder, (&[], per_s), &thresholds);
     summary.passed = summary.thresholds.iter().all(|t| t.passed);
+    summary.fidelity = merged_fidelity(parts, &recorder);
     let view = sum::server_view(&summary, &server);
     Ok(Outcome {
         summary,
         recorder,
         server: view,
+        // Each segment's connections stay in its own connections.csv (a capture is taken where
+        // that segment ran, and verified there).
+        connections: Vec::new(),
     })
+}
+
+/// The merged run's `fidelity`: lateness and total from the merged histograms, the segments'
+/// unbalanced devices summed; its connections are all in the segments' own `connections.csv`.
+fn merged_fidelity(parts: &[Part], recorder: &Recorder) -> Option<crate::fidelity::Fidelity> {
+    let sections: Vec<_> = parts
+        .iter()
+        .filter_map(|p| p.summary.fidelity.as_ref())
+        .collect();
+    if sections.is_empty() {
+        return None;
+    }
+    let unbalanced = sections.iter().map(|f| f.unbalanced_devices).sum();
+    let connections: u64 = sections
+        .iter()
+        .map(|f| f.connections_recorded + f.connections_left_out)
+        .sum();
+    Some(crate::fidelity::Fidelity::of(
+        recorder,
+        unbalanced,
+        (0, connections),
+    ))
 }
 
 /// The parts ordered by segment, if they are segments 1..N of one scenario each given once.

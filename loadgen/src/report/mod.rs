@@ -1,8 +1,9 @@
 //! Reports of a run: `summary.json` (see `loadgen/summary.schema.json`), `summary.md`,
 //! `latency.svg` (latency by percentile, client phases beside the server's histograms),
-//! `timeline.svg` (the run second by second), `report.html` (all of it on one self-contained page)
-//! and the raw histograms (HdrHistogram V2 + deflate, base64, one line per phase; the server's
-//! prefixed `server.`) under `results/<scenario>-<timestamp>/`.
+//! `timeline.svg` (the run second by second), `report.html` (all of it on one self-contained page),
+//! the raw histograms (HdrHistogram V2 + deflate, base64, one line per phase; the server's
+//! prefixed `server.`) and `connections.csv` (each device connection, for `dps-loadgen
+//! verify-capture`) under `results/<scenario>-<timestamp>/`.
 
 mod generator_md;
 pub mod html;
@@ -49,6 +50,8 @@ pub fn write_into(dir: &Path, outcome: &Outcome) -> std::io::Result<()> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     std::fs::write(dir.join("summary.json"), json + "\n")?;
     std::fs::write(dir.join("summary.md"), markdown(&outcome.summary))?;
+    let connections = crate::device::trace::to_csv(&outcome.connections);
+    std::fs::write(dir.join("connections.csv"), connections)?;
     let mut raw = String::new();
     for (phase, h) in &outcome.recorder.phases {
         let mut buf = Vec::new();

@@ -145,6 +145,7 @@ pub async fn run_observed(
         retry: Arc::new(loaded.retry.clone()),
         sources: plan.sources.clone(),
         connects: Arc::default(),
+        connections: Some(Arc::default()),
         links: loaded.links.clone(),
         hold: None,
         #[cfg(feature = "tpm-sim")]
@@ -253,6 +254,7 @@ async fn drive(
     let started = Instant::now();
     let device_addr = ctx.addr;
     let connects = ctx.connects.clone();
+    let connections = ctx.connections.clone();
     let sampler = Sampler::start(Watch {
         target: device_addr,
         sources: plan
@@ -381,6 +383,7 @@ async fn drive(
         attacks: attack_reports,
         leftover: None,
         generator,
+        connections: connections.map(|log| log.take()).unwrap_or_default(),
     };
     (c, facts)
 }
