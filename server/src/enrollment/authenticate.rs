@@ -240,7 +240,7 @@ impl Snapshot {
             )
             .ok()?;
         // Presented links below the first cached certificate were verified just now.
-        let mut used: Vec<Presented<'p>> = path
+        let used: Vec<Presented<'p>> = path
             .intermediate_certificates()
             .map(|c| {
                 let i = parsed.iter().position(|p| p.der == c.der().as_ref())?;
@@ -252,8 +252,19 @@ impl Snapshot {
             b.subject.as_ref() == a.subject.as_ref()
                 && b.subject_public_key_info.as_ref() == a.subject_public_key_info.as_ref()
         })?;
-        // Up the cached links to the configured chain; every step must be presented now.
-        let mut cur = *top;
+        self.climb_cached(presented, &links, *top, used)
+    }
+
+    /// Up the cached links from `presented[top]` to the configured chain, appended to `used`;
+    /// every step must be presented now, and none twice.
+    fn climb_cached<'p>(
+        &self,
+        presented: &[Offered<'p>],
+        links: &[Option<Link>],
+        top: usize,
+        mut used: Vec<Presented<'p>>,
+    ) -> Option<(Vec<Presented<'p>>, CertId)> {
+        let mut cur = top;
         for _ in 0..=MAX_PRESENTED_DEPTH {
             let Offered { der, id, .. } = presented.get(cur)?;
             let link = links.get(cur).copied().flatten()?;
@@ -352,6 +363,26 @@ impl Snapshot {
             ids.push(p.id);
             chain.push(CertificateDer::from(p.der.to_vec()));
         }
+        self.walk_configured(now, anchor, &mut chain, &mut ids)?;
+        let (group, common_name, expired_leaf_allowed) =
+            self.select(&ids, (leaf_cn, purpose), leaf_validity)?;
+        Ok(Accepted {
+            group,
+            common_name,
+            chain,
+            expired_leaf_allowed,
+        })
+    }
+
+    /// The configured chain from `anchor` up, each certificate valid at `now` and within its
+    /// pathLenConstraint, appended to `chain` and `ids`.
+    fn walk_configured(
+        &self,
+        now: UnixTime,
+        anchor: CertId,
+        chain: &mut Vec<CertificateDer<'static>>,
+        ids: &mut Vec<CertId>,
+    ) -> Result<(), RejectReason> {
         let mut next = Some(anchor);
         let mut below = chain.len() - 1; // CA certificates between the next one and the leaf
         let mut depth = 0;
@@ -375,25 +406,35 @@ impl Snapshot {
             chain.push(cert.der.clone());
             next = slot.parent;
         }
+        Ok(())
+    }
 
-        // Selection: leaf-most intermediate first, up to the root.
+    /// Selection: the first lead on the walk (leaf-most intermediate first, up to the root)
+    /// decides; then its kind, its allow / deny lists and its expired-leaf policy. The group, the
+    /// name the lists judged, and whether an expired leaf was let in.
+    fn select(
+        &self,
+        ids: &[CertId],
+        (leaf_cn, purpose): (String, Purpose<'_>),
+        leaf_validity: Option<RejectReason>,
+    ) -> Result<(uuid::Uuid, String, bool), RejectReason> {
         let group_id = ids
             .iter()
             .find_map(|id| self.leads.get(id))
             .ok_or(RejectReason::NoGroup)?;
         let group = self.groups.get(group_id).ok_or(RejectReason::NoGroup)?;
-        // The first lead on the walk decides; a group of the other kind admits nobody here.
+        // A group of the other kind admits nobody here.
         if group.def.attestation != purpose.attestation() {
             return Err(RejectReason::NoGroup);
         }
-        let leaf_cn = match purpose {
+        let name = match purpose {
             Purpose::Tls => leaf_cn,
             Purpose::Ek { registration_id } => registration_id.to_owned(),
         };
-        if group.deny.contains(&leaf_cn) {
+        if group.deny.contains(&name) {
             return Err(RejectReason::Denied);
         }
-        if !group.allow.is_empty() && !group.allow.contains(&leaf_cn) {
+        if !group.allow.is_empty() && !group.allow.contains(&name) {
             return Err(RejectReason::NotAllowed);
         }
         let expired_leaf_allowed = match leaf_validity {
@@ -401,12 +442,7 @@ impl Snapshot {
             Some(_) if group.def.expired_certificates_allowed => true,
             Some(r) => return Err(r),
         };
-        Ok(Accepted {
-            group: *group_id,
-            common_name: leaf_cn,
-            chain,
-            expired_leaf_allowed,
-        })
+        Ok((*group_id, name, expired_leaf_allowed))
     }
 }
 
@@ -572,6 +608,16 @@ fn split_path<'a>(
         .position(same)
         .and_then(|i| intermediates.get(i))
         .ok_or(RejectReason::NoPath)?;
+    climb_presented(first, candidates, intermediates)
+}
+
+/// The presented links above the leaf's issuer `first`, checked one by one (CA, keyCertSign,
+/// pathLen, the issuer's signature) until a configured candidate signs the top one.
+fn climb_presented<'a>(
+    first: &'a Presented<'a>,
+    candidates: &[&Arc<TrustedCert>],
+    intermediates: &'a [Presented<'a>],
+) -> Result<(Vec<&'a Presented<'a>>, CertId), RejectReason> {
     let mut path: Vec<&Presented<'_>> = vec![first];
     loop {
         let below = path.len() - 1;
