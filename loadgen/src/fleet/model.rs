@@ -1,5 +1,5 @@
 //! What a fleet is: its devices, how each attests, the outcome each must get, and the server
-//! set-up the fleet is meant for. Data only; [`super::build`] makes a fleet, [`super::cache`] keeps
+//! set-up the fleet is meant for. Data only; [`mod@super::build`] makes a fleet, [`super::cache`] keeps
 //! one on disk.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Authentication and group selection against one snapshot, exactly as `spec/enrollment.md` says.
+//! Authentication and group selection against one snapshot, exactly as `docs/enrollment.md` says.
 //!
 //! Path validation is rustls-webpki's: the anchors it gets are the few configured certificates whose
 //! subject names an issuer of some presented certificate (a hash lookup, never a scan), the

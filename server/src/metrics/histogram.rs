@@ -114,7 +114,7 @@ impl Recorder {
     }
 }
 
-/// The histograms of [`Metrics::histograms`], as served by `GET /api/v1/histograms`.
+/// The histograms of [`super::Metrics::histograms`], as served by `GET /api/v1/histograms`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistogramSnapshot {
     /// Unit of every recorded value: `"us"` (microseconds).
