@@ -81,7 +81,7 @@ fn free_port_pair() -> Option<u16> {
 impl Swtpm {
     /// Start a fresh swtpm (TPM 2.0, manufactured and started up) on free loopback ports.
     pub fn start() -> Result<Self, SwtpmError> {
-        let port = free_port_pair().ok_or_else(|| SwtpmError::Process("no free port"))?;
+        let port = free_port_pair().ok_or(SwtpmError::Process("no free port"))?;
         let state = std::env::temp_dir().join(format!(
             "dps-swtpm-{}-{port}-{}",
             std::process::id(),
