@@ -68,6 +68,48 @@ struct Grant<'a> {
     not_after: OffsetDateTime,
 }
 
+impl Grant<'_> {
+    /// Signs the identity certificate if the device id may be given to this key, and records
+    /// that it was: checked before signing (cheap refusal) and again when granting (a concurrent
+    /// request for the same device id may have been granted meanwhile).
+    fn sign_and_grant(
+        &self,
+        provisioner: &Provisioner,
+        params: &CertificateParams,
+        public_key: &rcgen::PublicKey,
+    ) -> Result<CertificateDer<'static>, ProvisionError> {
+        let csr = self.csr;
+        let renewing = self.requester.identity == Some(csr.device_id);
+        let spki = csr.spki_hash();
+        let held = |held: super::IdHeld| bad(format!("device uuid:{} {held}", csr.device_id));
+        let claim = super::Claim {
+            record: self.requester.record,
+            spki: &spki,
+            renewing,
+        };
+        provisioner
+            .issued
+            .check(self.owner, &csr.device_id, &claim, self.now)
+            .map_err(held)?;
+        let certificate = provisioner.sign_checked(params, public_key, &csr.spki)?;
+        let holder = IdentityHolder {
+            owner: self.owner,
+            record: self.requester.record,
+            certificate: CertId::of(&certificate),
+            spki,
+            group: self.group,
+            issued_at: self.now,
+            not_after: self.not_after,
+            name: self.requester.name.clone().unwrap_or_default(),
+        };
+        provisioner
+            .issued
+            .grant(csr.device_id, holder, self.now, renewing)
+            .map_err(held)?;
+        Ok(certificate)
+    }
+}
+
 /// The request's CSR, parsed and its self-signature verified; a session authenticated with an
 /// identity certificate may only ask for its own device id.
 fn checked_csr(
@@ -174,7 +216,7 @@ impl Provisioner {
             now,
             not_after,
         };
-        let certificate = self.sign_and_grant(&grant, &params, &request.public_key)?;
+        let certificate = grant.sign_and_grant(self, &params, &request.public_key)?;
         let creds = self.credential_list(&owner.to_string(), psk, &csr, &certificate);
         Ok(IssuedCredentials {
             device_id: csr.device_id,
@@ -182,44 +224,6 @@ impl Provisioner {
             not_after,
             response: CredentialsResponse { creds },
         })
-    }
-
-    /// Signs the identity certificate if the device id may be given to this key, and records
-    /// that it was: checked before signing (cheap refusal) and again when granting (a concurrent
-    /// request for the same device id may have been granted meanwhile).
-    fn sign_and_grant(
-        &self,
-        grant: &Grant<'_>,
-        params: &CertificateParams,
-        public_key: &rcgen::PublicKey,
-    ) -> Result<CertificateDer<'static>, ProvisionError> {
-        let csr = grant.csr;
-        let renewing = grant.requester.identity == Some(csr.device_id);
-        let spki = csr.spki_hash();
-        let held = |held: super::IdHeld| bad(format!("device uuid:{} {held}", csr.device_id));
-        let claim = super::Claim {
-            record: grant.requester.record,
-            spki: &spki,
-            renewing,
-        };
-        self.issued
-            .check(grant.owner, &csr.device_id, &claim, grant.now)
-            .map_err(held)?;
-        let certificate = self.sign_checked(params, public_key, &csr.spki)?;
-        let holder = IdentityHolder {
-            owner: grant.owner,
-            record: grant.requester.record,
-            certificate: CertId::of(&certificate),
-            spki,
-            group: grant.group,
-            issued_at: grant.now,
-            not_after: grant.not_after,
-            name: grant.requester.name.clone().unwrap_or_default(),
-        };
-        self.issued
-            .grant(csr.device_id, holder, grant.now, renewing)
-            .map_err(held)?;
-        Ok(certificate)
     }
 
     /// The credentials handed back: the group's PSK (if any), the identity chain, the trust
