@@ -24,12 +24,12 @@ pub enum HttpError {
     #[error("bad URL {0:?}")]
     Url(String),
     /// TCP connect or TLS handshake failed.
-    #[error("cannot connect to {authority}: {reason}")]
+    #[error("cannot connect to {authority}: {source}")]
     Connect {
         /// host:port.
         authority: String,
-        /// Why.
-        reason: String,
+        /// Why (TCP connect or the TLS handshake).
+        source: std::io::Error,
     },
     /// The exchange failed (reset, malformed response, body over [`MAX_RESPONSE`]).
     #[error("HTTP exchange failed: {0}")]
@@ -117,15 +117,15 @@ impl HttpClient {
             .authority()
             .map(|a| a.as_str().to_owned())
             .ok_or_else(bad_url)?;
-        let connect_err = |reason: String| HttpError::Connect {
+        let connect_err = |source: std::io::Error| HttpError::Connect {
             authority: authority.clone(),
-            reason,
+            source,
         };
         // `[::1]` in a URI is the bare address to connect to.
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let tcp = TcpStream::connect((bare, port))
             .await
-            .map_err(|e| connect_err(e.to_string()))?;
+            .map_err(connect_err)?;
         let _ = tcp.set_nodelay(true);
         let path = url.path_and_query().map_or("/", |p| p.as_str());
         let mut req = Request::builder()
@@ -145,11 +145,7 @@ impl HttpClient {
             .map_err(|e| HttpError::Exchange(e.into()))?;
         if https {
             let name = ServerName::try_from(bare.to_owned()).map_err(|_| bad_url())?;
-            let tls = self
-                .tls
-                .connect(name, tcp)
-                .await
-                .map_err(|e| connect_err(e.to_string()))?;
+            let tls = self.tls.connect(name, tcp).await.map_err(connect_err)?;
             exchange(tls, req).await
         } else {
             exchange(tcp, req).await
