@@ -168,7 +168,7 @@ pub async fn serve(
     serve_with_limits(listener, state, AdminLimits::default(), shutdown).await
 }
 
-/// [`serve`] with explicit connection limits (header-read timeout, request deadline, cap).
+/// [`serve()`] with explicit connection limits (header-read timeout, request deadline, cap).
 pub async fn serve_with_limits(
     listener: tokio::net::TcpListener,
     state: AdminState,

@@ -105,25 +105,60 @@ pub async fn run(
         .as_ref()
         .ok_or(ServerError::NoServerSection)?;
     let addr = listen.unwrap_or_else(|| section.listen.clone());
-    // Every device connection is a file descriptor: take the soft limit up to the hard one.
+    raise_open_file_limit();
+    let (listener, devices) = bind_devices(&addr).await?;
+    log_loaded(&server, devices);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_addr = admin_listen.or_else(|| config.file.admin.as_ref().map(|a| a.listen.clone()));
+    let admin = match admin_addr {
+        None => None,
+        Some(addr) => Some(start_admin(config, &server, &addr, stopped(stop_rx.clone())).await?),
+    };
+    on_bound(&Bound {
+        devices,
+        admin: admin.as_ref().map(|(bound, _)| *bound),
+    });
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    server.run(listener, stopped(stop_rx)).await;
+    if let Some((_, task)) = admin {
+        if let Ok(Err(e)) = task.await {
+            tracing::warn!(error = %e, "admin API stopped with an error");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves once the stop flag is set (or its sender is gone).
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Every device connection is a file descriptor: take the soft limit up to the hard one.
+fn raise_open_file_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::info!(limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
-    let listener = listen_deep(&addr)
-        .await
-        .map_err(|source| DaemonError::Listen {
-            addr: addr.clone(),
-            what: "",
-            source,
-        })?;
-    let devices = listener
-        .local_addr()
-        .map_err(|source| DaemonError::Listen {
-            addr: addr.clone(),
-            what: "",
-            source,
-        })?;
+}
+
+/// The device port's listener on `addr`, and the address it got.
+async fn bind_devices(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), DaemonError> {
+    let listen_err = |source| DaemonError::Listen {
+        addr: addr.to_owned(),
+        what: "",
+        source,
+    };
+    let listener = listen_deep(addr).await.map_err(listen_err)?;
+    let devices = listener.local_addr().map_err(listen_err)?;
+    Ok((listener, devices))
+}
+
+/// What the server starts with: its store, groups and hubs, and the device port.
+fn log_loaded(server: &Server, devices: SocketAddr) {
     let store = match server.store().path() {
         Some(path) => path.display().to_string(),
         None => crate::config::IN_MEMORY_STORE.to_owned(),
@@ -135,61 +170,43 @@ pub async fn run(
         "loaded enrollment groups"
     );
     tracing::info!(address = %devices, "device port listening (coaps+tcp)");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// The admin API, listening on `addr` until `stop`: where it is bound, and its task. Access
+/// tokens name it as their issuer unless `[admin] issuer` is set.
+async fn start_admin(
+    config: &Config,
+    server: &Server,
+    addr: &str,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>), DaemonError> {
+    let token = config.admin_token()?.ok_or(DaemonError::NoAdminToken)?;
+    let listen_err = |source| DaemonError::Listen {
+        addr: addr.to_owned(),
+        what: " (admin API)",
+        source,
     };
-    let admin_addr = admin_listen.or_else(|| config.file.admin.as_ref().map(|a| a.listen.clone()));
-    let mut admin = None;
-    let admin_task = match admin_addr {
-        None => None,
-        Some(addr) => {
-            let token = config.admin_token()?.ok_or(DaemonError::NoAdminToken)?;
-            let listen_err = |source| DaemonError::Listen {
-                addr: addr.clone(),
-                what: " (admin API)",
-                source,
-            };
-            let admin_listener = tokio::net::TcpListener::bind(&addr)
-                .await
-                .map_err(listen_err)?;
-            let admin_bound = admin_listener.local_addr().map_err(listen_err)?;
-            if !admin_bound.ip().is_loopback() {
-                tracing::warn!(address = %admin_bound, "the admin API listens beyond loopback");
-            }
-            tracing::info!(address = %admin_bound, "admin API listening (http)");
-            let configured = config.file.admin.as_ref().and_then(|a| a.issuer.as_ref());
-            if configured.is_none() {
-                if admin_bound.ip().is_unspecified() {
-                    tracing::warn!(address = %admin_bound, "set [admin] issuer: access tokens name an unspecified address as their issuer");
-                }
-                server
-                    .provisioner()
-                    .tokens()
-                    .set_issuer(format!("http://{admin_bound}"));
-            }
-            admin = Some(admin_bound);
-            let state = server.admin_state(config, token);
-            Some(tokio::spawn(crate::admin::serve(
-                admin_listener,
-                state,
-                stopped(stop_rx.clone()),
-            )))
-        }
-    };
-    on_bound(&Bound { devices, admin });
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    server.run(listener, stopped(stop_rx)).await;
-    if let Some(task) = admin_task {
-        if let Ok(Err(e)) = task.await {
-            tracing::warn!(error = %e, "admin API stopped with an error");
-        }
+    let admin_listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(listen_err)?;
+    let admin_bound = admin_listener.local_addr().map_err(listen_err)?;
+    if !admin_bound.ip().is_loopback() {
+        tracing::warn!(address = %admin_bound, "the admin API listens beyond loopback");
     }
-    tracing::info!("stopped");
-    Ok(())
+    tracing::info!(address = %admin_bound, "admin API listening (http)");
+    let configured = config.file.admin.as_ref().and_then(|a| a.issuer.as_ref());
+    if configured.is_none() {
+        if admin_bound.ip().is_unspecified() {
+            tracing::warn!(address = %admin_bound, "set [admin] issuer: access tokens name an unspecified address as their issuer");
+        }
+        server
+            .provisioner()
+            .tokens()
+            .set_issuer(format!("http://{admin_bound}"));
+    }
+    let state = server.admin_state(config, token);
+    let task = tokio::spawn(crate::admin::serve(admin_listener, state, stop));
+    Ok((admin_bound, task))
 }
 
 #[cfg(test)]

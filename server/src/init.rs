@@ -49,7 +49,7 @@ pub enum InitError {
 pub mod ids {
     /// The demo hub.
     pub const HUB: &str = "3a6bb6a7-3c42-4c7e-9d52-1f0d6c7a3f10";
-    /// Group "factory-a", represented by the production-line CA.
+    /// Group "factory-a", led by the Factory A CA (the production line's issuer).
     pub const FACTORY_A: &str = "8d2a8f4e-2f0a-4a55-9a1e-0f6f3c3c1a01";
     /// Group "acme-any", represented by the manufacturer root.
     pub const ACME_ANY: &str = "8d2a8f4e-2f0a-4a55-9a1e-0f6f3c3c1a02";
@@ -66,25 +66,29 @@ pub struct InitReport {
     pub files: Vec<PathBuf>,
 }
 
-fn write(
-    dir: &Path,
-    name: &str,
-    contents: &str,
-    files: &mut Vec<PathBuf>,
-) -> Result<(), InitError> {
-    let path = dir.join(name);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| InitError::Io {
-            path: parent.to_owned(),
+/// The files `init` writes, in the order written, under one directory.
+struct Out<'a> {
+    dir: &'a Path,
+    files: Vec<PathBuf>,
+}
+
+impl Out<'_> {
+    /// Write `contents` to `name` under the directory, creating its parent directories.
+    fn write(&mut self, name: &str, contents: &str) -> Result<(), InitError> {
+        let path = self.dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| InitError::Io {
+                path: parent.to_owned(),
+                source,
+            })?;
+        }
+        std::fs::write(&path, contents).map_err(|source| InitError::Io {
+            path: path.clone(),
             source,
         })?;
+        self.files.push(path);
+        Ok(())
     }
-    std::fs::write(&path, contents).map_err(|source| InitError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    files.push(path);
-    Ok(())
 }
 
 /// Write the demo PKI and config into `dir`.
@@ -93,9 +97,34 @@ pub fn init(dir: &Path, force: bool) -> Result<InitReport, InitError> {
     if config.exists() && !force {
         return Err(InitError::Exists(config));
     }
-    let mut files = Vec::new();
+    let mut out = Out {
+        dir,
+        files: Vec::new(),
+    };
+    write_server_pki(&mut out)?;
+    write_identity_ca(&mut out)?;
+    write_manufacturer(&mut out)?;
+    // The key the demo hub's `jwt` provider signs the devices' access tokens with.
+    let signing_key = SigningKey::generate_pem().map_err(|_| InitError::Random)?;
+    out.write(TOKEN_SIGNING_KEY, &signing_key)?;
+    let text = format!(
+        "# dpsbench demo config, written by `dps-server init`.\n\
+         # Paths are relative to this file. Regenerate with `dps-server init {} --force`.\n\n{}",
+        dir.display(),
+        toml::to_string_pretty(&demo_config())?
+    );
+    let mut token = [0u8; 24];
+    aws_lc_rs::rand::fill(&mut token).map_err(|_| InitError::Random)?;
+    out.write("admin-token", &format!("{}\n", hex::encode(token)))?;
+    out.write("config.toml", &text)?;
+    Ok(InitReport {
+        config,
+        files: out.files,
+    })
+}
 
-    // The DPS's own server certificate, and the CA devices use to verify it.
+/// The DPS's own server certificate, and the CA devices use to verify it.
+fn write_server_pki(out: &mut Out<'_>) -> Result<(), InitError> {
     let server_ca = Issued::self_signed(&CertSpec::ca("dpsbench demo server CA"))?;
     let mut server_spec = CertSpec::device("localhost");
     server_spec.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -105,62 +134,44 @@ pub fn init(dir: &Path, force: bool) -> Result<InitReport, InitError> {
         SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()),
     ];
     let server = server_ca.issue(&server_spec)?;
-    write(dir, "server-ca.pem", &server_ca.pem(), &mut files)?;
-    write(
-        dir,
-        "server.pem",
-        &chain_pem([server.der(), server_ca.der()]),
-        &mut files,
-    )?;
-    write(dir, "server.key", &server.key_pem(), &mut files)?;
+    out.write("server-ca.pem", &server_ca.pem())?;
+    out.write("server.pem", &chain_pem([server.der(), server_ca.der()]))?;
+    out.write("server.key", &server.key_pem())
+}
 
-    // The identity CA that signs the devices' identity certificates.
+/// The identity CA that signs the devices' identity certificates.
+fn write_identity_ca(out: &mut Out<'_>) -> Result<(), InitError> {
     let identity_ca = Issued::self_signed(&CertSpec::ca("dpsbench demo identity CA"))?;
-    write(dir, "identity-ca.pem", &identity_ca.pem(), &mut files)?;
-    write(dir, "identity-ca.key", &identity_ca.key_pem(), &mut files)?;
+    out.write("identity-ca.pem", &identity_ca.pem())?;
+    out.write("identity-ca.key", &identity_ca.key_pem())
+}
 
-    // The manufacturer: Root → Factory A → Line 1 → devices.
+/// The manufacturer: Root → Factory A → Line 1 → devices; the two groups' chains and the demo
+/// device.
+fn write_manufacturer(out: &mut Out<'_>) -> Result<(), InitError> {
     let root = Issued::self_signed(&CertSpec::ca("ACME Manufacturer Root CA"))?;
     let factory = root.issue(&CertSpec::ca("ACME Factory A CA"))?;
     let line = factory.issue(&CertSpec::ca("ACME Factory A Line 1 CA"))?;
     let device = line.issue(&CertSpec::device("ACME-SN-000001"))?;
-    write(dir, "manufacturer/root.pem", &root.pem(), &mut files)?;
-    write(dir, "manufacturer/root.key", &root.key_pem(), &mut files)?;
-    write(
-        dir,
-        "manufacturer/factory-a.pem",
-        &factory.pem(),
-        &mut files,
-    )?;
-    write(
-        dir,
-        "manufacturer/factory-a.key",
-        &factory.key_pem(),
-        &mut files,
-    )?;
-    write(dir, "manufacturer/line-1.pem", &line.pem(), &mut files)?;
-    write(dir, "manufacturer/line-1.key", &line.key_pem(), &mut files)?;
-    write(
-        dir,
+    out.write("manufacturer/root.pem", &root.pem())?;
+    out.write("manufacturer/root.key", &root.key_pem())?;
+    out.write("manufacturer/factory-a.pem", &factory.pem())?;
+    out.write("manufacturer/factory-a.key", &factory.key_pem())?;
+    out.write("manufacturer/line-1.pem", &line.pem())?;
+    out.write("manufacturer/line-1.key", &line.key_pem())?;
+    out.write(
         "groups/factory-a.pem",
         &chain_pem([factory.der(), root.der()]),
-        &mut files,
     )?;
-    write(dir, "groups/acme-any.pem", &root.pem(), &mut files)?;
+    out.write("groups/acme-any.pem", &root.pem())?;
     // The group chain stops at Factory A, so the device must send Line 1 after its leaf.
-    write(
-        dir,
-        "device-chain.pem",
-        &chain_pem([device.der(), line.der()]),
-        &mut files,
-    )?;
-    write(dir, "device.key", &device.key_pem(), &mut files)?;
+    out.write("device-chain.pem", &chain_pem([device.der(), line.der()]))?;
+    out.write("device.key", &device.key_pem())
+}
 
-    // The key the demo hub's `jwt` provider signs the devices' access tokens with.
-    let signing_key = SigningKey::generate_pem().map_err(|_| InitError::Random)?;
-    write(dir, TOKEN_SIGNING_KEY, &signing_key, &mut files)?;
-
-    let file = ConfigFile {
+/// The demo config: the files written above, one hub signing `jwt` tokens, two groups.
+fn demo_config() -> ConfigFile {
+    ConfigFile {
         server: Some(ServerSection {
             listen: "127.0.0.1:15684".into(),
             certificate: "server.pem".into(),
@@ -177,62 +188,57 @@ pub fn init(dir: &Path, force: bool) -> Result<InitReport, InitError> {
             token: None,
             issuer: None,
         }),
-        hub: vec![HubConfig {
-            id: ids::HUB.into(),
-            gateways: vec!["coaps+tcp://127.0.0.1:5684".into()],
-            name: Some("demo hub".into()),
-            authorization: Some(AuthorizationConfig {
-                jwt: Some(JwtConfig {
-                    signing_key: Some(TOKEN_SIGNING_KEY.into()),
-                    ..JwtConfig::default()
-                }),
-                ..AuthorizationConfig::default()
-            }),
-        }],
-        enrollment_group: vec![
-            GroupConfig {
-                id: ids::FACTORY_A.into(),
-                name: "factory-a".into(),
-                owner: ids::OWNER.into(),
-                certificate_chain: "groups/factory-a.pem".into(),
-                lead_certificate: LeadSelector::Index(0),
-                expired_certificates_allowed: false,
-                allow_common_names: vec![],
-                deny_common_names: vec!["ACME-SN-000013".into()],
-                hub_ids: vec![ids::HUB.into()],
-                pre_shared_key: None,
-            },
-            GroupConfig {
-                id: ids::ACME_ANY.into(),
-                name: "acme-any".into(),
-                owner: ids::OWNER.into(),
-                certificate_chain: "groups/acme-any.pem".into(),
-                lead_certificate: LeadSelector::Index(0),
-                expired_certificates_allowed: true,
-                allow_common_names: vec![],
-                deny_common_names: vec![],
-                hub_ids: vec![ids::HUB.into()],
-                pre_shared_key: None,
-            },
-        ],
+        hub: vec![demo_hub()],
+        enrollment_group: demo_groups(),
         ..ConfigFile::default()
-    };
-    let text = format!(
-        "# dpsbench demo config, written by `dps-server init`.\n\
-         # Paths are relative to this file. Regenerate with `dps-server init {} --force`.\n\n{}",
-        dir.display(),
-        toml::to_string_pretty(&file)?
-    );
-    let mut token = [0u8; 24];
-    aws_lc_rs::rand::fill(&mut token).map_err(|_| InitError::Random)?;
-    write(
-        dir,
-        "admin-token",
-        &format!("{}\n", hex::encode(token)),
-        &mut files,
-    )?;
-    write(dir, "config.toml", &text, &mut files)?;
-    Ok(InitReport { config, files })
+    }
+}
+
+/// The demo hub, whose `jwt` provider signs with the key `init` wrote.
+fn demo_hub() -> HubConfig {
+    HubConfig {
+        id: ids::HUB.into(),
+        gateways: vec!["coaps+tcp://127.0.0.1:5684".into()],
+        name: Some("demo hub".into()),
+        authorization: Some(AuthorizationConfig {
+            jwt: Some(JwtConfig {
+                signing_key: Some(TOKEN_SIGNING_KEY.into()),
+                ..JwtConfig::default()
+            }),
+            ..AuthorizationConfig::default()
+        }),
+    }
+}
+
+/// "factory-a" (led by the Factory A CA, one denied CN) and "acme-any" (the
+/// manufacturer root, expired leaves allowed).
+fn demo_groups() -> Vec<GroupConfig> {
+    vec![
+        GroupConfig {
+            id: ids::FACTORY_A.into(),
+            name: "factory-a".into(),
+            owner: ids::OWNER.into(),
+            certificate_chain: "groups/factory-a.pem".into(),
+            lead_certificate: LeadSelector::Index(0),
+            expired_certificates_allowed: false,
+            allow_common_names: vec![],
+            deny_common_names: vec!["ACME-SN-000013".into()],
+            hub_ids: vec![ids::HUB.into()],
+            pre_shared_key: None,
+        },
+        GroupConfig {
+            id: ids::ACME_ANY.into(),
+            name: "acme-any".into(),
+            owner: ids::OWNER.into(),
+            certificate_chain: "groups/acme-any.pem".into(),
+            lead_certificate: LeadSelector::Index(0),
+            expired_certificates_allowed: true,
+            allow_common_names: vec![],
+            deny_common_names: vec![],
+            hub_ids: vec![ids::HUB.into()],
+            pre_shared_key: None,
+        },
+    ]
 }
 
 #[cfg(test)]

@@ -140,31 +140,7 @@ fn merged_groups_and_hubs(
     store: &Store,
     location: &str,
 ) -> Result<(Vec<EnrollmentGroup>, Vec<Hub>), ServerError> {
-    let store_err = |reason| ServerError::Store {
-        location: location.to_owned(),
-        reason,
-    };
-    let base = config_dir(config);
-    let mut hubs = config
-        .file
-        .hub
-        .iter()
-        .map(|h| Hub::from_config(h, base).map_err(ServerError::Hub))
-        .collect::<Result<Vec<_>, ServerError>>()?;
-    let configured_hubs = hubs.len();
-    for stored in store.hubs().map_err(store_err)? {
-        let hub = Hub::from_config(&stored, base)
-            .map_err(|e| ServerError::Hub(format!("in the store: {e}")))?;
-        if let Some(c) = hubs[..configured_hubs].iter().find(|c| c.id == hub.id) {
-            return Err(ServerError::DuplicateId {
-                kind: "hub",
-                id: hub.id,
-                stored: format!("{:?}", hub.name),
-                configured: format!("{:?}", c.name),
-            });
-        }
-        hubs.push(hub);
-    }
+    let hubs = merged_hubs(config, store, location)?;
     for g in &config.groups {
         if let Some(missing) = g
             .hub_ids
@@ -177,6 +153,52 @@ fn merged_groups_and_hubs(
             )));
         }
     }
+    let groups = merged_groups(config, store, location, &hubs)?;
+    Ok((groups, hubs))
+}
+
+/// The configured hubs, then the stored ones (none with a configured one's id).
+fn merged_hubs(config: &Config, store: &Store, location: &str) -> Result<Vec<Hub>, ServerError> {
+    let base = config_dir(config);
+    let mut hubs = config
+        .file
+        .hub
+        .iter()
+        .map(|h| Hub::from_config(h, base).map_err(ServerError::Hub))
+        .collect::<Result<Vec<_>, ServerError>>()?;
+    let configured_hubs = hubs.len();
+    let stored_hubs = store.hubs().map_err(|reason| ServerError::Store {
+        location: location.to_owned(),
+        reason,
+    })?;
+    for stored in stored_hubs {
+        let hub = Hub::from_config(&stored, base)
+            .map_err(|e| ServerError::Hub(format!("in the store: {e}")))?;
+        if let Some(c) = hubs[..configured_hubs].iter().find(|c| c.id == hub.id) {
+            return Err(ServerError::DuplicateId {
+                kind: "hub",
+                id: hub.id,
+                stored: format!("{:?}", hub.name),
+                configured: format!("{:?}", c.name),
+            });
+        }
+        hubs.push(hub);
+    }
+    Ok(hubs)
+}
+
+/// The configured enrollment groups, then the stored X.509 and TPM ones (none with a configured
+/// one's id; a stored group may name a hub since removed, which is only warned about).
+fn merged_groups(
+    config: &Config,
+    store: &Store,
+    location: &str,
+    hubs: &[Hub],
+) -> Result<Vec<EnrollmentGroup>, ServerError> {
+    let store_err = |reason| ServerError::Store {
+        location: location.to_owned(),
+        reason,
+    };
     let mut groups = config.groups.clone();
     let base = config.path.parent().unwrap_or(Path::new("."));
     let stored_groups = store
@@ -217,7 +239,7 @@ fn merged_groups_and_hubs(
         }
         groups.push(group);
     }
-    Ok((groups, hubs))
+    Ok(groups)
 }
 
 /// The directory the config's relative paths start from.

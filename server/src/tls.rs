@@ -254,8 +254,8 @@ impl IdentityTrust {
 
 /// Why the identity CA could not be used to recognise identity certificates.
 #[derive(Debug, thiserror::Error)]
-#[error("identity CA certificate is not a usable trust anchor: {0}")]
-pub struct IdentityAnchorError(String);
+#[error("identity CA certificate is not a usable trust anchor: {0:?}")]
+pub struct IdentityAnchorError(#[source] webpki::Error);
 
 /// The device-port client certificate verifier.
 #[derive(Debug)]
@@ -303,7 +303,7 @@ impl AttestationVerifier {
             .map(|c| {
                 webpki::anchor_from_trusted_cert(c)
                     .map(|a| a.to_owned())
-                    .map_err(|e| IdentityAnchorError(format!("{e:?}")))
+                    .map_err(IdentityAnchorError)
             })
             .collect::<Result<_, _>>()?;
         self.identity = Some(IdentityTrust {

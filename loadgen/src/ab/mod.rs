@@ -152,7 +152,7 @@ pub struct AbSummary {
     pub duration_s: f64,
 }
 
-/// What [`run`] returns.
+/// What [`run()`] returns.
 #[derive(Debug)]
 pub struct AbDone {
     /// The result.

@@ -1,7 +1,7 @@
 //! `dps-loadgen capacity SCENARIO --slo ...`: the highest constant arrival rate at which every
 //! SLO holds, as a number with its uncertainty. The scenario gives the fleet, the target and the
 //! devices' behaviour; its executor and thresholds are replaced by constant-rate steps judged on
-//! the SLOs ([`step`]), chosen by doubling then bisection ([`search`]). The result directory holds
+//! the SLOs ([`step`]), chosen by doubling then bisection ([`mod@search`]). The result directory holds
 //! `summary.json` (`capacity_per_s`), `summary.md`, `steps.svg` and every step's own reports under
 //! `steps/`; gates (`capacity >= 600/s`, at most X % below a baseline) make it a CI check.
 
@@ -101,7 +101,7 @@ pub struct SearchParams {
     pub measure_s: f64,
 }
 
-/// What [`search`] returns.
+/// What [`search()`] returns.
 #[derive(Debug)]
 pub struct Searched {
     /// The result.

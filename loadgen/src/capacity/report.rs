@@ -229,6 +229,7 @@ fn errors_limit(slos: &[Threshold]) -> Option<(String, f64)> {
     })
 }
 
+/// The colour of a step's dot, by verdict.
 fn verdict_color(v: StepVerdict) -> RGBColor {
     match v {
         StepVerdict::Held => RGBColor(0x2e, 0x7d, 0x32),
@@ -241,25 +242,7 @@ fn verdict_color(v: StepVerdict) -> RGBColor {
 /// The step chart: p99 (and p50) of the total against the offered rate above, errors below, each
 /// step a dot coloured by its verdict, the SLO limits and the capacity as lines.
 pub fn steps_svg(s: &CapacitySummary, slos: &[Threshold]) -> Result<String, String> {
-    let err = |e: &dyn std::fmt::Display| e.to_string();
-    let max_rate = s.steps.iter().map(|r| r.rate_per_s).fold(1.0, f64::max) * 1.1;
-    let finite = |v: Option<f64>| v.filter(|v| v.is_finite()).unwrap_or(0.0);
-    let latency_limit = total_latency_limit(slos);
-    let max_ms = s
-        .steps
-        .iter()
-        .map(|r| finite(r.p99_total_ms))
-        .chain(latency_limit.iter().map(|(_, l)| *l))
-        .fold(1.0, f64::max)
-        * 1.3;
-    let error_limit = errors_limit(slos);
-    let max_err = s
-        .steps
-        .iter()
-        .map(|r| r.errors_pct)
-        .chain(error_limit.iter().map(|(_, l)| *l))
-        .fold(0.1, f64::max)
-        * 1.3;
+    let axes = Axes::of(s, slos);
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (960, 720)).into_drawing_area();
@@ -268,63 +251,170 @@ pub fn steps_svg(s: &CapacitySummary, slos: &[Threshold]) -> Result<String, Stri
             .titled(&format!("capacity: {}", s.scenario), ("sans-serif", 22))
             .map_err(|e| err(&e))?;
         let (top, bottom) = root.split_vertically(440);
-        let mut chart = ChartBuilder::on(&top)
-            .margin(16)
-            .x_label_area_size(30)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..max_rate, 0.0..max_ms)
-            .map_err(|e| err(&e))?;
-        chart
-            .configure_mesh()
-            .y_desc("total latency, ms")
-            .draw()
-            .map_err(|e| err(&e))?;
-        let mut by_rate: Vec<&StepRecord> = s.steps.iter().collect();
-        by_rate.sort_by(|a, b| a.rate_per_s.total_cmp(&b.rate_per_s));
-        for (name, pick, color) in [
-            (
-                "p99",
-                (|r: &StepRecord| r.p99_total_ms) as fn(&StepRecord) -> Option<f64>,
-                BLUE,
-            ),
-            ("p50", |r: &StepRecord| r.p50_total_ms, CYAN),
-        ] {
-            chart
-                .draw_series(LineSeries::new(
-                    by_rate.iter().map(|r| (r.rate_per_s, finite(pick(r)))),
-                    color.stroke_width(2),
-                ))
-                .map_err(|e| err(&e))?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        latency_panel(&top, s, &axes)?;
+        errors_panel(&bottom, s, &axes)?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(out)
+}
+
+/// A plotting error, in words.
+fn err(e: &dyn std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// A value to plot: a missing or infinite one at 0.
+fn finite(v: Option<f64>) -> f64 {
+    v.filter(|v| v.is_finite()).unwrap_or(0.0)
+}
+
+/// The charts' ranges (room above the highest step or SLO limit) and the SLO limits drawn.
+struct Axes {
+    max_rate: f64,
+    max_ms: f64,
+    max_err: f64,
+    latency_limit: Option<(String, f64)>,
+    error_limit: Option<(String, f64)>,
+}
+
+impl Axes {
+    /// The ranges that fit every step of `s` and the limits of `slos`.
+    fn of(s: &CapacitySummary, slos: &[Threshold]) -> Self {
+        let latency_limit = total_latency_limit(slos);
+        let error_limit = errors_limit(slos);
+        let max_ms = s
+            .steps
+            .iter()
+            .map(|r| finite(r.p99_total_ms))
+            .chain(latency_limit.iter().map(|(_, l)| *l))
+            .fold(1.0, f64::max)
+            * 1.3;
+        let max_err = s
+            .steps
+            .iter()
+            .map(|r| r.errors_pct)
+            .chain(error_limit.iter().map(|(_, l)| *l))
+            .fold(0.1, f64::max)
+            * 1.3;
+        Axes {
+            max_rate: s.steps.iter().map(|r| r.rate_per_s).fold(1.0, f64::max) * 1.1,
+            max_ms,
+            max_err,
+            latency_limit,
+            error_limit,
         }
-        chart
-            .draw_series(s.steps.iter().map(|r| {
-                Circle::new(
-                    (r.rate_per_s, finite(r.p99_total_ms)),
-                    5,
-                    verdict_color(r.verdict).filled(),
-                )
-            }))
-            .map_err(|e| err(&e))?;
-        if let Some((text, limit)) = &latency_limit {
-            chart
-                .draw_series(LineSeries::new(
-                    [(0.0, *limit), (max_rate, *limit)],
-                    RED.stroke_width(1),
-                ))
-                .map_err(|e| err(&e))?
-                .label(format!("SLO {text}"))
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-        }
+    }
+}
+
+/// The upper chart: p99 and p50 of the total by rate, the latency SLO, the capacity.
+fn latency_panel(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    s: &CapacitySummary,
+    axes: &Axes,
+) -> Result<(), String> {
+    let (max_rate, max_ms) = (axes.max_rate, axes.max_ms);
+    let mut chart = ChartBuilder::on(area)
+        .margin(16)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..max_rate, 0.0..max_ms)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .y_desc("total latency, ms")
+        .draw()
+        .map_err(|e| err(&e))?;
+    let mut by_rate: Vec<&StepRecord> = s.steps.iter().collect();
+    by_rate.sort_by(|a, b| a.rate_per_s.total_cmp(&b.rate_per_s));
+    for (name, pick, color) in [
+        (
+            "p99",
+            (|r: &StepRecord| r.p99_total_ms) as fn(&StepRecord) -> Option<f64>,
+            BLUE,
+        ),
+        ("p50", |r: &StepRecord| r.p50_total_ms, CYAN),
+    ] {
         chart
             .draw_series(LineSeries::new(
-                [(s.capacity_per_s, 0.0), (s.capacity_per_s, max_ms)],
-                BLACK.stroke_width(1),
+                by_rate.iter().map(|r| (r.rate_per_s, finite(pick(r)))),
+                color.stroke_width(2),
             ))
             .map_err(|e| err(&e))?
-            .label(format!("capacity {:.0}/s", s.capacity_per_s))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .draw_series(s.steps.iter().map(|r| {
+            Circle::new(
+                (r.rate_per_s, finite(r.p99_total_ms)),
+                5,
+                verdict_color(r.verdict).filled(),
+            )
+        }))
+        .map_err(|e| err(&e))?;
+    if let Some((text, limit)) = &axes.latency_limit {
+        chart
+            .draw_series(LineSeries::new(
+                [(0.0, *limit), (max_rate, *limit)],
+                RED.stroke_width(1),
+            ))
+            .map_err(|e| err(&e))?
+            .label(format!("SLO {text}"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    }
+    chart
+        .draw_series(LineSeries::new(
+            [(s.capacity_per_s, 0.0), (s.capacity_per_s, max_ms)],
+            BLACK.stroke_width(1),
+        ))
+        .map_err(|e| err(&e))?
+        .label(format!("capacity {:.0}/s", s.capacity_per_s))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))
+}
+
+/// The lower chart: errors by rate and the errors SLO.
+fn errors_panel(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    s: &CapacitySummary,
+    axes: &Axes,
+) -> Result<(), String> {
+    let mut chart = ChartBuilder::on(area)
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..axes.max_rate, 0.0..axes.max_err)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("offered rate, devices/s")
+        .y_desc("errors, % of devices")
+        .draw()
+        .map_err(|e| err(&e))?;
+    chart
+        .draw_series(s.steps.iter().map(|r| {
+            Circle::new(
+                (r.rate_per_s, r.errors_pct),
+                5,
+                verdict_color(r.verdict).filled(),
+            )
+        }))
+        .map_err(|e| err(&e))?;
+    if let Some((text, limit)) = &axes.error_limit {
+        chart
+            .draw_series(LineSeries::new(
+                [(0.0, *limit), (axes.max_rate, *limit)],
+                RED.stroke_width(1),
+            ))
+            .map_err(|e| err(&e))?
+            .label(format!("SLO {text}"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperLeft)
@@ -332,47 +422,8 @@ pub fn steps_svg(s: &CapacitySummary, slos: &[Threshold]) -> Result<String, Stri
             .border_style(BLACK)
             .draw()
             .map_err(|e| err(&e))?;
-        let mut chart = ChartBuilder::on(&bottom)
-            .margin(16)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..max_rate, 0.0..max_err)
-            .map_err(|e| err(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc("offered rate, devices/s")
-            .y_desc("errors, % of devices")
-            .draw()
-            .map_err(|e| err(&e))?;
-        chart
-            .draw_series(s.steps.iter().map(|r| {
-                Circle::new(
-                    (r.rate_per_s, r.errors_pct),
-                    5,
-                    verdict_color(r.verdict).filled(),
-                )
-            }))
-            .map_err(|e| err(&e))?;
-        if let Some((text, limit)) = &error_limit {
-            chart
-                .draw_series(LineSeries::new(
-                    [(0.0, *limit), (max_rate, *limit)],
-                    RED.stroke_width(1),
-                ))
-                .map_err(|e| err(&e))?
-                .label(format!("SLO {text}"))
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| err(&e))?;
-        }
-        root.present().map_err(|e| err(&e))?;
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

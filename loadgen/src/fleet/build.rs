@@ -24,6 +24,7 @@ use crate::spec::{DeviceClass, FleetSpec};
 struct SplitMix(u64);
 
 impl SplitMix {
+    /// The next number of the sequence.
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -55,6 +56,9 @@ fn assign_classes(spec: &FleetSpec, rng: &mut SplitMix) -> Vec<DeviceClass> {
         .collect()
 }
 
+/// A leaf, the CA certificates presented after it, and the outcome it must get.
+type Issue<'p> = (Issued, Vec<&'p CertificateDer<'static>>, Expected);
+
 /// The manufacturer PKI of the X.509 classes, and the CN lists its groups take from the devices.
 struct X509Pki {
     root: Issued,
@@ -77,6 +81,7 @@ struct X509Pki {
 }
 
 impl X509Pki {
+    /// The whole manufacturer PKI (and the stranger's and the forger's CAs), freshly keyed.
     fn new(org: &str, alg: KeyAlg) -> Result<Self, FleetError> {
         let root = Issued::self_signed(&ca("Manufacturer Root CA", org))?;
         let int_a = root.issue(&ca("Factory A CA", org))?;
@@ -113,93 +118,7 @@ impl X509Pki {
         index: usize,
         cn: &str,
     ) -> Result<(Credentials, Expected), FleetError> {
-        let device = CertSpec::device(cn).with_key(self.alg);
-        let rejected = |reason| Expected::Rejected { reason };
-        let accepted = |g: &str| Expected::Accepted { group: g.into() };
-        let (leaf, presented, expected) = match class {
-            DeviceClass::Valid => match index % 5 {
-                0 => (self.int_a.issue(&device)?, vec![], accepted("factory-a")),
-                1 => (
-                    self.line1.issue(&device)?,
-                    vec![self.line1.der()],
-                    accepted("factory-a"),
-                ),
-                2 => (self.int_b.issue(&device)?, vec![], accepted("factory-b")),
-                3 => (self.int_l.issue(&device)?, vec![], accepted("legacy")),
-                _ => {
-                    self.allow.push(cn.to_owned());
-                    (self.int_p.issue(&device)?, vec![], accepted("premium"))
-                }
-            },
-            DeviceClass::Truncated => (
-                self.line1.issue(&device)?,
-                vec![],
-                rejected(RejectReason::NoPath),
-            ),
-            DeviceClass::Unmatched => (
-                self.stranger_int.issue(&device)?,
-                vec![self.stranger_int.der(), self.stranger_root.der()],
-                rejected(RejectReason::NoPath),
-            ),
-            DeviceClass::NoGroup => (
-                self.int_s.issue(&device)?,
-                vec![self.int_s.der()],
-                rejected(RejectReason::NoGroup),
-            ),
-            DeviceClass::Blacklisted => {
-                self.deny.push(cn.to_owned());
-                (
-                    self.int_a.issue(&device)?,
-                    vec![],
-                    rejected(RejectReason::Denied),
-                )
-            }
-            DeviceClass::NotAllowed => (
-                self.int_p.issue(&device)?,
-                vec![],
-                rejected(RejectReason::NotAllowed),
-            ),
-            DeviceClass::Expired => {
-                let now = self.now;
-                let old = device.valid_between(now - Duration::days(800), now - Duration::days(30));
-                if index % 2 == 0 {
-                    (
-                        self.int_a.issue(&old)?,
-                        vec![],
-                        rejected(RejectReason::Expired),
-                    )
-                } else {
-                    (self.int_l.issue(&old)?, vec![], accepted("legacy"))
-                }
-            }
-            DeviceClass::Forged => (
-                self.forged_a.issue(&device)?,
-                vec![],
-                rejected(RejectReason::BadSignature),
-            ),
-            DeviceClass::BadEku => {
-                let mut spec = device;
-                spec.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-                (
-                    self.int_b.issue(&spec)?,
-                    vec![],
-                    rejected(RejectReason::BadEku),
-                )
-            }
-            DeviceClass::Identity => (
-                self.int_b.issue(&device)?,
-                vec![],
-                Expected::Reconnected {
-                    group: "factory-b".into(),
-                },
-            ),
-            DeviceClass::Tpm
-            | DeviceClass::TpmSwtpm
-            | DeviceClass::TpmWrongEk
-            | DeviceClass::TpmReplayedNonce
-            | DeviceClass::TpmTamperedBlob
-            | DeviceClass::TpmUnenrolled => return Err(FleetError::NotX509(class)),
-        };
+        let (leaf, presented, expected) = self.issue(class, index, cn)?;
         let mut chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone()];
         chain.extend(presented.into_iter().cloned());
         let credentials = Credentials::X509 {
@@ -207,6 +126,129 @@ impl X509Pki {
             key: leaf.key_der(),
         };
         Ok((credentials, expected))
+    }
+
+    /// The leaf of an X.509 `class` at `index`, the CA certificates it presents after it, and
+    /// its expected outcome.
+    fn issue(
+        &mut self,
+        class: DeviceClass,
+        index: usize,
+        cn: &str,
+    ) -> Result<Issue<'_>, FleetError> {
+        let device = CertSpec::device(cn).with_key(self.alg);
+        match class {
+            DeviceClass::Valid => self.valid(index, cn, &device),
+            DeviceClass::Expired => self.expired(index, device),
+            DeviceClass::Identity => Ok((
+                self.int_b.issue(&device)?,
+                vec![],
+                Expected::Reconnected {
+                    group: "factory-b".into(),
+                },
+            )),
+            DeviceClass::Tpm
+            | DeviceClass::TpmSwtpm
+            | DeviceClass::TpmWrongEk
+            | DeviceClass::TpmReplayedNonce
+            | DeviceClass::TpmTamperedBlob
+            | DeviceClass::TpmUnenrolled => Err(FleetError::NotX509(class)),
+            DeviceClass::Truncated
+            | DeviceClass::Unmatched
+            | DeviceClass::NoGroup
+            | DeviceClass::Blacklisted
+            | DeviceClass::NotAllowed
+            | DeviceClass::Forged
+            | DeviceClass::BadEku => self.rejected(class, cn, device),
+        }
+    }
+
+    /// A valid device, under one of the five accepted paths in turn (`index % 5`).
+    fn valid(
+        &mut self,
+        index: usize,
+        cn: &str,
+        device: &CertSpec,
+    ) -> Result<Issue<'_>, FleetError> {
+        let accepted = |g: &str| Expected::Accepted { group: g.into() };
+        Ok(match index % 5 {
+            0 => (self.int_a.issue(device)?, vec![], accepted("factory-a")),
+            1 => (
+                self.line1.issue(device)?,
+                vec![self.line1.der()],
+                accepted("factory-a"),
+            ),
+            2 => (self.int_b.issue(device)?, vec![], accepted("factory-b")),
+            3 => (self.int_l.issue(device)?, vec![], accepted("legacy")),
+            _ => {
+                self.allow.push(cn.to_owned());
+                (self.int_p.issue(device)?, vec![], accepted("premium"))
+            }
+        })
+    }
+
+    /// An expired leaf: refused under Factory A (even index), accepted by `legacy` (odd).
+    fn expired(&mut self, index: usize, device: CertSpec) -> Result<Issue<'_>, FleetError> {
+        let now = self.now;
+        let old = device.valid_between(now - Duration::days(800), now - Duration::days(30));
+        Ok(if index % 2 == 0 {
+            (
+                self.int_a.issue(&old)?,
+                vec![],
+                Expected::Rejected {
+                    reason: RejectReason::Expired,
+                },
+            )
+        } else {
+            (
+                self.int_l.issue(&old)?,
+                vec![],
+                Expected::Accepted {
+                    group: "legacy".into(),
+                },
+            )
+        })
+    }
+
+    /// A device of a class the server must refuse, with the reason it must give.
+    fn rejected(
+        &mut self,
+        class: DeviceClass,
+        cn: &str,
+        device: CertSpec,
+    ) -> Result<Issue<'_>, FleetError> {
+        let (leaf, presented, reason) = match class {
+            DeviceClass::Truncated => (self.line1.issue(&device)?, vec![], RejectReason::NoPath),
+            DeviceClass::Unmatched => (
+                self.stranger_int.issue(&device)?,
+                vec![self.stranger_int.der(), self.stranger_root.der()],
+                RejectReason::NoPath,
+            ),
+            DeviceClass::NoGroup => (
+                self.int_s.issue(&device)?,
+                vec![self.int_s.der()],
+                RejectReason::NoGroup,
+            ),
+            DeviceClass::Blacklisted => {
+                self.deny.push(cn.to_owned());
+                (self.int_a.issue(&device)?, vec![], RejectReason::Denied)
+            }
+            DeviceClass::NotAllowed => {
+                (self.int_p.issue(&device)?, vec![], RejectReason::NotAllowed)
+            }
+            DeviceClass::Forged => (
+                self.forged_a.issue(&device)?,
+                vec![],
+                RejectReason::BadSignature,
+            ),
+            DeviceClass::BadEku => {
+                let mut spec = device;
+                spec.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+                (self.int_b.issue(&spec)?, vec![], RejectReason::BadEku)
+            }
+            _ => return Err(FleetError::NotX509(class)),
+        };
+        Ok((leaf, presented, Expected::Rejected { reason }))
     }
 
     /// The four X.509 enrollment groups (their ids from `id`), and each one's owner.

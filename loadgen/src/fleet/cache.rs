@@ -132,7 +132,6 @@ fn ak_kind_name(k: AkKind) -> &'static str {
 }
 
 fn tpm_to_file(t: &TpmDevice) -> Result<TpmFile, FleetError> {
-    let tpm_err = |e: dps_server::tpm::soft::SoftTpmError| FleetError::Tpm(e.to_string());
     let mut file = TpmFile {
         ek: None,
         ak: None,
@@ -147,11 +146,11 @@ fn tpm_to_file(t: &TpmDevice) -> Result<TpmFile, FleetError> {
             let req = soft.challenge_request();
             file.ek = Some((
                 ek_kind_name(soft.ek().kind()).into(),
-                b64(&soft.ek().to_pkcs8().map_err(tpm_err)?),
+                b64(&soft.ek().to_pkcs8()?),
             ));
             file.ak = Some((
                 ak_kind_name(soft.ak().kind()).into(),
-                b64(&soft.ak().to_pkcs8().map_err(tpm_err)?),
+                b64(&soft.ak().to_pkcs8()?),
             ));
             file.ek_certificate = req.ek_certificate.as_deref().map(b64);
             file.ek_chain = req.ek_chain.iter().map(|c| b64(c)).collect();

@@ -1,5 +1,5 @@
 //! What a fleet is: its devices, how each attests, the outcome each must get, and the server
-//! set-up the fleet is meant for. Data only; [`super::build`] makes a fleet, [`super::cache`] keeps
+//! set-up the fleet is meant for. Data only; [`mod@super::build`] makes a fleet, [`super::cache`] keeps
 //! one on disk.
 
 use std::collections::BTreeMap;
@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use dps_server::config::{GroupConfig, HubConfig};
 use dps_server::enrollment::RejectReason;
 use dps_server::pki::PkiError;
-use dps_server::tpm::soft::SoftTpm;
+use dps_server::tpm::soft::{SoftTpm, SoftTpmError};
 use dps_server::tpm::TpmEnrollmentConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
@@ -124,12 +124,15 @@ pub enum FleetError {
     /// The config could not be serialized.
     #[error("config: {0}")]
     Toml(#[from] toml::ser::Error),
-    /// A soft TPM could not be generated.
+    /// A soft TPM could not be generated or its keys encoded.
     #[error("TPM: {0}")]
-    Tpm(String),
+    Tpm(#[from] SoftTpmError),
     /// A TPM class was asked for an X.509 chain.
     #[error("class {0:?} attests with a TPM, not an X.509 chain")]
     NotX509(DeviceClass),
+    /// An X.509 class was asked for a TPM.
+    #[error("TPM: {} is not a TPM class", .0.as_str())]
+    NotTpm(DeviceClass),
     /// The fleet lacks what an export needs.
     #[error("export: {0}")]
     Export(&'static str),

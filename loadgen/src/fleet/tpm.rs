@@ -121,59 +121,21 @@ pub fn generate(
     (enrollment_id, group_id): (&str, &str),
     swtpm_seed: [u8; 32],
 ) -> Result<Generated, FleetError> {
-    let soft = || {
-        let (ek, ak) = kinds(index);
-        SoftTpm::generate(ek, ak).map_err(|e| FleetError::Tpm(e.to_string()))
-    };
-    let certified = |tpm: SoftTpm, ca: &Issued| -> Result<SoftTpm, FleetError> {
-        let cert = ca.issue_for_public_key(&CertSpec::endorsement_key(cn), tpm.ek().spki_der())?;
-        // Every fourth certified TPM also sends the EK CA, which the group's chain has anyway.
-        let chain = if index % 4 == 3 {
-            vec![ca.der().to_vec()]
-        } else {
-            Vec::new()
-        };
-        Ok(tpm.with_ek_certificate(cert.to_vec(), chain))
-    };
-    let individual = |tpm: &SoftTpm| {
-        Some(enrollment(
-            enrollment_id.into(),
-            cn,
-            INDIVIDUAL,
-            &tpm.ek().public().to_tpm2b(),
-        ))
+    let slot = Slot {
+        index,
+        cn,
+        enrollment_id,
+        group_id,
     };
     let accepted = |g: &str| Expected::Accepted { group: g.into() };
     let refused = |step| Expected::TpmRefused {
         step,
         code: "4.01".into(),
     };
-    let device = |keys, group_id: &str| TpmDevice {
-        keys,
-        presented_ek: None,
-        group_id: group_id.into(),
-    };
-    let generated = match class {
-        DeviceClass::Tpm if index % 2 == 0 => {
-            let tpm = soft()?;
-            let enrollment = individual(&tpm);
-            Generated {
-                device: device(TpmKeys::Soft(Box::new(tpm)), ""),
-                expected: accepted(INDIVIDUAL),
-                enrollment,
-                uses_group: false,
-            }
-        }
-        DeviceClass::Tpm => Generated {
-            device: device(
-                TpmKeys::Soft(Box::new(certified(soft()?, &vendors.ek_ca)?)),
-                group_id,
-            ),
-            expected: accepted(VENDOR),
-            enrollment: None,
-            uses_group: true,
-        },
-        DeviceClass::TpmSwtpm => Generated {
+    match class {
+        DeviceClass::Tpm if index % 2 == 0 => slot.enrolled(accepted(INDIVIDUAL)),
+        DeviceClass::Tpm => slot.vendor_certified(&vendors.ek_ca, accepted(VENDOR)),
+        DeviceClass::TpmSwtpm => Ok(Generated {
             device: device(
                 TpmKeys::Swtpm {
                     ek_seed: swtpm_seed,
@@ -183,72 +145,111 @@ pub fn generate(
             expected: accepted(SWTPM),
             enrollment: None,
             uses_group: false,
-        },
-        DeviceClass::TpmWrongEk => {
-            // The EK of another TPM is enrolled; this device presents it without its key.
-            let victim =
-                SoftEk::generate(EkKind::EccP256).map_err(|e| FleetError::Tpm(e.to_string()))?;
-            let presented = victim.public().to_tpm2b();
-            Generated {
-                enrollment: Some(enrollment(enrollment_id.into(), cn, INDIVIDUAL, &presented)),
-                device: TpmDevice {
-                    keys: TpmKeys::Soft(Box::new(soft()?)),
-                    presented_ek: Some(presented),
-                    group_id: String::new(),
-                },
-                expected: refused(TpmStep::Attest),
-                uses_group: false,
-            }
+        }),
+        DeviceClass::TpmWrongEk => slot.wrong_ek(refused(TpmStep::Attest)),
+        DeviceClass::TpmReplayedNonce => slot.enrolled(refused(TpmStep::Attest)),
+        DeviceClass::TpmTamperedBlob if index % 2 == 0 => slot.enrolled(refused(TpmStep::Attest)),
+        DeviceClass::TpmTamperedBlob => {
+            slot.vendor_certified(&vendors.ek_ca, refused(TpmStep::Attest))
         }
-        DeviceClass::TpmReplayedNonce => {
-            let tpm = soft()?;
-            let enrollment = individual(&tpm);
-            Generated {
-                device: device(TpmKeys::Soft(Box::new(tpm)), ""),
-                expected: refused(TpmStep::Attest),
-                enrollment,
-                uses_group: false,
-            }
-        }
-        DeviceClass::TpmTamperedBlob if index % 2 == 0 => {
-            let tpm = soft()?;
-            let enrollment = individual(&tpm);
-            Generated {
-                device: device(TpmKeys::Soft(Box::new(tpm)), ""),
-                expected: refused(TpmStep::Attest),
-                enrollment,
-                uses_group: false,
-            }
-        }
-        DeviceClass::TpmTamperedBlob => Generated {
-            device: device(
-                TpmKeys::Soft(Box::new(certified(soft()?, &vendors.ek_ca)?)),
-                group_id,
-            ),
-            expected: refused(TpmStep::Attest),
-            enrollment: None,
-            uses_group: true,
-        },
         DeviceClass::TpmUnenrolled => {
             // Even: no enrollment and no EK certificate; odd: a certificate of a foreign vendor.
             let tpm = if index % 2 == 0 {
-                soft()?
+                slot.soft()?
             } else {
-                certified(soft()?, &vendors.foreign_ca)?
+                slot.certified(slot.soft()?, &vendors.foreign_ca)?
             };
-            Generated {
+            Ok(Generated {
                 device: device(TpmKeys::Soft(Box::new(tpm)), ""),
                 expected: refused(TpmStep::Challenge),
                 enrollment: None,
                 uses_group: false,
-            }
+            })
         }
-        other => {
-            return Err(FleetError::Tpm(format!(
-                "{} is not a TPM class",
-                other.as_str()
-            )))
-        }
-    };
-    Ok(generated)
+        other => Err(FleetError::NotTpm(other)),
+    }
+}
+
+/// A device presenting its own EK, of the `tpm-vendor` group (`group_id`) or none (empty).
+fn device(keys: TpmKeys, group_id: &str) -> TpmDevice {
+    TpmDevice {
+        keys,
+        presented_ek: None,
+        group_id: group_id.into(),
+    }
+}
+
+/// One TPM device's place in the fleet: its index, name and the ids it is enrolled under.
+struct Slot<'a> {
+    index: usize,
+    cn: &'a str,
+    enrollment_id: &'a str,
+    group_id: &'a str,
+}
+
+impl Slot<'_> {
+    /// A new soft TPM with this index's key types.
+    fn soft(&self) -> Result<SoftTpm, FleetError> {
+        let (ek, ak) = kinds(self.index);
+        Ok(SoftTpm::generate(ek, ak)?)
+    }
+
+    /// `tpm` with an EK certificate from `ca`; every fourth also sends the EK CA, which the
+    /// group's chain has anyway.
+    fn certified(&self, tpm: SoftTpm, ca: &Issued) -> Result<SoftTpm, FleetError> {
+        let cert =
+            ca.issue_for_public_key(&CertSpec::endorsement_key(self.cn), tpm.ek().spki_der())?;
+        let chain = if self.index % 4 == 3 {
+            vec![ca.der().to_vec()]
+        } else {
+            Vec::new()
+        };
+        Ok(tpm.with_ek_certificate(cert.to_vec(), chain))
+    }
+
+    /// The individual enrollment of `ek_public` under `tpm-individual`, named after the device.
+    fn individual(&self, ek_public: &[u8]) -> TpmEnrollmentConfig {
+        enrollment(self.enrollment_id.into(), self.cn, INDIVIDUAL, ek_public)
+    }
+
+    /// A soft TPM enrolled individually by its own EK.
+    fn enrolled(&self, expected: Expected) -> Result<Generated, FleetError> {
+        let tpm = self.soft()?;
+        let enrollment = Some(self.individual(&tpm.ek().public().to_tpm2b()));
+        Ok(Generated {
+            device: device(TpmKeys::Soft(Box::new(tpm)), ""),
+            expected,
+            enrollment,
+            uses_group: false,
+        })
+    }
+
+    /// A soft TPM with an EK certificate from `ca`, for the `tpm-vendor` group.
+    fn vendor_certified(&self, ca: &Issued, expected: Expected) -> Result<Generated, FleetError> {
+        Ok(Generated {
+            device: device(
+                TpmKeys::Soft(Box::new(self.certified(self.soft()?, ca)?)),
+                self.group_id,
+            ),
+            expected,
+            enrollment: None,
+            uses_group: true,
+        })
+    }
+
+    /// The EK of another TPM is enrolled; this device presents it without its key.
+    fn wrong_ek(&self, expected: Expected) -> Result<Generated, FleetError> {
+        let victim = SoftEk::generate(EkKind::EccP256)?;
+        let presented = victim.public().to_tpm2b();
+        Ok(Generated {
+            enrollment: Some(self.individual(&presented)),
+            device: TpmDevice {
+                keys: TpmKeys::Soft(Box::new(self.soft()?)),
+                presented_ek: Some(presented),
+                group_id: String::new(),
+            },
+            expected,
+            uses_group: false,
+        })
+    }
 }

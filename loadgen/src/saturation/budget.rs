@@ -244,125 +244,223 @@ pub fn plan(
     executor: &ExecutorSpec,
     seed: u64,
 ) -> Result<PortPlan, PortBudgetError> {
-    let range = ports::local_port_range().map_err(|source| PortBudgetError::Io {
-        what: "net.ipv4.ip_local_port_range",
-        source,
-    })?;
-    let per_address = ports::range_size(range);
-    let port = (target.port() != 0).then_some(target.port());
-    let busy = ports::toward(target.ip(), port).map_err(|source| PortBudgetError::Io {
-        what: "/proc/net/tcp",
-        source,
-    })?;
-    let range_text = format!("ip_local_port_range {}–{}", range.0, range.1);
-    let mut notes = Vec::new();
+    let kernel = Kernel::read(target)?;
     let ip = target.ip().to_canonical();
-    let (sources, route_source, free, in_use, window, key, advice);
-    if matches!(ip, IpAddr::V4(v4) if v4.is_loopback()) {
-        // We choose the addresses: enough of them that no port is ever wanted twice within
-        // TIME_WAIT, so the kernel never has to search for one.
-        window = TIME_WAIT;
-        let needed = demand.needed(window);
-        let n = if requested > 0 {
-            u64::from(requested)
-        } else {
-            let n = (needed as f64 / (per_address as f64 * LOOPBACK_FILL)).ceil() as u64;
-            if n > MAX_SOURCES {
-                return Err(PortBudgetError::TooFew {
-                    key: load_key(executor),
-                    target: ip,
-                    needed,
-                    detail: detail(&demand, window),
-                    have: format!(
-                        "{MAX_SOURCES} loopback source addresses have {} ({range_text})",
-                        MAX_SOURCES * per_address
-                    ),
-                    advice: "split the run (--segment) or lower the load".into(),
-                });
-            }
-            n.max(1)
+    let side = if matches!(ip, IpAddr::V4(v4) if v4.is_loopback()) {
+        let load = Load {
+            ip,
+            demand: &demand,
+            executor,
         };
-        sources = ports::loopback_sources(usize::try_from(n).unwrap_or(0), &busy, seed);
-        free = sources.len() as u64 * per_address;
-        in_use = 0;
-        route_source = None;
-        key = "device.source_addresses";
-        let enough = (needed as f64 / (per_address as f64 * LOOPBACK_FILL))
-            .ceil()
-            .max(1.0);
-        advice = format!("set source_addresses = {enough} or more, or 0 to let the run choose");
+        loopback_side(&kernel, &load, requested, seed)?
     } else {
-        let probe = SocketAddr::new(target.ip(), target.port().max(1));
-        let src = ports::route_source(probe).map_err(|source| PortBudgetError::Io {
-            what: "the route to the target",
+        routed_side(&kernel, target, ip, executor)?
+    };
+    checked(kernel, side, demand, ip)
+}
+
+/// The kernel's port figures a plan starts from.
+struct Kernel {
+    range: (u16, u16),
+    per_address: u64,
+    /// Connections toward the target now, by source address.
+    busy: ports::Toward,
+    range_text: String,
+}
+
+impl Kernel {
+    /// The ephemeral port range and the connections toward `target` (its port, if known).
+    fn read(target: SocketAddr) -> Result<Self, PortBudgetError> {
+        let range = ports::local_port_range().map_err(|source| PortBudgetError::Io {
+            what: "net.ipv4.ip_local_port_range",
             source,
         })?;
-        let reuse = ports::tw_reuse();
-        window = match reuse {
-            Some(1) => TIME_WAIT_REUSE,
-            Some(2) if ip.is_loopback() => TIME_WAIT_REUSE,
-            _ => TIME_WAIT,
-        };
-        in_use = busy.from(&src);
-        free = per_address.saturating_sub(in_use);
-        sources = Vec::new();
-        route_source = Some(src);
-        key = load_key(executor);
-        advice = format!(
-            "lower {key}, widen net.ipv4.ip_local_port_range{}",
-            if window == TIME_WAIT {
-                ", or set net.ipv4.tcp_tw_reuse = 1 (ports in TIME_WAIT reused after 1 s)"
-            } else {
-                ""
-            }
-        );
-        if window == TIME_WAIT_REUSE {
-            notes.push(format!(
-                "net.ipv4.tcp_tw_reuse = {}: ports in TIME_WAIT counted for {} s, as the kernel \
-                 reuses them for new connections after that",
-                reuse.unwrap_or(0),
-                window.as_secs()
-            ));
-        }
+        let port = (target.port() != 0).then_some(target.port());
+        let busy = ports::toward(target.ip(), port).map_err(|source| PortBudgetError::Io {
+            what: "/proc/net/tcp",
+            source,
+        })?;
+        Ok(Kernel {
+            range,
+            per_address: ports::range_size(range),
+            busy,
+            range_text: format!("ip_local_port_range {}–{}", range.0, range.1),
+        })
     }
-    let needed = demand.needed(window);
-    let have = match route_source {
+}
+
+/// What a run asks of the ports: toward which address, how many, set by which key.
+struct Load<'a> {
+    ip: IpAddr,
+    demand: &'a Demand,
+    executor: &'a ExecutorSpec,
+}
+
+/// Where the run's connections come from, what that leaves free, and what to change if too little.
+struct Side {
+    sources: Vec<IpAddr>,
+    route_source: Option<IpAddr>,
+    free: u64,
+    in_use: u64,
+    window: Duration,
+    key: &'static str,
+    advice: String,
+    notes: Vec<String>,
+}
+
+/// Toward IPv4 loopback we choose the addresses: enough of them that no port is ever wanted twice
+/// within TIME_WAIT, so the kernel never has to search for one.
+fn loopback_side(
+    kernel: &Kernel,
+    load: &Load<'_>,
+    requested: u8,
+    seed: u64,
+) -> Result<Side, PortBudgetError> {
+    let window = TIME_WAIT;
+    let needed = load.demand.needed(window);
+    let per_address = kernel.per_address;
+    let n = if requested > 0 {
+        u64::from(requested)
+    } else {
+        let n = (needed as f64 / (per_address as f64 * LOOPBACK_FILL)).ceil() as u64;
+        if n > MAX_SOURCES {
+            return Err(PortBudgetError::TooFew {
+                key: load_key(load.executor),
+                target: load.ip,
+                needed,
+                detail: detail(load.demand, window),
+                have: format!(
+                    "{MAX_SOURCES} loopback source addresses have {} ({})",
+                    MAX_SOURCES * per_address,
+                    kernel.range_text
+                ),
+                advice: "split the run (--segment) or lower the load".into(),
+            });
+        }
+        n.max(1)
+    };
+    let sources = ports::loopback_sources(usize::try_from(n).unwrap_or(0), &kernel.busy, seed);
+    let enough = (needed as f64 / (per_address as f64 * LOOPBACK_FILL))
+        .ceil()
+        .max(1.0);
+    Ok(Side {
+        free: sources.len() as u64 * per_address,
+        sources,
+        route_source: None,
+        in_use: 0,
+        window,
+        key: "device.source_addresses",
+        advice: format!("set source_addresses = {enough} or more, or 0 to let the run choose"),
+        notes: Vec::new(),
+    })
+}
+
+/// Toward any other address the route's source address is the one: its free ports are the budget,
+/// TIME_WAIT as short as `tcp_tw_reuse` makes it.
+fn routed_side(
+    kernel: &Kernel,
+    target: SocketAddr,
+    ip: IpAddr,
+    executor: &ExecutorSpec,
+) -> Result<Side, PortBudgetError> {
+    let probe = SocketAddr::new(target.ip(), target.port().max(1));
+    let src = ports::route_source(probe).map_err(|source| PortBudgetError::Io {
+        what: "the route to the target",
+        source,
+    })?;
+    let reuse = ports::tw_reuse();
+    let window = match reuse {
+        Some(1) => TIME_WAIT_REUSE,
+        Some(2) if ip.is_loopback() => TIME_WAIT_REUSE,
+        _ => TIME_WAIT,
+    };
+    let in_use = kernel.busy.from(&src);
+    let key = load_key(executor);
+    let advice = format!(
+        "lower {key}, widen net.ipv4.ip_local_port_range{}",
+        if window == TIME_WAIT {
+            ", or set net.ipv4.tcp_tw_reuse = 1 (ports in TIME_WAIT reused after 1 s)"
+        } else {
+            ""
+        }
+    );
+    let mut notes = Vec::new();
+    if window == TIME_WAIT_REUSE {
+        notes.push(format!(
+            "net.ipv4.tcp_tw_reuse = {}: ports in TIME_WAIT counted for {} s, as the kernel \
+             reuses them for new connections after that",
+            reuse.unwrap_or(0),
+            window.as_secs()
+        ));
+    }
+    Ok(Side {
+        sources: Vec::new(),
+        route_source: Some(src),
+        free: kernel.per_address.saturating_sub(in_use),
+        in_use,
+        window,
+        key,
+        advice,
+        notes,
+    })
+}
+
+/// What the side has, in words.
+fn have_text(side: &Side, range_text: &str) -> String {
+    let (free, in_use) = (side.free, side.in_use);
+    match side.route_source {
         Some(src) => {
             format!("source address {src} has {free} free ({range_text}, {in_use} in use)")
         }
         None => format!(
             "{} source address{} {} {free} ({range_text})",
-            sources.len(),
-            if sources.len() == 1 { "" } else { "es" },
-            if sources.len() == 1 { "has" } else { "have" },
+            side.sources.len(),
+            if side.sources.len() == 1 { "" } else { "es" },
+            if side.sources.len() == 1 {
+                "has"
+            } else {
+                "have"
+            },
         ),
-    };
-    if demand.required(window) > free {
+    }
+}
+
+/// The plan, if the side has the ports the demand needs (a note when it is close).
+fn checked(
+    kernel: Kernel,
+    mut side: Side,
+    demand: Demand,
+    ip: IpAddr,
+) -> Result<PortPlan, PortBudgetError> {
+    let window = side.window;
+    let needed = demand.needed(window);
+    let have = have_text(&side, &kernel.range_text);
+    if demand.required(window) > side.free {
         return Err(PortBudgetError::TooFew {
-            key,
+            key: side.key,
             target: ip,
             needed,
             detail: detail(&demand, window),
             have,
-            advice,
+            advice: side.advice,
         });
     }
-    if needed as f64 > free as f64 * NEAR {
-        notes.push(format!(
+    if needed as f64 > side.free as f64 * NEAR {
+        side.notes.push(format!(
             "ports close to the budget: about {needed} needed ({}), {have}",
             detail(&demand, window)
         ));
     }
     Ok(PortPlan {
-        sources,
-        route_source,
-        range,
-        per_address,
-        free,
-        in_use,
+        sources: side.sources,
+        route_source: side.route_source,
+        range: kernel.range,
+        per_address: kernel.per_address,
+        free: side.free,
+        in_use: side.in_use,
         demand,
         window,
-        notes,
+        notes: side.notes,
     })
 }
 

@@ -41,138 +41,192 @@ pub struct Judged {
     pub notes: Vec<String>,
 }
 
+/// `d` in whole microseconds, saturating.
 fn micros(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// Microseconds as milliseconds, in words.
 fn ms(us: u64) -> String {
     format!("{:.1} ms", us as f64 / 1000.0)
 }
 
 /// Judge the figures of `s`, measured as `m`, with the devices' outcomes `o`.
 pub fn judge(s: &GeneratorSummary, m: &Measured, o: &Outcomes) -> Judged {
-    let mut generator = Vec::new();
-    let mut cap_drops = Vec::new();
-    let mut target = Vec::new();
-    let mut notes = Vec::new();
     let cores = m.cores.max(1) as f64;
-    let usable = m.workers.clamp(1, m.cores.max(1)) as f64;
-    // Other processes' CPU, when they took enough of the machine to matter.
-    let others = s
-        .cpu
+    let machine = Machine {
+        cores,
+        usable: m.workers.clamp(1, m.cores.max(1)) as f64,
+        others: others_busy(s, cores),
+    };
+    let mut f = Findings::default();
+    if let Some(o) = &machine.others {
+        f.notes
+            .push(format!("{o}: these are not a quiet machine's figures"));
+    }
+    f.cpu(s, m, &machine);
+    f.schedule(s, m, &machine);
+    f.connect_and_ports(s);
+    let troubled = o.timeouts + o.busy + o.resets;
+    if troubled > 0 {
+        f.target.push(format!(
+            "{troubled} devices timed out ({}), were answered 5.03 ({}) or had their \
+             connection closed or reset ({}) by the target",
+            o.timeouts, o.busy, o.resets
+        ));
+    }
+    f.verdict(s, machine.usable, m.embedded)
+}
+
+/// The machine a run was judged on: its cores, those the generator can use, and other
+/// processes' CPU when they took enough of it to matter.
+struct Machine {
+    cores: f64,
+    usable: f64,
+    others: Option<String>,
+}
+
+/// Other processes' CPU, in words, when they took enough of the machine to matter.
+fn others_busy(s: &GeneratorSummary, cores: f64) -> Option<String> {
+    s.cpu
         .others_cores_used
         .filter(|x| *x >= OTHERS_BUSY * cores)
-        .map(|x| format!("other processes on the machine took {x:.2} of its {cores} cores"));
-    if let Some(o) = &others {
-        notes.push(format!("{o}: these are not a quiet machine's figures"));
-    }
-    if let Some(p) = &s.cpu.process {
+        .map(|x| format!("other processes on the machine took {x:.2} of its {cores} cores"))
+}
+
+/// What the figures showed, by whom it limits: the generator, its own in-flight cap, the target.
+#[derive(Default)]
+struct Findings {
+    generator: Vec<String>,
+    cap_drops: Vec<String>,
+    target: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl Findings {
+    /// The generator's process out of cores, or the machine's cores busy (and whose share).
+    fn cpu(&mut self, s: &GeneratorSummary, m: &Measured, machine: &Machine) {
+        let Some(p) = &s.cpu.process else {
+            return;
+        };
+        let (cores, usable) = (machine.cores, machine.usable);
         if m.embedded {
-            notes.push(format!(
+            self.notes.push(format!(
                 "this process's CPU ({:.2} of {cores} cores on average, {:.2} in the busiest \
                  second) is the embedded server's and the generator's together; run with \
                  [target] spawn = true to tell them apart",
                 p.cores_used, p.peak_cores_used
             ));
         } else if p.cores_used >= CPU_BUSY * usable {
-            generator.push(format!(
+            self.generator.push(format!(
                 "its process used {:.2} cores of the {usable} it can use ({} worker threads, \
                  {cores} CPUs)",
                 p.cores_used, m.workers
             ));
         }
         if let Some(server) = &s.cpu.server {
-            let machine = p.cores_used + server.cores_used;
-            if machine >= CPU_BUSY * cores {
-                let both = format!(
-                    "the machine's {cores} cores were busy ({:.2} for the generator, {:.2} for \
-                     the server)",
-                    p.cores_used, server.cores_used
-                );
-                if p.cores_used >= server.cores_used {
-                    generator.push(format!(
-                        "{both}: the generator took at least the server's share, which the \
-                         server could otherwise have used"
-                    ));
-                } else {
-                    target.push(format!("{both}: the server used most of them"));
-                }
+            if p.cores_used + server.cores_used >= CPU_BUSY * cores {
+                self.machine_busy(p.cores_used, server.cores_used, cores);
             }
         }
     }
-    if let Some(late) = &s.start_lateness {
-        if late.p99_us > micros(meter::LATE) && s.late_starts >= LATE_STARTS {
-            generator.push(format!(
-                "device starts ran behind the schedule: {} of {} more than {} late, p99 {} (max \
-                 {}){}",
-                s.late_starts,
-                late.count,
-                ms(micros(meter::LATE)),
-                ms(late.p99_us),
-                ms(late.max_us),
-                match (&others, m.embedded) {
-                    (Some(o), _) => format!("; {o}"),
-                    (None, true) => "; the embedded server's work runs on the same threads".into(),
-                    (None, false) => String::new(),
-                }
+
+    /// The machine's cores were busy: the generator's fault if it took at least the server's share.
+    fn machine_busy(&mut self, generator: f64, server: f64, cores: f64) {
+        let both = format!(
+            "the machine's {cores} cores were busy ({generator:.2} for the generator, \
+             {server:.2} for the server)"
+        );
+        if generator >= server {
+            self.generator.push(format!(
+                "{both}: the generator took at least the server's share, which the server could \
+                 otherwise have used"
+            ));
+        } else {
+            self.target
+                .push(format!("{both}: the server used most of them"));
+        }
+    }
+
+    /// Starts behind the schedule, dropped for lateness, or dropped at the in-flight cap.
+    fn schedule(&mut self, s: &GeneratorSummary, m: &Measured, machine: &Machine) {
+        if let Some(late) = &s.start_lateness {
+            if late.p99_us > micros(meter::LATE) && s.late_starts >= LATE_STARTS {
+                self.generator.push(format!(
+                    "device starts ran behind the schedule: {} of {} more than {} late, p99 {} \
+                     (max {}){}",
+                    s.late_starts,
+                    late.count,
+                    ms(micros(meter::LATE)),
+                    ms(late.p99_us),
+                    ms(late.max_us),
+                    match (&machine.others, m.embedded) {
+                        (Some(o), _) => format!("; {o}"),
+                        (None, true) => {
+                            "; the embedded server's work runs on the same threads".into()
+                        }
+                        (None, false) => String::new(),
+                    }
+                ));
+            }
+        }
+        if s.dropped_late > 0 {
+            self.generator.push(format!(
+                "{} starts dropped for being more than {} late",
+                s.dropped_late,
+                m.max_lateness
+                    .map_or_else(|| "max_lateness".into(), |d| format!("{d:?}"))
+            ));
+        }
+        if s.dropped_in_flight > 0 {
+            self.cap_drops.push(format!(
+                "{} starts dropped at the generator's own cap of {} devices in flight \
+                 (executor.max_in_flight)",
+                s.dropped_in_flight,
+                m.max_in_flight.unwrap_or(0)
             ));
         }
     }
-    if s.dropped_late > 0 {
-        generator.push(format!(
-            "{} starts dropped for being more than {} late",
-            s.dropped_late,
-            m.max_lateness
-                .map_or_else(|| "max_lateness".into(), |d| format!("{d:?}"))
-        ));
-    }
-    if s.dropped_in_flight > 0 {
-        cap_drops.push(format!(
-            "{} starts dropped at the generator's own cap of {} devices in flight \
-             (executor.max_in_flight)",
-            s.dropped_in_flight,
-            m.max_in_flight.unwrap_or(0)
-        ));
-    }
-    if let Some(share) = s.connect.busy_share {
-        if share > CONNECT_SHARE {
-            generator.push(format!(
-                "connect() took {:.2} s, {:.0} % of the generator's CPU",
-                s.connect.busy_s,
-                share * 100.0
+
+    /// connect() eating the generator's CPU, or a source address near its port budget.
+    fn connect_and_ports(&mut self, s: &GeneratorSummary) {
+        if let Some(share) = s.connect.busy_share {
+            if share > CONNECT_SHARE {
+                self.generator.push(format!(
+                    "connect() took {:.2} s, {:.0} % of the generator's CPU",
+                    s.connect.busy_s,
+                    share * 100.0
+                ));
+            }
+        }
+        let ports = &s.ports;
+        if ports.peak_in_use_per_address as f64 >= PORTS_NEAR * ports.per_address as f64 {
+            self.generator.push(format!(
+                "a source address had {} of its {} ports toward the target in use",
+                ports.peak_in_use_per_address, ports.per_address
             ));
         }
     }
-    let ports = &s.ports;
-    if ports.peak_in_use_per_address as f64 >= PORTS_NEAR * ports.per_address as f64 {
-        generator.push(format!(
-            "a source address had {} of its {} ports toward the target in use",
-            ports.peak_in_use_per_address, ports.per_address
-        ));
-    }
-    let troubled = o.timeouts + o.busy + o.resets;
-    if troubled > 0 {
-        target.push(format!(
-            "{troubled} devices timed out ({}), were answered 5.03 ({}) or had their \
-             connection closed or reset ({}) by the target",
-            o.timeouts, o.busy, o.resets
-        ));
-    }
-    let (limited_by, reasons) = if !generator.is_empty() {
-        generator.extend(cap_drops);
-        (LimitedBy::Generator, generator)
-    } else if !target.is_empty() {
-        target.extend(cap_drops);
-        (LimitedBy::Target, target)
-    } else if !cap_drops.is_empty() {
-        (LimitedBy::Generator, cap_drops)
-    } else {
-        (LimitedBy::None, vec![healthy(s, usable, m.embedded)])
-    };
-    Judged {
-        limited_by,
-        reasons,
-        notes,
+
+    /// The generator limited the run if it shows a limit of its own; else the target if it does
+    /// (cap drops then explained by it); else the cap drops are the generator's; else nobody.
+    fn verdict(mut self, s: &GeneratorSummary, usable: f64, embedded: bool) -> Judged {
+        let (limited_by, reasons) = if !self.generator.is_empty() {
+            self.generator.extend(self.cap_drops);
+            (LimitedBy::Generator, self.generator)
+        } else if !self.target.is_empty() {
+            self.target.extend(self.cap_drops);
+            (LimitedBy::Target, self.target)
+        } else if !self.cap_drops.is_empty() {
+            (LimitedBy::Generator, self.cap_drops)
+        } else {
+            (LimitedBy::None, vec![healthy(s, usable, embedded)])
+        };
+        Judged {
+            limited_by,
+            reasons,
+            notes: self.notes,
+        }
     }
 }
 

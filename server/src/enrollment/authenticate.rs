@@ -1,4 +1,4 @@
-//! Authentication and group selection against one snapshot, exactly as `spec/enrollment.md` says.
+//! Authentication and group selection against one snapshot, exactly as `docs/enrollment.md` says.
 //!
 //! Path validation is rustls-webpki's: the anchors it gets are the few configured certificates whose
 //! subject names an issuer of some presented certificate (a hash lookup, never a scan), the
@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
-use x509_parser::certificate::X509CertificateParser;
+use x509_parser::certificate::{X509Certificate, X509CertificateParser};
 use x509_parser::nom::Parser as _;
 
 use super::arena::Snapshot;
@@ -75,31 +75,66 @@ impl Snapshot {
         purpose: Purpose<'_>,
     ) -> Result<Accepted, RejectReason> {
         let (leaf_der, rest) = presented.split_first().ok_or(RejectReason::Malformed)?;
-        // Only the leaf's names and validity are read here, so its extensions are not parsed
-        // into their contents (x509-parser never fails a certificate over an extension's
-        // contents, only over the extensions' framing, which it still parses).
-        let (tail, leaf) = X509CertificateParser::new()
-            .with_deep_parse_extensions(false)
-            .parse(leaf_der.as_ref())
-            .map_err(|_| RejectReason::Malformed)?;
-        if !tail.is_empty() {
-            return Err(RejectReason::Malformed);
+        let leaf = Leaf::parse(leaf_der, now)?;
+        let presented = self.offered(leaf_der, rest);
+        if leaf.validity.is_none() {
+            if let Some((used, anchor)) = self.cached_path(&leaf.ee, now, purpose, &presented) {
+                let used = used.iter().collect();
+                return self.finish(now, leaf_der, (leaf.cn, purpose), None, (used, anchor));
+            }
         }
-        let leaf_cn = common_name(&leaf).unwrap_or_default();
-        let leaf_not_before = clamp_time(leaf.validity().not_before.timestamp());
-        let leaf_not_after = clamp_time(leaf.validity().not_after.timestamp());
-
-        let leaf_validity = if now.as_secs() < leaf_not_before {
-            Some(RejectReason::NotYetValid)
-        } else if now.as_secs() > leaf_not_after {
-            Some(RejectReason::Expired)
-        } else {
-            None
+        let intermediates = presented
+            .iter()
+            .map(|p| Presented::parse(p.der, p.id))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(RejectReason::Malformed)?;
+        let candidates = self.candidate_anchors(leaf.cert.issuer().as_raw(), &intermediates);
+        if candidates.is_empty() {
+            return Err(RejectReason::NoPath);
+        }
+        let path_time = leaf.path_time(now);
+        let full = FullPath {
+            ee: &leaf.ee,
+            path_time,
+            purpose,
+            intermediates: &intermediates,
+            candidates: &candidates,
         };
-        let ee = webpki::EndEntityCert::try_from(leaf_der).map_err(|_| RejectReason::Malformed)?;
+        let (used, anchor) = match full.verify(now) {
+            Ok(found) => found.ok_or(RejectReason::NoPath)?,
+            // An expired (or future) leaf under a CA that was not valid at the leaf's time: no
+            // single time suits the whole path, so the leaf link and the CA links are checked apart.
+            Err(webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. })
+                if leaf.validity.is_some() =>
+            {
+                let split = split_path(&leaf.ee, path_time, purpose, &candidates, &intermediates)?;
+                return self.finish(now, leaf_der, (leaf.cn, purpose), leaf.validity, split);
+            }
+            Err(e) => return Err(RejectReason::from_webpki(&e)),
+        };
+        let used_refs: Vec<&Presented<'_>> =
+            used.iter().filter_map(|&i| intermediates.get(i)).collect();
+        let accepted = self.finish(
+            now,
+            leaf_der,
+            (leaf.cn, purpose),
+            leaf.validity,
+            (used_refs, anchor),
+        )?;
+        if leaf.validity.is_none() {
+            self.remember_links(purpose, &intermediates, &used, anchor);
+        }
+        Ok(accepted)
+    }
 
-        // Presented intermediates: duplicates (and copies of the leaf) ignored, order irrelevant.
-        let mut presented: Vec<Offered<'_>> = Vec::with_capacity(rest.len());
+    /// The presented intermediates worth offering: duplicates (and copies of the leaf) ignored,
+    /// order irrelevant, configured certificates sent along left out (they are anchor candidates).
+    fn offered<'p>(
+        &self,
+        leaf_der: &CertificateDer<'_>,
+        rest: &'p [CertificateDer<'_>],
+    ) -> Vec<Offered<'p>> {
+        let mut presented: Vec<Offered<'p>> = Vec::with_capacity(rest.len());
         for der in rest {
             if der.as_ref() == leaf_der.as_ref() || presented.iter().any(|p| p.der == der.as_ref())
             {
@@ -124,22 +159,17 @@ impl Snapshot {
                 anchor: known.and_then(|k| k.anchor),
             });
         }
-        if leaf_validity.is_none() {
-            if let Some((used, anchor)) = self.cached_path(&ee, now, purpose, &presented) {
-                let used = used.iter().collect();
-                return self.finish(now, leaf_der, (leaf_cn, purpose), None, (used, anchor));
-            }
-        }
-        let intermediates = presented
-            .iter()
-            .map(|p| Presented::parse(p.der, p.id))
-            .collect::<Option<Vec<_>>>()
-            .ok_or(RejectReason::Malformed)?;
+        presented
+    }
 
-        // Candidate anchors: configured certificates named as issuer by any presented certificate.
+    /// Candidate anchors: configured certificates named as issuer by any presented certificate.
+    fn candidate_anchors(
+        &self,
+        leaf_issuer: &[u8],
+        intermediates: &[Presented<'_>],
+    ) -> Vec<&Arc<TrustedCert>> {
         let mut candidates: Vec<&Arc<TrustedCert>> = Vec::new();
-        let issuers =
-            std::iter::once(leaf.issuer().as_raw()).chain(intermediates.iter().map(|p| p.issuer));
+        let issuers = std::iter::once(leaf_issuer).chain(intermediates.iter().map(|p| p.issuer));
         for issuer in issuers {
             if let Some(ids) = self.by_subject.get(issuer) {
                 for id in ids.iter() {
@@ -151,79 +181,7 @@ impl Snapshot {
                 }
             }
         }
-        if candidates.is_empty() {
-            return Err(RejectReason::NoPath);
-        }
-        let anchors: Vec<TrustAnchor<'_>> = candidates.iter().map(|c| c.anchor()).collect();
-        let intermediate_ders: Vec<CertificateDer<'_>> = intermediates
-            .iter()
-            .map(|p| CertificateDer::from(p.der))
-            .collect();
-
-        // The leaf's own validity is the selected group's business (expired_certificates_allowed),
-        // so the path is validated at a time inside the leaf's window; CA validity is then
-        // checked against `now` below.
-        let path_time = match leaf_validity {
-            None => now,
-            Some(RejectReason::NotYetValid) => {
-                UnixTime::since_unix_epoch(std::time::Duration::from_secs(leaf_not_before))
-            }
-            Some(_) => UnixTime::since_unix_epoch(std::time::Duration::from_secs(leaf_not_after)),
-        };
-
-        let verify = |anchors: &[TrustAnchor<'_>], inter: &[CertificateDer<'_>]| {
-            ee.verify_for_usage(
-                ALGORITHMS,
-                anchors,
-                inter,
-                path_time,
-                purpose.usage(),
-                None,
-                None,
-            )
-            .map(|path| {
-                let used = path
-                    .intermediate_certificates()
-                    .map(|c| intermediates.iter().position(|p| p.der == c.der().as_ref()))
-                    .collect::<Option<Vec<usize>>>();
-                let a = path.anchor();
-                let anchor = candidates
-                    .iter()
-                    .filter(|c| {
-                        c.anchor.subject.as_ref() == a.subject.as_ref()
-                            && c.anchor.subject_public_key_info.as_ref()
-                                == a.subject_public_key_info.as_ref()
-                    })
-                    .min_by_key(|c| c.validity_at(now).is_some())
-                    .map(|c| c.id);
-                used.zip(anchor)
-            })
-        };
-        let (used, anchor) = match verify(&anchors, &intermediate_ders) {
-            Ok(found) => found.ok_or(RejectReason::NoPath)?,
-            // An expired (or future) leaf under a CA that was not valid at the leaf's time: no
-            // single time suits the whole path, so the leaf link and the CA links are checked apart.
-            Err(webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. })
-                if leaf_validity.is_some() =>
-            {
-                let split = split_path(&ee, path_time, purpose, &candidates, &intermediates)?;
-                return self.finish(now, leaf_der, (leaf_cn, purpose), leaf_validity, split);
-            }
-            Err(e) => return Err(RejectReason::from_webpki(&e)),
-        };
-        let used_refs: Vec<&Presented<'_>> =
-            used.iter().filter_map(|&i| intermediates.get(i)).collect();
-        let accepted = self.finish(
-            now,
-            leaf_der,
-            (leaf_cn, purpose),
-            leaf_validity,
-            (used_refs, anchor),
-        )?;
-        if leaf_validity.is_none() {
-            self.remember_links(purpose, &intermediates, &used, anchor);
-        }
-        Ok(accepted)
+        candidates
     }
 
     /// The path through the verified-link cache, if the presented intermediates allow one: each
@@ -282,7 +240,7 @@ impl Snapshot {
             )
             .ok()?;
         // Presented links below the first cached certificate were verified just now.
-        let mut used: Vec<Presented<'p>> = path
+        let used: Vec<Presented<'p>> = path
             .intermediate_certificates()
             .map(|c| {
                 let i = parsed.iter().position(|p| p.der == c.der().as_ref())?;
@@ -294,8 +252,19 @@ impl Snapshot {
             b.subject.as_ref() == a.subject.as_ref()
                 && b.subject_public_key_info.as_ref() == a.subject_public_key_info.as_ref()
         })?;
-        // Up the cached links to the configured chain; every step must be presented now.
-        let mut cur = *top;
+        self.climb_cached(presented, &links, *top, used)
+    }
+
+    /// Up the cached links from `presented[top]` to the configured chain, appended to `used`;
+    /// every step must be presented now, and none twice.
+    fn climb_cached<'p>(
+        &self,
+        presented: &[Offered<'p>],
+        links: &[Option<Link>],
+        top: usize,
+        mut used: Vec<Presented<'p>>,
+    ) -> Option<(Vec<Presented<'p>>, CertId)> {
+        let mut cur = top;
         for _ in 0..=MAX_PRESENTED_DEPTH {
             let Offered { der, id, .. } = presented.get(cur)?;
             let link = links.get(cur).copied().flatten()?;
@@ -394,6 +363,26 @@ impl Snapshot {
             ids.push(p.id);
             chain.push(CertificateDer::from(p.der.to_vec()));
         }
+        self.walk_configured(now, anchor, &mut chain, &mut ids)?;
+        let (group, common_name, expired_leaf_allowed) =
+            self.select(&ids, (leaf_cn, purpose), leaf_validity)?;
+        Ok(Accepted {
+            group,
+            common_name,
+            chain,
+            expired_leaf_allowed,
+        })
+    }
+
+    /// The configured chain from `anchor` up, each certificate valid at `now` and within its
+    /// pathLenConstraint, appended to `chain` and `ids`.
+    fn walk_configured(
+        &self,
+        now: UnixTime,
+        anchor: CertId,
+        chain: &mut Vec<CertificateDer<'static>>,
+        ids: &mut Vec<CertId>,
+    ) -> Result<(), RejectReason> {
         let mut next = Some(anchor);
         let mut below = chain.len() - 1; // CA certificates between the next one and the leaf
         let mut depth = 0;
@@ -417,25 +406,35 @@ impl Snapshot {
             chain.push(cert.der.clone());
             next = slot.parent;
         }
+        Ok(())
+    }
 
-        // Selection: leaf-most intermediate first, up to the root.
+    /// Selection: the first lead on the walk (leaf-most intermediate first, up to the root)
+    /// decides; then its kind, its allow / deny lists and its expired-leaf policy. The group, the
+    /// name the lists judged, and whether an expired leaf was let in.
+    fn select(
+        &self,
+        ids: &[CertId],
+        (leaf_cn, purpose): (String, Purpose<'_>),
+        leaf_validity: Option<RejectReason>,
+    ) -> Result<(uuid::Uuid, String, bool), RejectReason> {
         let group_id = ids
             .iter()
             .find_map(|id| self.leads.get(id))
             .ok_or(RejectReason::NoGroup)?;
         let group = self.groups.get(group_id).ok_or(RejectReason::NoGroup)?;
-        // The first lead on the walk decides; a group of the other kind admits nobody here.
+        // A group of the other kind admits nobody here.
         if group.def.attestation != purpose.attestation() {
             return Err(RejectReason::NoGroup);
         }
-        let leaf_cn = match purpose {
+        let name = match purpose {
             Purpose::Tls => leaf_cn,
             Purpose::Ek { registration_id } => registration_id.to_owned(),
         };
-        if group.deny.contains(&leaf_cn) {
+        if group.deny.contains(&name) {
             return Err(RejectReason::Denied);
         }
-        if !group.allow.is_empty() && !group.allow.contains(&leaf_cn) {
+        if !group.allow.is_empty() && !group.allow.contains(&name) {
             return Err(RejectReason::NotAllowed);
         }
         let expired_leaf_allowed = match leaf_validity {
@@ -443,12 +442,117 @@ impl Snapshot {
             Some(_) if group.def.expired_certificates_allowed => true,
             Some(r) => return Err(r),
         };
-        Ok(Accepted {
-            group: *group_id,
-            common_name: leaf_cn,
-            chain,
-            expired_leaf_allowed,
+        Ok((*group_id, name, expired_leaf_allowed))
+    }
+}
+
+/// The leaf's facts the verdict needs, parsed once: its names, its validity window and where now
+/// falls in it, and webpki's view of it.
+struct Leaf<'a> {
+    cn: String,
+    cert: X509Certificate<'a>,
+    not_before: u64,
+    not_after: u64,
+    /// `Some` when now is outside the leaf's window (the selected group decides whether it may).
+    validity: Option<RejectReason>,
+    ee: webpki::EndEntityCert<'a>,
+}
+
+impl<'a> Leaf<'a> {
+    /// Only the leaf's names and validity are read here, so its extensions are not parsed into
+    /// their contents (x509-parser never fails a certificate over an extension's contents, only
+    /// over the extensions' framing, which it still parses).
+    fn parse(leaf_der: &'a CertificateDer<'_>, now: UnixTime) -> Result<Self, RejectReason> {
+        let (tail, leaf) = X509CertificateParser::new()
+            .with_deep_parse_extensions(false)
+            .parse(leaf_der.as_ref())
+            .map_err(|_| RejectReason::Malformed)?;
+        if !tail.is_empty() {
+            return Err(RejectReason::Malformed);
+        }
+        let not_before = clamp_time(leaf.validity().not_before.timestamp());
+        let not_after = clamp_time(leaf.validity().not_after.timestamp());
+        let validity = if now.as_secs() < not_before {
+            Some(RejectReason::NotYetValid)
+        } else if now.as_secs() > not_after {
+            Some(RejectReason::Expired)
+        } else {
+            None
+        };
+        let ee = webpki::EndEntityCert::try_from(leaf_der).map_err(|_| RejectReason::Malformed)?;
+        Ok(Leaf {
+            cn: common_name(&leaf).unwrap_or_default(),
+            cert: leaf,
+            not_before,
+            not_after,
+            validity,
+            ee,
         })
+    }
+
+    /// The leaf's own validity is the selected group's business (expired_certificates_allowed),
+    /// so the path is validated at a time inside the leaf's window; CA validity is then checked
+    /// against `now` by `finish`.
+    fn path_time(&self, now: UnixTime) -> UnixTime {
+        match self.validity {
+            None => now,
+            Some(RejectReason::NotYetValid) => {
+                UnixTime::since_unix_epoch(std::time::Duration::from_secs(self.not_before))
+            }
+            Some(_) => UnixTime::since_unix_epoch(std::time::Duration::from_secs(self.not_after)),
+        }
+    }
+}
+
+/// One full-path validation: webpki with every candidate anchor and the presented intermediates.
+struct FullPath<'r, 'a> {
+    ee: &'r webpki::EndEntityCert<'a>,
+    path_time: UnixTime,
+    purpose: Purpose<'r>,
+    intermediates: &'r [Presented<'r>],
+    candidates: &'r [&'r Arc<TrustedCert>],
+}
+
+impl FullPath<'_, '_> {
+    /// The positions (in `intermediates`) of the certificates the path used and the configured
+    /// anchor it ended at (of equal ones, one valid at `now` first); `Ok(None)` when webpki's
+    /// path cannot be mapped back to them.
+    fn verify(&self, now: UnixTime) -> Result<Option<(Vec<usize>, CertId)>, webpki::Error> {
+        let anchors: Vec<TrustAnchor<'_>> = self.candidates.iter().map(|c| c.anchor()).collect();
+        let intermediate_ders: Vec<CertificateDer<'_>> = self
+            .intermediates
+            .iter()
+            .map(|p| CertificateDer::from(p.der))
+            .collect();
+        let path = self.ee.verify_for_usage(
+            ALGORITHMS,
+            &anchors,
+            &intermediate_ders,
+            self.path_time,
+            self.purpose.usage(),
+            None,
+            None,
+        )?;
+        let used = path
+            .intermediate_certificates()
+            .map(|c| {
+                self.intermediates
+                    .iter()
+                    .position(|p| p.der == c.der().as_ref())
+            })
+            .collect::<Option<Vec<usize>>>();
+        let a = path.anchor();
+        let anchor = self
+            .candidates
+            .iter()
+            .filter(|c| {
+                c.anchor.subject.as_ref() == a.subject.as_ref()
+                    && c.anchor.subject_public_key_info.as_ref()
+                        == a.subject_public_key_info.as_ref()
+            })
+            .min_by_key(|c| c.validity_at(now).is_some())
+            .map(|c| c.id);
+        Ok(used.zip(anchor))
     }
 }
 
@@ -504,6 +608,16 @@ fn split_path<'a>(
         .position(same)
         .and_then(|i| intermediates.get(i))
         .ok_or(RejectReason::NoPath)?;
+    climb_presented(first, candidates, intermediates)
+}
+
+/// The presented links above the leaf's issuer `first`, checked one by one (CA, keyCertSign,
+/// pathLen, the issuer's signature) until a configured candidate signs the top one.
+fn climb_presented<'a>(
+    first: &'a Presented<'a>,
+    candidates: &[&Arc<TrustedCert>],
+    intermediates: &'a [Presented<'a>],
+) -> Result<(Vec<&'a Presented<'a>>, CertId), RejectReason> {
     let mut path: Vec<&Presented<'_>> = vec![first];
     loop {
         let below = path.len() - 1;

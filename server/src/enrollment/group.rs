@@ -243,6 +243,7 @@ impl ValidatedGroup {
     }
 }
 
+/// A certificate's CN for messages.
 fn cn_or_unnamed(c: &TrustedCert) -> String {
     c.common_name.clone().unwrap_or_else(|| "no CN".into())
 }
@@ -262,103 +263,15 @@ pub trait LinkMemo: Sync {
 
 /// Validate a group definition, skipping the signature checks of links `memo` already knows.
 pub fn validate(def: EnrollmentGroup, memo: &dyn LinkMemo) -> Result<ValidatedGroup, GroupError> {
-    let err = |kind| GroupError::new(&def, kind);
-    if def.name.trim().is_empty() {
-        return Err(err(GroupErrorKind::Empty("name")));
-    }
-    if def.owner.trim().is_empty() {
-        return Err(err(GroupErrorKind::Empty("owner")));
-    }
-    if def.pre_shared_key.as_ref().is_some_and(|k| k.len() < 16) {
-        return Err(err(GroupErrorKind::ShortKey));
-    }
-    if def.chain.is_empty() {
-        return Err(err(GroupErrorKind::EmptyChain));
-    }
-    let mut certs = Vec::with_capacity(def.chain.len());
-    for (index, der) in def.chain.iter().enumerate() {
-        let cert = match memo.parsed(CertId::of(der)) {
-            Some(cert) => cert,
-            None => {
-                let cert = Arc::new(
-                    TrustedCert::parse(der.clone())
-                        .map_err(|reason| err(GroupErrorKind::BadCertificate { index, reason }))?,
-                );
-                memo.remember(&cert);
-                cert
-            }
-        };
-        if certs.iter().any(|c: &Arc<TrustedCert>| c.id == cert.id) {
-            return Err(err(GroupErrorKind::DuplicateInChain { index }));
-        }
-        if !cert.is_ca || cert.lacks_cert_sign {
-            return Err(err(GroupErrorKind::NotCa {
-                index,
-                name: cn_or_unnamed(&cert),
-            }));
-        }
-        certs.push(cert);
-    }
-    for (index, pair) in certs.windows(2).enumerate() {
-        let (child, parent) = (&pair[0], &pair[1]);
-        if memo.known(child.id, Some(parent.id)) {
-            continue;
-        }
-        let broken = |reason: String| {
-            err(GroupErrorKind::BrokenLink {
-                index,
-                name: cn_or_unnamed(child),
-                issuer: cn_or_unnamed(parent),
-                reason,
-            })
-        };
-        if child.issuer != parent.subject {
-            return Err(broken(
-                "issuer name differs from the next certificate's subject".into(),
-            ));
-        }
-        parent.signed(&child.der).map_err(broken)?;
-        memo.verified(child.id, Some(parent.id));
-    }
-    let last = certs.len() - 1;
-    let root = &certs[last];
-    if !memo.known(root.id, None) {
-        let no_root = |reason: String| {
-            err(GroupErrorKind::NoRoot {
-                index: last,
-                name: cn_or_unnamed(root),
-                reason,
-            })
-        };
-        if !root.self_issued {
-            return Err(no_root("is not self-issued".into()));
-        }
-        root.signed(&root.der)
-            .map_err(|e| no_root(format!("does not verify its own signature: {e}")))?;
-        memo.verified(root.id, None);
-    }
-    for (index, cert) in certs.iter().enumerate() {
-        if let Some(limit) = cert.path_len {
-            let below = certs[..index].iter().filter(|c| !c.self_issued).count();
-            if below > limit as usize {
-                return Err(err(GroupErrorKind::PathLen {
-                    index,
-                    name: cn_or_unnamed(cert),
-                    limit,
-                    below,
-                }));
-            }
-        }
-    }
-    let lead_index = resolve_lead(&def.lead, &certs).map_err(|reason| {
-        err(GroupErrorKind::BadLead {
-            selector: match &def.lead {
-                LeadSelector::Index(i) => i.to_string(),
-                LeadSelector::Name(s) => format!("{s:?}"),
-            },
-            reason,
-        })
-    })?;
+    let checked = check_fields(&def).and_then(|()| {
+        let certs = parse_chain(&def, memo)?;
+        verify_links(&certs, memo)?;
+        verify_root(&certs, memo)?;
+        check_path_len(&certs)?;
+        let lead_index = lead(&def.lead, &certs)?;
+        Ok((certs, lead_index))
+    });
+    let (certs, lead_index) = checked.map_err(|kind| GroupError::new(&def, kind))?;
     let allow = def.allow_common_names.iter().cloned().collect();
     let deny = def.deny_common_names.iter().cloned().collect();
     Ok(ValidatedGroup {
@@ -370,6 +283,130 @@ pub fn validate(def: EnrollmentGroup, memo: &dyn LinkMemo) -> Result<ValidatedGr
     })
 }
 
+/// The fields that must not be empty (name, owner, chain) or too short (the PSK).
+fn check_fields(def: &EnrollmentGroup) -> Result<(), GroupErrorKind> {
+    if def.name.trim().is_empty() {
+        return Err(GroupErrorKind::Empty("name"));
+    }
+    if def.owner.trim().is_empty() {
+        return Err(GroupErrorKind::Empty("owner"));
+    }
+    if def.pre_shared_key.as_ref().is_some_and(|k| k.len() < 16) {
+        return Err(GroupErrorKind::ShortKey);
+    }
+    if def.chain.is_empty() {
+        return Err(GroupErrorKind::EmptyChain);
+    }
+    Ok(())
+}
+
+/// Every chain certificate parsed (or shared from `memo`), each a CA and none twice.
+fn parse_chain(
+    def: &EnrollmentGroup,
+    memo: &dyn LinkMemo,
+) -> Result<Vec<Arc<TrustedCert>>, GroupErrorKind> {
+    let mut certs = Vec::with_capacity(def.chain.len());
+    for (index, der) in def.chain.iter().enumerate() {
+        let cert = match memo.parsed(CertId::of(der)) {
+            Some(cert) => cert,
+            None => {
+                let cert = Arc::new(
+                    TrustedCert::parse(der.clone())
+                        .map_err(|reason| GroupErrorKind::BadCertificate { index, reason })?,
+                );
+                memo.remember(&cert);
+                cert
+            }
+        };
+        if certs.iter().any(|c: &Arc<TrustedCert>| c.id == cert.id) {
+            return Err(GroupErrorKind::DuplicateInChain { index });
+        }
+        if !cert.is_ca || cert.lacks_cert_sign {
+            return Err(GroupErrorKind::NotCa {
+                index,
+                name: cn_or_unnamed(&cert),
+            });
+        }
+        certs.push(cert);
+    }
+    Ok(certs)
+}
+
+/// Each certificate is issued and signed by the next one (links `memo` knows are not checked).
+fn verify_links(certs: &[Arc<TrustedCert>], memo: &dyn LinkMemo) -> Result<(), GroupErrorKind> {
+    for (index, pair) in certs.windows(2).enumerate() {
+        let (child, parent) = (&pair[0], &pair[1]);
+        if memo.known(child.id, Some(parent.id)) {
+            continue;
+        }
+        let broken = |reason: String| GroupErrorKind::BrokenLink {
+            index,
+            name: cn_or_unnamed(child),
+            issuer: cn_or_unnamed(parent),
+            reason,
+        };
+        if child.issuer != parent.subject {
+            return Err(broken(
+                "issuer name differs from the next certificate's subject".into(),
+            ));
+        }
+        parent.signed(&child.der).map_err(broken)?;
+        memo.verified(child.id, Some(parent.id));
+    }
+    Ok(())
+}
+
+/// The last certificate is a root: self-issued and self-signed.
+fn verify_root(certs: &[Arc<TrustedCert>], memo: &dyn LinkMemo) -> Result<(), GroupErrorKind> {
+    let last = certs.len() - 1;
+    let root = &certs[last];
+    if memo.known(root.id, None) {
+        return Ok(());
+    }
+    let no_root = |reason: String| GroupErrorKind::NoRoot {
+        index: last,
+        name: cn_or_unnamed(root),
+        reason,
+    };
+    if !root.self_issued {
+        return Err(no_root("is not self-issued".into()));
+    }
+    root.signed(&root.der)
+        .map_err(|e| no_root(format!("does not verify its own signature: {e}")))?;
+    memo.verified(root.id, None);
+    Ok(())
+}
+
+/// No certificate has more non-self-issued CAs below it than its pathLenConstraint allows.
+fn check_path_len(certs: &[Arc<TrustedCert>]) -> Result<(), GroupErrorKind> {
+    for (index, cert) in certs.iter().enumerate() {
+        if let Some(limit) = cert.path_len {
+            let below = certs[..index].iter().filter(|c| !c.self_issued).count();
+            if below > limit as usize {
+                return Err(GroupErrorKind::PathLen {
+                    index,
+                    name: cn_or_unnamed(cert),
+                    limit,
+                    below,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The lead certificate's index, or why the selector names none.
+fn lead(sel: &LeadSelector, certs: &[Arc<TrustedCert>]) -> Result<usize, GroupErrorKind> {
+    resolve_lead(sel, certs).map_err(|reason| GroupErrorKind::BadLead {
+        selector: match sel {
+            LeadSelector::Index(i) => i.to_string(),
+            LeadSelector::Name(s) => format!("{s:?}"),
+        },
+        reason,
+    })
+}
+
+/// The index `sel` names in the chain, or why it names none (in words).
 fn resolve_lead(sel: &LeadSelector, certs: &[Arc<TrustedCert>]) -> Result<usize, String> {
     match sel {
         LeadSelector::Index(i) if *i < certs.len() => Ok(*i),

@@ -1,5 +1,5 @@
 //! Enrollment groups and X.509 attestation: the group model, the lock-free arena that publishes
-//! them, and authentication + selection as `spec/enrollment.md` defines them.
+//! them, and authentication + selection as `docs/enrollment.md` defines them.
 
 mod arena;
 mod authenticate;

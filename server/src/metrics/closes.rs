@@ -107,7 +107,7 @@ impl CloseCounters {
 
     /// `dps_connections_closed_total` in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        super::header(
+        super::prometheus::header(
             out,
             "dps_connections_closed_total",
             "Device connections closed, by reason (every close has one).",

@@ -22,6 +22,7 @@ use crate::proto::body::{
 /// Clock skew tolerated by backdating notBefore.
 const CLOCK_SKEW: time::Duration = time::Duration::minutes(1);
 
+/// A request the device got wrong (4.00), in words.
 fn bad(msg: impl Into<String>) -> ProvisionError {
     ProvisionError::BadRequest(msg.into())
 }
@@ -57,6 +58,124 @@ fn validity(
     Ok((now - CLOCK_SKEW, not_after))
 }
 
+/// Who gets the device id, for how long: what granting an identity certificate records.
+struct Grant<'a> {
+    owner: uuid::Uuid,
+    csr: &'a DeviceCsr,
+    requester: &'a Requester,
+    group: uuid::Uuid,
+    now: OffsetDateTime,
+    not_after: OffsetDateTime,
+}
+
+impl Grant<'_> {
+    /// Signs the identity certificate if the device id may be given to this key, and records
+    /// that it was: checked before signing (cheap refusal) and again when granting (a concurrent
+    /// request for the same device id may have been granted meanwhile).
+    fn sign_and_grant(
+        &self,
+        provisioner: &Provisioner,
+        params: &CertificateParams,
+        public_key: &rcgen::PublicKey,
+    ) -> Result<CertificateDer<'static>, ProvisionError> {
+        let csr = self.csr;
+        let renewing = self.requester.identity == Some(csr.device_id);
+        let spki = csr.spki_hash();
+        let held = |held: super::IdHeld| bad(format!("device uuid:{} {held}", csr.device_id));
+        let claim = super::Claim {
+            record: self.requester.record,
+            spki: &spki,
+            renewing,
+        };
+        provisioner
+            .issued
+            .check(self.owner, &csr.device_id, &claim, self.now)
+            .map_err(held)?;
+        let certificate = provisioner.sign_checked(params, public_key, &csr.spki)?;
+        let holder = IdentityHolder {
+            owner: self.owner,
+            record: self.requester.record,
+            certificate: CertId::of(&certificate),
+            spki,
+            group: self.group,
+            issued_at: self.now,
+            not_after: self.not_after,
+            name: self.requester.name.clone().unwrap_or_default(),
+        };
+        provisioner
+            .issued
+            .grant(csr.device_id, holder, self.now, renewing)
+            .map_err(held)?;
+        Ok(certificate)
+    }
+}
+
+/// The request's CSR, parsed and its self-signature verified; a session authenticated with an
+/// identity certificate may only ask for its own device id.
+fn checked_csr(
+    req: &CredentialsRequest,
+    requester: &Requester,
+) -> Result<(DeviceCsr, CertificateSigningRequestParams), ProvisionError> {
+    if req.csr.encoding != ENCODING_PEM {
+        return Err(bad(format!("csr encoding must be {ENCODING_PEM}")));
+    }
+    let csr = DeviceCsr::parse(&req.csr.data)?;
+    if let Some(own) = requester.identity {
+        if csr.device_id != own {
+            return Err(ProvisionError::Forbidden(format!(
+                "this session is device uuid:{own}; it cannot get a certificate for uuid:{}",
+                csr.device_id
+            )));
+        }
+    }
+    // Verifies the CSR's self-signature.
+    let request = CertificateSigningRequestParams::from_der(&csr.der.as_slice().into()).map_err(
+        |e| match e {
+            rcgen::Error::InvalidCertificationRequestSignature => {
+                bad("csr signature does not verify")
+            }
+            other => bad(format!("csr not supported: {other}")),
+        },
+    )?;
+    Ok((csr, request))
+}
+
+/// The first 16 bytes of the group's pre-shared key, if it has one.
+fn group_psk(group: &EnrollmentGroup) -> Result<Option<&[u8]>, ProvisionError> {
+    match &group.pre_shared_key {
+        Some(key) => Ok(Some(key.as_bytes().get(..16).ok_or_else(|| {
+            ProvisionError::Internal("the group's pre-shared key is shorter than 16 bytes".into())
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// The identity certificate's fields: the CSR's subject, the validity, a random serial, end
+/// entity, client and server auth plus the OCF identity EKU.
+fn identity_params(
+    csr: &DeviceCsr,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, ProvisionError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = csr.subject();
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params.serial_number = Some(random_serial()?);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyAgreement,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ClientAuth,
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::Other(OCF_IDENTITY_EKU.to_vec()),
+    ];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
 impl Provisioner {
     /// Signs the device's CSR and returns its credentials: the group's pre-shared key (if any),
     /// the identity certificate chain, and the identity trust anchor.
@@ -82,105 +201,55 @@ impl Provisioner {
         req: &CredentialsRequest,
         requester: &Requester,
     ) -> Result<IssuedCredentials, ProvisionError> {
-        if req.csr.encoding != ENCODING_PEM {
-            return Err(bad(format!("csr encoding must be {ENCODING_PEM}")));
-        }
-        let csr = DeviceCsr::parse(&req.csr.data)?;
-        if let Some(own) = requester.identity {
-            if csr.device_id != own {
-                return Err(ProvisionError::Forbidden(format!(
-                    "this session is device uuid:{own}; it cannot get a certificate for uuid:{}",
-                    csr.device_id
-                )));
-            }
-        }
-        let renewing = requester.identity == Some(csr.device_id);
-        // Verifies the CSR's self-signature.
-        let request = CertificateSigningRequestParams::from_der(&csr.der.as_slice().into())
-            .map_err(|e| match e {
-                rcgen::Error::InvalidCertificationRequestSignature => {
-                    bad("csr signature does not verify")
-                }
-                other => bad(format!("csr not supported: {other}")),
-            })?;
-        let psk = match &group.pre_shared_key {
-            Some(key) => Some(key.as_bytes().get(..16).ok_or_else(|| {
-                ProvisionError::Internal(
-                    "the group's pre-shared key is shorter than 16 bytes".into(),
-                )
-            })?),
-            None => None,
-        };
+        let (csr, request) = checked_csr(req, requester)?;
+        let psk = group_psk(group)?;
         let owner = owner_uuid(&group.owner);
         let now = OffsetDateTime::now_utc();
         let (not_before, not_after) =
             validity(now, self.identity_validity, self.identity_ca.not_after())?;
-
-        let mut params = CertificateParams::default();
-        params.distinguished_name = csr.subject();
-        params.not_before = not_before;
-        params.not_after = not_after;
-        params.serial_number = Some(random_serial()?);
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyAgreement,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ClientAuth,
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::Other(OCF_IDENTITY_EKU.to_vec()),
-        ];
-        params.use_authority_key_identifier_extension = true;
-
-        let spki = csr.spki_hash();
-        let held = |held: super::IdHeld| bad(format!("device uuid:{} {held}", csr.device_id));
-        // Checked before signing (cheap refusal) and again when granting (a concurrent request
-        // for the same device id may have been granted meanwhile).
-        let claim = super::Claim {
-            record: requester.record,
-            spki: &spki,
-            renewing,
-        };
-        self.issued
-            .check(owner, &csr.device_id, &claim, now)
-            .map_err(held)?;
-        let certificate = self.sign_checked(&params, &request.public_key, &csr.spki)?;
-        let holder = IdentityHolder {
+        let params = identity_params(&csr, not_before, not_after)?;
+        let grant = Grant {
             owner,
-            record: requester.record,
-            certificate: CertId::of(&certificate),
-            spki,
+            csr: &csr,
+            requester,
             group: group.id,
-            issued_at: now,
+            now,
             not_after,
-            name: requester.name.clone().unwrap_or_default(),
         };
-        self.issued
-            .grant(csr.device_id, holder, now, renewing)
-            .map_err(held)?;
-
-        let owner = owner.to_string();
-        let mut creds = Vec::with_capacity(3);
-        if let Some(psk) = psk {
-            creds.push(Credential::psk(&owner, psk));
-        }
-        creds.push(Credential::certificate(
-            &csr.device_id.to_string(),
-            CREDUSAGE_CERT,
-            &self.identity_ca.device_chain_pem(&certificate),
-        ));
-        creds.push(Credential::certificate(
-            &owner,
-            CREDUSAGE_TRUSTCA,
-            self.identity_ca.root_pem(),
-        ));
+        let certificate = grant.sign_and_grant(self, &params, &request.public_key)?;
+        let creds = self.credential_list(&owner.to_string(), psk, &csr, &certificate);
         Ok(IssuedCredentials {
             device_id: csr.device_id,
             certificate,
             not_after,
             response: CredentialsResponse { creds },
         })
+    }
+
+    /// The credentials handed back: the group's PSK (if any), the identity chain, the trust
+    /// anchor.
+    fn credential_list(
+        &self,
+        owner: &str,
+        psk: Option<&[u8]>,
+        csr: &DeviceCsr,
+        certificate: &CertificateDer<'static>,
+    ) -> Vec<Credential> {
+        let mut creds = Vec::with_capacity(3);
+        if let Some(psk) = psk {
+            creds.push(Credential::psk(owner, psk));
+        }
+        creds.push(Credential::certificate(
+            &csr.device_id.to_string(),
+            CREDUSAGE_CERT,
+            &self.identity_ca.device_chain_pem(certificate),
+        ));
+        creds.push(Credential::certificate(
+            owner,
+            CREDUSAGE_TRUSTCA,
+            self.identity_ca.root_pem(),
+        ));
+        creds
     }
 
     /// Signs, then checks that the certificate carries exactly the CSR's SubjectPublicKeyInfo

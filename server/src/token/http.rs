@@ -24,16 +24,16 @@ pub enum HttpError {
     #[error("bad URL {0:?}")]
     Url(String),
     /// TCP connect or TLS handshake failed.
-    #[error("cannot connect to {authority}: {reason}")]
+    #[error("cannot connect to {authority}: {source}")]
     Connect {
         /// host:port.
         authority: String,
-        /// Why.
-        reason: String,
+        /// Why (TCP connect or the TLS handshake).
+        source: std::io::Error,
     },
     /// The exchange failed (reset, malformed response, body over [`MAX_RESPONSE`]).
     #[error("HTTP exchange failed: {0}")]
-    Exchange(String),
+    Exchange(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Why a client could not be built.
@@ -49,7 +49,7 @@ pub enum ClientError {
     },
     /// rustls refused the configuration.
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[source] rustls::Error),
 }
 
 /// Posts forms to one kind of endpoint: `https` ones verified against its roots.
@@ -89,7 +89,7 @@ impl HttpClient {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Tls(e.to_string()))?
+            .map_err(ClientError::Tls)?
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(Self {
@@ -117,15 +117,15 @@ impl HttpClient {
             .authority()
             .map(|a| a.as_str().to_owned())
             .ok_or_else(bad_url)?;
-        let connect_err = |reason: String| HttpError::Connect {
+        let connect_err = |source: std::io::Error| HttpError::Connect {
             authority: authority.clone(),
-            reason,
+            source,
         };
         // `[::1]` in a URI is the bare address to connect to.
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let tcp = TcpStream::connect((bare, port))
             .await
-            .map_err(|e| connect_err(e.to_string()))?;
+            .map_err(connect_err)?;
         let _ = tcp.set_nodelay(true);
         let path = url.path_and_query().map_or("/", |p| p.as_str());
         let mut req = Request::builder()
@@ -142,14 +142,10 @@ impl HttpClient {
         }
         let req = req
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| HttpError::Exchange(e.to_string()))?;
+            .map_err(|e| HttpError::Exchange(e.into()))?;
         if https {
             let name = ServerName::try_from(bare.to_owned()).map_err(|_| bad_url())?;
-            let tls = self
-                .tls
-                .connect(name, tcp)
-                .await
-                .map_err(|e| connect_err(e.to_string()))?;
+            let tls = self.tls.connect(name, tcp).await.map_err(connect_err)?;
             exchange(tls, req).await
         } else {
             exchange(tcp, req).await
@@ -170,7 +166,7 @@ async fn exchange<S>(io: S, req: Request<Full<Bytes>>) -> Result<(StatusCode, By
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let failed = |e: hyper::Error| HttpError::Exchange(e.to_string());
+    let failed = |e: hyper::Error| HttpError::Exchange(e.into());
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(failed)?;
@@ -182,7 +178,7 @@ where
     let body = Limited::new(resp.into_body(), MAX_RESPONSE)
         .collect()
         .await
-        .map_err(|e| HttpError::Exchange(e.to_string()))?
+        .map_err(HttpError::Exchange)?
         .to_bytes();
     Ok((status, body))
 }

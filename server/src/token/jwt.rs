@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 pub enum JwtError {
     /// The PEM holds no private key.
     #[error("no private key in the PEM: {0}")]
-    Pem(String),
+    Pem(#[from] rustls_pki_types::pem::Error),
     /// The key is not a P-256 key (or is malformed).
     #[error("not a P-256 (prime256v1) private key")]
     NotP256,
@@ -48,7 +48,7 @@ impl std::fmt::Debug for SigningKey {
 impl SigningKey {
     /// Load a PEM private key (PKCS#8 `PRIVATE KEY` or SEC1 `EC PRIVATE KEY`).
     pub fn from_pem(pem: &[u8]) -> Result<Self, JwtError> {
-        let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| JwtError::Pem(e.to_string()))?;
+        let der = PrivateKeyDer::from_pem_slice(pem)?;
         let pair = match &der {
             PrivateKeyDer::Pkcs8(k) => {
                 EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, k.secret_pkcs8_der())

@@ -6,8 +6,8 @@ use aws_lc_rs::{digest, hmac};
 
 use super::alg::HashAlg;
 
-/// KDFa(hash, key, label, contextU, contextV, bits): HMAC(key, [i]₃₂ ‖ label ‖ 00 ‖ contextU ‖
-/// contextV ‖ [bits]₃₂) for i = 1, 2, … concatenated and cut to `bits / 8` bytes.
+/// KDFa(hash, key, label, contextU, contextV, bits): HMAC(key, \[i\]₃₂ ‖ label ‖ 00 ‖ contextU ‖
+/// contextV ‖ \[bits\]₃₂) for i = 1, 2, … concatenated and cut to `bits / 8` bytes.
 pub fn kdfa(
     hash: HashAlg,
     key: &[u8],
@@ -35,7 +35,7 @@ pub fn kdfa(
     out
 }
 
-/// KDFe(hash, Z, label, partyUInfo, partyVInfo, bits): H([i]₃₂ ‖ Z ‖ label ‖ 00 ‖ partyUInfo ‖
+/// KDFe(hash, Z, label, partyUInfo, partyVInfo, bits): H(\[i\]₃₂ ‖ Z ‖ label ‖ 00 ‖ partyUInfo ‖
 /// partyVInfo) for i = 1, 2, … concatenated and cut to `bits / 8` bytes.
 pub fn kdfe(
     hash: HashAlg,

@@ -37,7 +37,15 @@ use crate::proto::body::{TpmAttestRequest, TpmChallengeRequest, TpmChallengeResp
 pub enum SwtpmError {
     /// The swtpm process could not be started or did not listen in time.
     #[error("swtpm: {0}")]
-    Process(String),
+    Process(&'static str),
+    /// The OS refused what starting swtpm needs (its state directory, the process).
+    #[error("swtpm: {what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A TSS call failed.
     #[error("TSS: {0}")]
     Tss(#[from] tss_esapi::Error),
@@ -73,13 +81,16 @@ fn free_port_pair() -> Option<u16> {
 impl Swtpm {
     /// Start a fresh swtpm (TPM 2.0, manufactured and started up) on free loopback ports.
     pub fn start() -> Result<Self, SwtpmError> {
-        let port = free_port_pair().ok_or_else(|| SwtpmError::Process("no free port".into()))?;
+        let port = free_port_pair().ok_or(SwtpmError::Process("no free port"))?;
         let state = std::env::temp_dir().join(format!(
             "dps-swtpm-{}-{port}-{}",
             std::process::id(),
             Instant::now().elapsed().as_nanos()
         ));
-        std::fs::create_dir_all(&state).map_err(|e| SwtpmError::Process(e.to_string()))?;
+        std::fs::create_dir_all(&state).map_err(|source| SwtpmError::Io {
+            what: "cannot create its state directory",
+            source,
+        })?;
         let child = Command::new("swtpm")
             .arg("socket")
             .arg("--tpm2")
@@ -94,14 +105,15 @@ impl Swtpm {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| SwtpmError::Process(format!("cannot run swtpm: {e}")))?;
+            .map_err(|source| SwtpmError::Io {
+                what: "cannot run swtpm",
+                source,
+            })?;
         let me = Self { child, port, state };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {
-                return Err(SwtpmError::Process(
-                    "swtpm did not listen within 10 s".into(),
-                ));
+                return Err(SwtpmError::Process("swtpm did not listen within 10 s"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
