@@ -103,10 +103,11 @@ async fn a_search_finds_its_bound_writes_its_reports_and_gates() {
         2
     );
 
-    // An SLO no step can meet: no capacity, and the search bisects below the first rate.
+    // An SLO no step can meet: no capacity; the first rate's failure is confirmed by a second
+    // run, then the search bisects below it.
     let done = capacity::search(
         &base,
-        &spec("p99(total) < 1us", 40.0, 2, Vec::new()),
+        &spec("p99(total) < 1us", 40.0, 3, Vec::new()),
         results.path(),
         &|_| {},
     )
@@ -114,7 +115,7 @@ async fn a_search_finds_its_bound_writes_its_reports_and_gates() {
     .expect("search");
     let s = &done.summary;
     let rates: Vec<f64> = s.steps.iter().map(|r| r.rate_per_s).collect();
-    assert_eq!(rates, vec![20.0, 10.0], "{s:#?}");
+    assert_eq!(rates, vec![20.0, 20.0, 10.0], "{s:#?}");
     assert_eq!(s.capacity_per_s, 0.0);
     assert!(!s.passed);
     assert_eq!(schema_errors(&done.dir), Vec::<String>::new());
