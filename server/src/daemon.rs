@@ -124,11 +124,7 @@ pub async fn run(
             what: "",
             source,
         })?;
-    let store = match server.store().path() {
-        Some(path) => path.display().to_string(),
-        None => crate::config::IN_MEMORY_STORE.to_owned(),
-    };
-    tracing::info!(store = %store, "store opened");
+    tracing::info!(store = %server.store().location(), "store opened");
     tracing::info!(
         groups = server.arena().load().len(),
         hubs = server.provisioner().hubs().len(),

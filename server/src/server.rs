@@ -225,13 +225,6 @@ fn config_dir(config: &Config) -> &Path {
     config.path.parent().unwrap_or(Path::new("."))
 }
 
-fn store_location(store: &Store) -> String {
-    match store.path() {
-        Some(p) => p.display().to_string(),
-        None => crate::config::IN_MEMORY_STORE.to_owned(),
-    }
-}
-
 fn read(config: &Config, relative: &str) -> Result<Vec<u8>, ServerError> {
     let path = config.resolve(relative);
     std::fs::read(&path).map_err(|e| ServerError::File {
@@ -384,7 +377,7 @@ impl Server {
         });
         let records = RecordWriter::start(store.clone(), provisioner.identities().clone())
             .map_err(|reason| ServerError::Store {
-                location: store_location(&store),
+                location: store.location().to_owned(),
                 reason,
             })?;
         let attestor = Attestor::new(arena.clone(), tpm, DEFAULT_CHALLENGE_TTL);
