@@ -173,6 +173,8 @@ pub async fn run(
             )))
         }
     };
+    // On a shared store, changes made through any replica reach this one.
+    let follower = crate::replica::follow(server.clone(), config.clone());
     on_bound(&Bound { devices, admin });
     tokio::spawn(async move {
         shutdown.await;
@@ -183,6 +185,9 @@ pub async fn run(
         if let Ok(Err(e)) = task.await {
             tracing::warn!(error = %e, "admin API stopped with an error");
         }
+    }
+    if let Some(task) = follower {
+        task.abort();
     }
     tracing::info!("stopped");
     Ok(())

@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod postgres;
+pub mod replica;
 pub mod server;
 pub mod tpm;
 

@@ -125,7 +125,12 @@ impl Cluster {
     /// Restart the cluster (fast shutdown: every connection is cut).
     pub fn restart(&self) {
         let data = self.data.display().to_string();
-        self.run("pg_ctl", &["-D", &data, "-w", "-m", "fast", "restart"]);
+        // With its log file again: otherwise the new server would hold this call's output pipe.
+        let log = self.data.join("log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &["-D", &data, "-w", "-m", "fast", "-l", &log, "restart"],
+        );
     }
 
     fn start() -> Option<Cluster> {
