@@ -73,6 +73,15 @@ pub fn parse_bound<'a>(lines: impl IntoIterator<Item = &'a str>) -> Option<Bound
 /// Listen with a backlog of 4096 instead of tokio's 1024: bursts of thousands of device connects
 /// queue instead of being dropped (the kernel caps it at `net.core.somaxconn`).
 pub async fn listen_deep(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    listen_with(addr, false).await
+}
+
+/// As [`listen_deep`]; with `shared_port`, `SO_REUSEPORT` too, so replicas of one DPS (on a
+/// shared store) on one machine listen on the same port and the kernel spreads connections.
+pub async fn listen_with(
+    addr: &str,
+    shared_port: bool,
+) -> std::io::Result<tokio::net::TcpListener> {
     let mut last = None;
     for a in tokio::net::lookup_host(addr).await? {
         let socket = if a.is_ipv4() {
@@ -81,6 +90,9 @@ pub async fn listen_deep(addr: &str) -> std::io::Result<tokio::net::TcpListener>
             tokio::net::TcpSocket::new_v6()?
         };
         socket.set_reuseaddr(true)?;
+        if shared_port {
+            socket.set_reuseport(true)?;
+        }
         match socket.bind(a).and_then(|()| socket.listen(4096)) {
             Ok(l) => return Ok(l),
             Err(e) => last = Some(e),
@@ -110,7 +122,8 @@ pub async fn run(
         Ok(limit) => tracing::info!(limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
-    let listener = listen_deep(&addr)
+    // Replicas on a shared store share the device port (one machine, several processes).
+    let listener = listen_with(&addr, server.store().is_shared())
         .await
         .map_err(|source| DaemonError::Listen {
             addr: addr.clone(),

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::replica::{http, init_on, start};
+use common::replica::{http, init_on, start, start_on};
 use common::server::{connect, credentials_request, demo_device, identity_of, post, request};
 use dps_server::config::GroupConfig;
 use dps_server::enrollment::{CertId, LeadSelector};
@@ -309,5 +309,50 @@ async fn what_a_replica_answered_is_in_the_database_after_its_kill_9() {
     assert_eq!(
         ask_credentials(dir, b.device, device, &key).await.code,
         Code::CHANGED
+    );
+}
+
+/// `dps_handshakes_total` of one replica, from its metrics.
+fn handshakes(admin: SocketAddr, token: &str) -> u64 {
+    let (code, metrics) = http(admin, token, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("dps_handshakes_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_one_machine_share_the_device_port() {
+    let Some(pg) = common::postgres::cluster() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    init_on(dir, &pg.database());
+    let token = token(dir);
+    let a = start(dir);
+    let b = start_on(dir, &a.device.to_string());
+    assert_eq!(a.device, b.device, "one device port");
+    let m = maker("Shared");
+    let (code, body) = http(
+        a.admin,
+        &token,
+        "POST",
+        "/api/v1/enrollment-groups",
+        Some(&group_json(Uuid::new_v4(), &m)),
+    );
+    assert_eq!(code, 201, "{body}");
+    until_admitted(dir, a.device, &m, true).await;
+    // The kernel spreads connections by their source port: over 40, both replicas serve.
+    for _ in 0..40 {
+        time_code(dir, a.device, &m).await;
+    }
+    let (na, nb) = (handshakes(a.admin, &token), handshakes(b.admin, &token));
+    println!("shared port: replica A completed {na} handshakes, replica B {nb}");
+    assert!(
+        na > 0 && nb > 0,
+        "both replicas serve the shared port: {na} / {nb}"
     );
 }

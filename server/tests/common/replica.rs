@@ -26,10 +26,15 @@ pub struct Replica {
 
 /// Start a replica on `dir`'s config; returns once both ports listen.
 pub fn start(dir: &Path) -> Replica {
+    start_on(dir, "127.0.0.1:0")
+}
+
+/// As [`start`], with the device port on `listen` (another replica's, to share it).
+pub fn start_on(dir: &Path, listen: &str) -> Replica {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dps-server"))
         .args(["run", "--config"])
         .arg(dir.join("config.toml"))
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--listen", listen, "--admin-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
