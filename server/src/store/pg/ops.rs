@@ -241,7 +241,9 @@ impl Persistence for Pg {
             let mut client = pool.get().await.map_err(pg_err)?;
             let tx = client.transaction().await.map_err(pg_err)?;
             let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
-            batch::lock(&tx, &keys).await?;
+            // The record writer's batches lock the same names.
+            let locks: Vec<String> = keys.iter().map(|k| format!("record:{k}")).collect();
+            batch::lock(&tx, &locks).await?;
             let before = batch::read_records(&tx, &keys).await?;
             let pairs = records
                 .into_iter()
