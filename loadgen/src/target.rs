@@ -27,6 +27,7 @@ use crate::fleet::Fleet;
 use crate::scenario::{Loaded, ServerKind, TargetKind};
 
 mod admin_client;
+mod replicas;
 pub use admin_client::{AdminClient, AdminError};
 
 /// Why the target could not be started, prepared or told about the run's TPMs.
@@ -38,9 +39,9 @@ pub enum TargetError {
     /// The embedded server could not be built from it.
     #[error("the embedded server: {0}")]
     Server(#[from] dps_server::server::ServerError),
-    /// The server process could not be started.
-    #[error("cannot spawn the server: {0}")]
-    Spawn(std::io::Error),
+    /// The server process could not be started, or did not come up as it should.
+    #[error(transparent)]
+    Spawn(#[from] replicas::SpawnError),
     /// The spawned server did not come up as it should.
     #[error("the spawned server {0}")]
     Spawned(&'static str),
@@ -135,6 +136,9 @@ pub enum Target {
         tpm_enrollments: Vec<String>,
         /// The server process, when this run spawned it (killed at the end).
         child: Option<Box<tokio::process::Child>>,
+        /// The other replicas this run spawned (`[target] replicas`): their counters are added
+        /// to the first one's; killed at the end.
+        replicas: Vec<replicas::Replica>,
     },
     /// A TLS server that is not driven by the load generator: no set-up, no counters.
     TlsOnly,
@@ -142,70 +146,6 @@ pub enum Target {
 
 /// The address the fleet's own server (embedded or spawned) listens on, a loopback port of it.
 pub const OWN_SERVER_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::LOCALHOST;
-
-/// The executable a spawned server runs: the scenario's `[target] server_exe`, else
-/// `$DPS_LOADGEN_SERVER_EXE` (a `dps-loadgen` binary; tests set it), else this executable.
-fn server_exe(scenario_exe: Option<&str>) -> Result<std::path::PathBuf, TargetError> {
-    if let Some(exe) = scenario_exe {
-        return Ok(exe.into());
-    }
-    match std::env::var_os("DPS_LOADGEN_SERVER_EXE") {
-        Some(p) if !p.is_empty() => Ok(p.into()),
-        _ => Ok(std::env::current_exe()?),
-    }
-}
-
-/// Longest wait for a spawned server to report its ports.
-const SPAWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Start the fleet's server as a child process (`dps-loadgen server-run`) and wait for its ports.
-async fn spawn_server(
-    exe: Option<&str>,
-    fleet_dir: &std::path::Path,
-    store: &str,
-    limits_json: &str,
-) -> Result<(tokio::process::Child, dps_server::daemon::Bound), TargetError> {
-    use tokio::io::AsyncBufReadExt as _;
-    let mut child = tokio::process::Command::new(server_exe(exe)?)
-        .arg("server-run")
-        .arg("--config")
-        .arg(fleet_dir.join("config.toml"))
-        .arg("--listen")
-        .arg(format!("{OWN_SERVER_IP}:0"))
-        .args(["--admin-listen", "127.0.0.1:0"])
-        .args(["--store", store])
-        .args(["--limits-json", limits_json])
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(TargetError::Spawn)?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or(TargetError::Spawned("has no stdout"))?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let mut seen = Vec::new();
-    let bound = tokio::time::timeout(SPAWN_TIMEOUT, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            seen.push(line);
-            if let Some(b) = dps_server::daemon::parse_bound(seen.iter().map(String::as_str)) {
-                if b.admin.is_some() {
-                    return Some(b);
-                }
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .ok_or(TargetError::Spawned("exited or did not report its ports"))?;
-    // Keep draining its stdout so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, bound))
-}
 
 /// A started target: where devices connect and what they trust.
 pub struct Started {
@@ -319,9 +259,19 @@ async fn spawned(
     store_dir: &std::path::Path,
 ) -> Result<(Target, SocketAddr), TargetError> {
     let limits = serde_json::to_string(&loaded.scenario.server_limits)?;
-    let exe = loaded.scenario.target.server_exe.as_deref();
-    let (child, bound) = spawn_server(exe, fleet_dir, &store_path(store_dir)?, &limits).await?;
+    let spec = &loaded.scenario.target;
+    let store = store_path(store_dir)?;
     let token = std::fs::read_to_string(fleet_dir.join("admin-token"))?;
+    let set = replicas::spawn(
+        OWN_SERVER_IP,
+        spec,
+        fleet_dir,
+        &store,
+        &limits,
+        token.trim(),
+    )
+    .await?;
+    let (child, bound) = (set.first, set.bound);
     let admin_addr = bound
         .admin
         .ok_or(TargetError::Spawned("has no admin API"))?;
@@ -337,6 +287,7 @@ async fn spawned(
         groups: Vec::new(),
         tpm_enrollments: Vec::new(),
         child: Some(Box::new(child)),
+        replicas: set.others,
     };
     Ok((target, bound.devices))
 }
@@ -365,6 +316,7 @@ async fn remote(admin: AdminClient, fleet: &Fleet) -> Result<Target, TargetError
         groups,
         tpm_enrollments: Vec::new(),
         child: None,
+        replicas: Vec::new(),
     };
     target.enroll_tpm(&fleet.server_tpm_enrollments).await?;
     Ok(target)
@@ -499,7 +451,9 @@ impl Target {
                 groups,
                 tpm_enrollments,
                 child,
+                replicas,
             } => {
+                let others = replicas::counters(&replicas).await;
                 let closes = admin.closes().await.ok().map(|now| {
                     now.into_iter()
                         .map(|(k, v)| {
@@ -509,11 +463,12 @@ impl Target {
                         .filter(|(_, n)| *n > 0)
                         .collect()
                 });
+                let closes = closes.map(|c| replicas::add(c, &others.closes));
                 let tpm_refusals = admin
                     .requests("other", TPM_REFUSED)
                     .await
                     .ok()
-                    .map(|n| n.saturating_sub(tpm_baseline));
+                    .map(|n| n.saturating_sub(tpm_baseline) + others.tpm_refusals);
                 let histograms = admin
                     .get_json::<HistogramSnapshot>("/api/v1/histograms")
                     .await
@@ -530,6 +485,7 @@ impl Target {
                     })
                     .filter(|(_, n)| *n > 0)
                     .collect();
+                let rejections = replicas::add(rejections, &others.rejections);
                 let peak_rss_bytes = admin
                     .gauge("dps_process_peak_resident_memory_bytes")
                     .await
@@ -549,6 +505,7 @@ impl Target {
                     // Its store is in memory: nothing to flush.
                     let _ = child.kill().await;
                 }
+                replicas::stop(replicas).await;
                 ServerView {
                     kind,
                     histograms,

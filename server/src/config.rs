@@ -234,14 +234,19 @@ fn default_admin_listen() -> String {
     "127.0.0.1:15685".into()
 }
 
-/// `[store]`: the embedded database holding admin-managed groups and hubs and the provisioning
-/// records. Optional; the default is `dps.redb` beside the config file.
+/// `[store]`: the database holding admin-managed groups and hubs and the provisioning records.
+/// Optional; the default is the embedded `dps.redb` beside the config file. With `url`, a
+/// PostgreSQL database that several `dps-server run` processes (replicas) share.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
     /// Database file, relative to the config file, or `":memory:"` for an in-memory store.
     #[serde(default = "default_store_path")]
     pub path: String,
+    /// `postgres://USER@HOST:PORT/DB`: a shared PostgreSQL store instead of the embedded one
+    /// (`path` is then ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 fn default_store_path() -> String {
@@ -252,6 +257,7 @@ impl Default for StoreSection {
     fn default() -> Self {
         Self {
             path: default_store_path(),
+            url: None,
         }
     }
 }
@@ -263,6 +269,22 @@ pub enum StoreLocation {
     InMemory,
     /// A database file.
     File(PathBuf),
+    /// A PostgreSQL database (`[store] url`), shared by replicas.
+    Postgres(String),
+}
+
+/// A database URL with its password (if any) masked, for logs and errors.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
 }
 
 impl std::fmt::Display for StoreLocation {
@@ -270,6 +292,7 @@ impl std::fmt::Display for StoreLocation {
         match self {
             StoreLocation::InMemory => f.write_str(IN_MEMORY_STORE),
             StoreLocation::File(p) => write!(f, "{}", p.display()),
+            StoreLocation::Postgres(url) => f.write_str(&redacted_url(url)),
         }
     }
 }
@@ -372,8 +395,11 @@ impl Config {
         self.path.parent().unwrap_or(Path::new(".")).join(relative)
     }
 
-    /// Where `[store] path` points, resolved against the config file's directory.
+    /// Where `[store] url` or `path` points, a path resolved against the config file's directory.
     pub fn store_location(&self) -> StoreLocation {
+        if let Some(url) = &self.file.store.url {
+            return StoreLocation::Postgres(url.clone());
+        }
         let path = &self.file.store.path;
         if path == IN_MEMORY_STORE {
             StoreLocation::InMemory
@@ -608,5 +634,16 @@ mod tests {
             StoreLocation::File(PathBuf::from("/etc/dps/db/x.redb"))
         );
         assert!(Config::parse("[store]\nfile = \"x\"\n", Path::new("/c.toml")).is_err());
+        let c = Config::parse(
+            "[store]\nurl = \"postgres://dps:secret@db:5432/dps\"\n",
+            Path::new("/etc/dps/config.toml"),
+        )
+        .expect("config");
+        let url = "postgres://dps:secret@db:5432/dps".to_owned();
+        assert_eq!(c.store_location(), StoreLocation::Postgres(url));
+        assert_eq!(
+            c.store_location().to_string(),
+            "postgres://dps:***@db:5432/dps"
+        );
     }
 }

@@ -15,6 +15,7 @@ use crate::proto::coap::{option, Code, Frame, CSM_TOKEN_LEN, MIN_FRAME_LEN};
 use crate::proto::stream::{FramedIo, StreamError};
 use crate::provision::{IssuedCredentials, ProvisionError, Provisioner, Requester};
 use crate::records::Step;
+use crate::records::StoreError;
 use crate::store::{IssuedIdentity, RecordWriter, StepEvent};
 use crate::tpm::{Attestor, ChallengeSlot};
 
@@ -128,6 +129,20 @@ pub fn service_unavailable(request: &Frame, retry_after_s: u32) -> Frame {
     Frame::response(Code::SERVICE_UNAVAILABLE, &request.token)
         .with_uint_option(option::MAX_AGE, u64::from(retry_after_s))
         .with_payload(b"server busy, retry later".to_vec())
+}
+
+/// The answer to a credentials request whose identity was not stored. What the server tells a
+/// device must survive a crash: an identity that could not be stored is not handed out (5.03);
+/// one a shared store refused (another replica took the device id meanwhile) is refused 4.00, as
+/// a single server refuses it.
+fn not_stored(request: &Frame, error: &StoreError, cn: &str) -> Frame {
+    if let StoreError::Refused(reason) = error {
+        tracing::info!(reason = %reason, cn = %cn, "identity refused by the shared store; answering 4.00");
+        return Frame::response(Code::BAD_REQUEST, &request.token)
+            .with_payload(reason.clone().into_bytes());
+    }
+    tracing::error!(error = %error, cn = %cn, "identity not stored; answering 5.03");
+    service_unavailable(request, 1).with_payload(b"cannot store the identity, retry later".to_vec())
 }
 
 /// The server's side of a connection: no frame it writes is shorter than [`MIN_FRAME_LEN`].
@@ -296,11 +311,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     if answer.issued.is_none() {
                         records.record_step(event);
                     } else if let Err(e) = records.record_durable(event).await {
-                        // What the server tells a device must survive a crash: an identity
-                        // that could not be stored is not handed out.
-                        tracing::error!(error = %e, cn = %device.common_name, "identity not stored; answering 5.03");
-                        answer.frame = service_unavailable(&frame, 1)
-                            .with_payload(b"cannot store the identity, retry later".to_vec());
+                        answer.frame = not_stored(&frame, &e, &device.common_name);
                     }
                 }
                 metrics.record_request(answer.step, answer.frame.code, started.elapsed());

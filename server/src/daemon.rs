@@ -73,6 +73,15 @@ pub fn parse_bound<'a>(lines: impl IntoIterator<Item = &'a str>) -> Option<Bound
 /// Listen with a backlog of 4096 instead of tokio's 1024: bursts of thousands of device connects
 /// queue instead of being dropped (the kernel caps it at `net.core.somaxconn`).
 pub async fn listen_deep(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    listen_with(addr, false).await
+}
+
+/// As [`listen_deep`]; with `shared_port`, `SO_REUSEPORT` too, so replicas of one DPS (on a
+/// shared store) on one machine listen on the same port and the kernel spreads connections.
+pub async fn listen_with(
+    addr: &str,
+    shared_port: bool,
+) -> std::io::Result<tokio::net::TcpListener> {
     let mut last = None;
     for a in tokio::net::lookup_host(addr).await? {
         let socket = if a.is_ipv4() {
@@ -81,6 +90,9 @@ pub async fn listen_deep(addr: &str) -> std::io::Result<tokio::net::TcpListener>
             tokio::net::TcpSocket::new_v6()?
         };
         socket.set_reuseaddr(true)?;
+        if shared_port {
+            socket.set_reuseport(true)?;
+        }
         match socket.bind(a).and_then(|()| socket.listen(4096)) {
             Ok(l) => return Ok(l),
             Err(e) => last = Some(e),
@@ -106,7 +118,7 @@ pub async fn run(
         .ok_or(ServerError::NoServerSection)?;
     let addr = listen.unwrap_or_else(|| section.listen.clone());
     raise_open_file_limit();
-    let (listener, devices) = bind_devices(&addr).await?;
+    let (listener, devices) = bind_devices(&addr, server.store().is_shared()).await?;
     log_loaded(&server, devices);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_addr = admin_listen.or_else(|| config.file.admin.as_ref().map(|a| a.listen.clone()));
@@ -114,6 +126,8 @@ pub async fn run(
         None => None,
         Some(addr) => Some(start_admin(config, &server, &addr, stopped(stop_rx.clone())).await?),
     };
+    // On a shared store, changes made through any replica reach this one.
+    let follower = crate::replica::follow(server.clone(), config.clone());
     on_bound(&Bound {
         devices,
         admin: admin.as_ref().map(|(bound, _)| *bound),
@@ -127,6 +141,9 @@ pub async fn run(
         if let Ok(Err(e)) = task.await {
             tracing::warn!(error = %e, "admin API stopped with an error");
         }
+    }
+    if let Some(task) = follower {
+        task.abort();
     }
     tracing::info!("stopped");
     Ok(())
@@ -145,25 +162,25 @@ fn raise_open_file_limit() {
     }
 }
 
-/// The device port's listener on `addr`, and the address it got.
-async fn bind_devices(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), DaemonError> {
+/// The device port's listener on `addr`, and the address it got; replicas on a shared store
+/// (`shared`) share the port (one machine, several processes).
+async fn bind_devices(
+    addr: &str,
+    shared: bool,
+) -> Result<(tokio::net::TcpListener, SocketAddr), DaemonError> {
     let listen_err = |source| DaemonError::Listen {
         addr: addr.to_owned(),
         what: "",
         source,
     };
-    let listener = listen_deep(addr).await.map_err(listen_err)?;
+    let listener = listen_with(addr, shared).await.map_err(listen_err)?;
     let devices = listener.local_addr().map_err(listen_err)?;
     Ok((listener, devices))
 }
 
 /// What the server starts with: its store, groups and hubs, and the device port.
 fn log_loaded(server: &Server, devices: SocketAddr) {
-    let store = match server.store().path() {
-        Some(path) => path.display().to_string(),
-        None => crate::config::IN_MEMORY_STORE.to_owned(),
-    };
-    tracing::info!(store = %store, "store opened");
+    tracing::info!(store = %server.store().location(), "store opened");
     tracing::info!(
         groups = server.arena().load().len(),
         hubs = server.provisioner().hubs().len(),

@@ -18,6 +18,7 @@ pub mod profile;
 pub mod proto;
 pub mod provision;
 pub mod records;
+pub mod replica;
 pub mod server;
 pub mod shed;
 pub mod store;

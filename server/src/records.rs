@@ -86,8 +86,12 @@ pub struct ProvisioningRecord {
 }
 
 /// Why the store failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// A shared store refused an identity: another replica took the device id (or gave it
+    /// another key) meanwhile. The device is answered 4.00, as a single server answers it.
+    #[error("{0}")]
+    Refused(String),
     /// The database reported an error (I/O, corruption, transaction).
     #[error("store: {0}")]
     Database(String),

@@ -242,16 +242,45 @@ fn merged_groups(
     Ok(groups)
 }
 
+/// What a server serves: the config's groups, hubs and individual TPM enrollments with the
+/// store's.
+pub(crate) struct Served {
+    /// Enrollment groups (X.509 and TPM).
+    pub groups: Vec<EnrollmentGroup>,
+    /// Hubs.
+    pub hubs: Vec<Hub>,
+    /// Individual TPM enrollments.
+    pub tpm: Vec<TpmEnrollment>,
+}
+
+/// The config's groups, hubs and TPM enrollments with the store's (at start-up, and again when
+/// a shared store changed).
+pub(crate) fn served(config: &Config, store: &Store) -> Result<Served, ServerError> {
+    let location = store.location();
+    let store_err = |reason| ServerError::Store {
+        location: location.to_owned(),
+        reason,
+    };
+    let (groups, hubs) = merged_groups_and_hubs(config, store, location)?;
+    let mut tpm = config.tpm_enrollments.clone();
+    for stored in store.tpm_enrollments().map_err(store_err)? {
+        let e = stored.resolve(Path::new(""))?;
+        if let Some(c) = tpm.iter().find(|c| c.def.id == e.def.id) {
+            return Err(ServerError::DuplicateId {
+                kind: "TPM enrollment",
+                id: e.def.id,
+                stored: format!("{:?}", e.def.name),
+                configured: format!("{:?}", c.def.name),
+            });
+        }
+        tpm.push(e);
+    }
+    Ok(Served { groups, hubs, tpm })
+}
+
 /// The directory the config's relative paths start from.
 fn config_dir(config: &Config) -> &Path {
     config.path.parent().unwrap_or(Path::new("."))
-}
-
-fn store_location(store: &Store) -> String {
-    match store.path() {
-        Some(p) => p.display().to_string(),
-        None => crate::config::IN_MEMORY_STORE.to_owned(),
-    }
 }
 
 fn read(config: &Config, relative: &str) -> Result<Vec<u8>, ServerError> {
@@ -310,7 +339,7 @@ impl Server {
             }
         }
         let store = Arc::new(Store::open_location(&location).map_err(store_err)?);
-        let (groups, hubs) = merged_groups_and_hubs(config, &store, &shown)?;
+        let Served { groups, hubs, tpm } = served(config, &store)?;
         let arena = Arc::new(Arena::with_groups(groups)?);
         let identities = Arc::new(Identities::from_entries(
             store.identities().map_err(store_err)?,
@@ -323,19 +352,6 @@ impl Server {
         }
         let provisioner = Arc::new(provisioner);
         let ttl = Duration::from_millis(config.file.tpm.challenge_ttl_ms);
-        let mut tpm = config.tpm_enrollments.clone();
-        for stored in store.tpm_enrollments().map_err(store_err)? {
-            let e = stored.resolve(Path::new(""))?;
-            if let Some(c) = tpm.iter().find(|c| c.def.id == e.def.id) {
-                return Err(ServerError::DuplicateId {
-                    kind: "TPM enrollment",
-                    id: e.def.id,
-                    stored: format!("{:?}", e.def.name),
-                    configured: format!("{:?}", c.def.name),
-                });
-            }
-            tpm.push(e);
-        }
         Self::new(arena, chain, key, provisioner, config.file.limits, store)?.with_tpm(tpm, ttl)
     }
 
@@ -406,7 +422,7 @@ impl Server {
         });
         let records = RecordWriter::start(store.clone(), provisioner.identities().clone())
             .map_err(|reason| ServerError::Store {
-                location: store_location(&store),
+                location: store.location().to_owned(),
                 reason,
             })?;
         let attestor = Attestor::new(arena.clone(), tpm, DEFAULT_CHALLENGE_TTL);

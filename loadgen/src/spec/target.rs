@@ -17,6 +17,15 @@ pub struct TargetSpec {
     /// `$DPS_LOADGEN_SERVER_EXE`), so that `ab` can compare two server builds on one fleet.
     #[serde(default)]
     pub server_exe: Option<String>,
+    /// With `spawn`: how many `dps-server run` replicas to start (default 1). More than one
+    /// needs `store_url`: the replicas share that PostgreSQL database and the device port
+    /// (`SO_REUSEPORT`, the kernel spreads the devices); each has its own admin API.
+    #[serde(default)]
+    pub replicas: Option<u32>,
+    /// With `spawn`: the spawned server's store is this PostgreSQL database
+    /// (`postgres://USER@HOST:PORT/DB`, its `[store] url`) instead of a fresh embedded file.
+    #[serde(default)]
+    pub store_url: Option<String>,
     /// Device port of a running server (`host:port`); absent = embedded server.
     #[serde(default)]
     pub address: Option<String>,

@@ -44,7 +44,8 @@ pub use error::ProvisionError;
 pub use identity::IdentityCa;
 pub use issued::{IssuedCredentials, OCF_IDENTITY_EKU};
 pub use registry::{
-    holders_from_json, holders_to_json, Claim, IdHeld, Identities, IdentityHolder, SpkiHash,
+    admits, holders_from_json, holders_to_json, Claim, DirtyIdentity, IdHeld, Identities,
+    IdentityHolder, SpkiHash,
 };
 
 /// Validity of device identity certificates callers use unless configured otherwise: 365 days.

@@ -134,6 +134,21 @@ pub enum IdHeld {
 pub struct Identities {
     by_device: RwLock<HashMap<Uuid, Vec<IdentityHolder>>>,
     dirty: Mutex<HashSet<Uuid>>,
+    /// Per changed device id, its holders as last read from or written to the store: a shared
+    /// store refuses a change when another replica changed them meanwhile.
+    base: Mutex<HashMap<Uuid, Vec<IdentityHolder>>>,
+}
+
+/// A device id changed here and not yet stored: its holders now, and as the store had them when
+/// this server last saw it (`None`: unknown, write as is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirtyIdentity {
+    /// The device id.
+    pub device: Uuid,
+    /// Its holders here (empty: released).
+    pub holders: Vec<IdentityHolder>,
+    /// Its holders as the store had them before this server changed them.
+    pub base: Option<Vec<IdentityHolder>>,
 }
 
 impl Identities {
@@ -147,6 +162,7 @@ impl Identities {
         Self {
             by_device: RwLock::new(entries.into_iter().collect()),
             dirty: Mutex::default(),
+            base: Mutex::default(),
         }
     }
 
@@ -220,6 +236,7 @@ impl Identities {
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
             let holders = map.entry(device).or_default();
+            let before = holders.clone();
             let claim = Claim {
                 record: holder.record,
                 spki: &holder.spki,
@@ -244,8 +261,10 @@ impl Identities {
                 Some(h) => *h = holder,
                 None => holders.push(holder),
             }
+            self.keep_base(device, before);
+            // Dirty before the lock is released, so a store update cannot overwrite it.
+            self.mark_dirty([device]);
         }
-        self.mark_dirty([device]);
         Ok(())
     }
 
@@ -253,13 +272,13 @@ impl Identities {
     /// and its identity certificates are no longer recognised. Returns the holders it had (empty
     /// when it had none); the change is marked dirty for the record writer.
     pub fn release(&self, device: &Uuid) -> Vec<IdentityHolder> {
-        let released = self
+        let mut map = self
             .by_device
             .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(device)
-            .unwrap_or_default();
+            .unwrap_or_else(PoisonError::into_inner);
+        let released = map.remove(device).unwrap_or_default();
         if !released.is_empty() {
+            self.keep_base(*device, released.clone());
             self.mark_dirty([*device]);
         }
         released
@@ -281,6 +300,86 @@ impl Identities {
             .collect()
     }
 
+    /// The dirty device ids with their holders and bases; they are clean afterwards (the bases
+    /// stay until [`Identities::stored`]).
+    pub fn take_dirty_with_base(&self) -> Vec<DirtyIdentity> {
+        let dirty = self.take_dirty();
+        let base = self.base.lock().unwrap_or_else(PoisonError::into_inner);
+        dirty
+            .into_iter()
+            .map(|(device, holders)| DirtyIdentity {
+                base: base.get(&device).cloned(),
+                device,
+                holders,
+            })
+            .collect()
+    }
+
+    /// These holders are now what the store has for `device`: the base of a later change.
+    pub fn stored(&self, device: Uuid, holders: &[IdentityHolder]) {
+        let dirty = self.is_dirty(&device);
+        let mut base = self.base.lock().unwrap_or_else(PoisonError::into_inner);
+        if dirty {
+            base.insert(device, holders.to_vec());
+        } else {
+            base.remove(&device);
+        }
+    }
+
+    /// Take the store's holders of `device` (a change another replica made, or the winner of a
+    /// race this server lost), unless a change made here is still waiting to be stored.
+    pub fn set_from_store(&self, device: Uuid, holders: Vec<IdentityHolder>) {
+        let mut map = self
+            .by_device
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.is_dirty(&device) {
+            return;
+        }
+        self.base
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&device);
+        if holders.is_empty() {
+            map.remove(&device);
+        } else {
+            map.insert(device, holders);
+        }
+    }
+
+    /// Take every holder the store has (a full resync), keeping the changes made here that are
+    /// still waiting to be stored.
+    pub fn replace_from_store(&self, entries: Vec<(Uuid, Vec<IdentityHolder>)>) {
+        let mut fresh: HashMap<Uuid, Vec<IdentityHolder>> = entries.into_iter().collect();
+        let mut map = self
+            .by_device
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
+        for device in dirty.iter() {
+            match map.get(device) {
+                Some(h) => fresh.insert(*device, h.clone()),
+                None => fresh.remove(device),
+            };
+        }
+        *map = fresh;
+    }
+
+    fn is_dirty(&self, device: &Uuid) -> bool {
+        self.dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(device)
+    }
+
+    fn keep_base(&self, device: Uuid, before: Vec<IdentityHolder>) {
+        self.base
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(device)
+            .or_insert(before);
+    }
+
     /// Mark device ids dirty again (their write failed).
     pub fn mark_dirty(&self, devices: impl IntoIterator<Item = Uuid>) {
         self.dirty
@@ -299,6 +398,17 @@ pub struct Claim<'a> {
     pub spki: &'a SpkiHash,
     /// The session is the device itself, authenticated with its identity certificate.
     pub renewing: bool,
+}
+
+/// The rule of [`Identities::check`] judged against `holders` (a shared store's, which another
+/// replica may have changed): whether `owner` may take the claim's device id and key at `now`.
+pub fn admits(
+    holders: &[IdentityHolder],
+    owner: Uuid,
+    claim: &Claim<'_>,
+    now: OffsetDateTime,
+) -> Result<(), IdHeld> {
+    check_in(Some(holders), owner, claim, now)
 }
 
 fn check_in(

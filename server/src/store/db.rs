@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableTable, ReadableTableMetadata, Table, TableDefinition};
 use uuid::Uuid;
 
+use super::codec::{corrupt, decode, encode, store_err, uuid_key};
 use super::event::{self, StepEvent};
-use crate::config::{GroupConfig, HubConfig, StoreLocation};
+use crate::config::{GroupConfig, HubConfig};
 use crate::provision::{holders_from_json, holders_to_json, IdentityHolder};
 use crate::records::{Persistence, ProvisioningRecord, StoreError};
 
@@ -26,49 +27,23 @@ const TPM_ENROLLMENTS: TableDefinition<&str, &str> = TableDefinition::new("tpm_e
 /// Version of the table layout, kept under `meta/schema`.
 const SCHEMA: &str = "1";
 
-fn store_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(e.to_string())
-}
-
-fn corrupt(key: &str, reason: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        key: key.to_owned(),
-        reason: reason.to_string(),
-    }
-}
-
-fn decode<T: serde::de::DeserializeOwned>(key: &str, text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| corrupt(key, e))
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(store_err)
-}
-
-/// The canonical key of an id that must be a UUID.
-fn uuid_key(kind: &str, id: &str) -> Result<String, StoreError> {
-    Uuid::parse_str(id)
-        .map(|u| u.to_string())
-        .map_err(|_| store_err(format!("{kind} id {id:?} is not a UUID")))
-}
-
 /// redb's page cache (its default is 1 GiB): records are written far more than read back, and a
 /// server holding tens of thousands of connections should not spend its memory caching them.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-/// The durable state of one DPS.
-pub struct Store {
+/// The embedded database of one DPS.
+pub(super) struct Redb {
     db: Database,
     path: Option<PathBuf>,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for Redb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Redb").field("path", &self.path).finish()
     }
 }
 
-impl Store {
+impl Redb {
     /// Open the database file at `path`, creating it (and its tables) if missing. Fails on a file
     /// that is not a redb database, is corrupt, or is open in another process.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -85,14 +60,6 @@ impl Store {
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(store_err)?;
         Self::init(db, None)
-    }
-
-    /// Open the store a config names.
-    pub fn open_location(location: &StoreLocation) -> Result<Self, StoreError> {
-        match location {
-            StoreLocation::InMemory => Self::in_memory(),
-            StoreLocation::File(path) => Self::open(path),
-        }
     }
 
     fn init(db: Database, path: Option<PathBuf>) -> Result<Self, StoreError> {
@@ -322,7 +289,7 @@ fn write_identities(
     Ok(())
 }
 
-impl Persistence for Store {
+impl Persistence for Redb {
     fn put_group(&self, group: &GroupConfig) -> Result<(), StoreError> {
         let key = uuid_key("group", &group.id)?;
         let txn = self.db.begin_write().map_err(store_err)?;

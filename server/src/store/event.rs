@@ -24,6 +24,17 @@ pub struct IssuedIdentity {
     pub not_after: OffsetDateTime,
 }
 
+/// What a batch did with one device id changed here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityOutcome {
+    /// The device id.
+    pub device: Uuid,
+    /// Its holders as stored now (when refused: as another replica stored them).
+    pub holders: Vec<IdentityHolder>,
+    /// The change was refused: another replica took the id (or another key for it) meanwhile.
+    pub refused: bool,
+}
+
 /// One answered provisioning request, as the connection reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepEvent {

@@ -13,11 +13,19 @@
 //! | `identities` | device id (UUID) | the [`IdentityHolder`](crate::provision::IdentityHolder)s of that device id |
 //!
 //! Provisioning records are written by the [`RecordWriter`] in batches, off the handshake path.
+//!
+//! With `[store] url` the same tables live in PostgreSQL (`pg`), shared by several replicas:
+//! versioned migrations, a connection pool, changes announced with NOTIFY and followed with
+//! LISTEN ([`Change`]), and a device id taken by one replica refused to the other.
 
+mod backend;
+mod codec;
 mod db;
 mod event;
+mod pg;
 mod writer;
 
-pub use db::Store;
-pub use event::{IssuedIdentity, StepEvent};
+pub use backend::Store;
+pub use event::{IdentityOutcome, IssuedIdentity, StepEvent};
+pub use pg::Change;
 pub use writer::{RecordWriter, WriterStats, BATCH_MAX, BATCH_WINDOW, QUEUE_CAPACITY};

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::db::Store;
-use super::event::StepEvent;
+use super::backend::Store;
+use super::event::{IdentityOutcome, StepEvent};
 use crate::provision::Identities;
 use crate::records::StoreError;
 
@@ -45,7 +45,7 @@ pub struct WriterStats {
     pub batches: AtomicU64,
 }
 
-type FlushReply = tokio::sync::oneshot::Sender<Result<(), String>>;
+type FlushReply = tokio::sync::oneshot::Sender<Result<(), StoreError>>;
 
 enum Msg {
     Step(Box<StepEvent>),
@@ -175,9 +175,7 @@ impl RecordWriter {
             }
             Err(TrySendError::Disconnected(_)) => return Err(stopped()),
         }
-        done.await
-            .map_err(|_| stopped())?
-            .map_err(StoreError::Database)
+        done.await.map_err(|_| stopped())?
     }
 
     /// The writer's counters.
@@ -190,8 +188,9 @@ impl RecordWriter {
 #[derive(Default)]
 struct Batch {
     events: Vec<StepEvent>,
-    /// Waiters answered once the batch is committed (flushes and durable steps).
-    waiting: Vec<FlushReply>,
+    /// Waiters answered once the batch is committed (flushes and durable steps, with the device
+    /// id a durable step issued).
+    waiting: Vec<(Option<uuid::Uuid>, FlushReply)>,
 }
 
 impl Batch {
@@ -199,10 +198,11 @@ impl Batch {
         match msg {
             Msg::Step(e) => self.events.push(*e),
             Msg::Durable(e, reply) => {
+                let device = e.issued.map(|i| i.device_id);
                 self.events.push(*e);
-                self.waiting.push(reply);
+                self.waiting.push((device, reply));
             }
-            Msg::Flush(reply) => self.waiting.push(reply),
+            Msg::Flush(reply) => self.waiting.push((None, reply)),
         }
     }
 
@@ -249,8 +249,17 @@ fn run(rx: &Receiver<Msg>, store: &Store, identities: &Identities, stats: &Write
         let mut batch = Batch::default();
         let open = collect(rx, first, &mut batch);
         let result = commit(store, identities, stats, &batch.events);
-        for reply in batch.waiting {
-            let _ = reply.send(result.clone());
+        for (device, reply) in batch.waiting {
+            let answer = match &result {
+                Ok(refused) => match device.filter(|d| refused.contains(d)) {
+                    Some(d) => Err(StoreError::Refused(format!(
+                        "device uuid:{d} was taken meanwhile through another replica"
+                    ))),
+                    None => Ok(()),
+                },
+                Err(e) => Err(e.clone()),
+            };
+            let _ = reply.send(answer);
         }
         if !open {
             let _ = commit(store, identities, stats, &[]);
@@ -259,29 +268,45 @@ fn run(rx: &Receiver<Msg>, store: &Store, identities: &Identities, stats: &Write
     }
 }
 
-/// Commit `events` and the dirty identities in one transaction.
+/// Commit `events` and the dirty identities in one transaction; the device ids refused (taken
+/// meanwhile through another replica of a shared store).
 fn commit(
     store: &Store,
     identities: &Identities,
     stats: &WriterStats,
     events: &[StepEvent],
-) -> Result<(), String> {
-    let dirty = identities.take_dirty();
+) -> Result<Vec<uuid::Uuid>, StoreError> {
+    let dirty = identities.take_dirty_with_base();
     if events.is_empty() && dirty.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let n = events.len() as u64;
-    match store.commit_batch(events, &dirty) {
-        Ok(()) => {
+    let devices: Vec<uuid::Uuid> = dirty.iter().map(|d| d.device).collect();
+    match store.commit_batch(events, dirty) {
+        Ok(outcomes) => {
             stats.written.fetch_add(n, Ordering::Relaxed);
             stats.batches.fetch_add(1, Ordering::Relaxed);
-            Ok(())
+            Ok(settle(identities, outcomes))
         }
         Err(e) => {
-            identities.mark_dirty(dirty.into_iter().map(|(device, _)| device));
+            identities.mark_dirty(devices);
             stats.failed.fetch_add(n, Ordering::Relaxed);
             tracing::error!(error = %e, events = n, "cannot commit provisioning records");
-            Err(e.to_string())
+            Err(e)
         }
     }
+}
+
+/// Bring the in-memory identities in line with what the batch stored; the refused device ids.
+fn settle(identities: &Identities, outcomes: Vec<IdentityOutcome>) -> Vec<uuid::Uuid> {
+    let mut refused = Vec::new();
+    for o in outcomes {
+        if o.refused {
+            tracing::info!(device = %o.device, "device id taken meanwhile through another replica");
+            refused.push(o.device);
+        }
+        identities.set_from_store(o.device, o.holders.clone());
+        identities.stored(o.device, &o.holders);
+    }
+    refused
 }

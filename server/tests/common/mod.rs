@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod postgres;
+pub mod replica;
 pub mod server;
 pub mod tpm;
 

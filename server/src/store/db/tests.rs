@@ -12,6 +12,7 @@ use crate::enrollment::{CertId, LeadSelector};
 use crate::proto::coap::Code;
 use crate::provision::Identities;
 use crate::records::Step;
+use crate::store::Store;
 use crate::store::{IssuedIdentity, RecordWriter, BATCH_MAX};
 
 fn group(id: Uuid, name: &str) -> GroupConfig {
@@ -148,7 +149,12 @@ fn the_writer_merges_steps_into_records_in_batches() {
     let identities = Arc::new(Identities::new());
     let writer = RecordWriter::start(store.clone(), identities).expect("writer");
     // Stall the writer until every event is queued, so the batch count is deterministic.
-    let txn = store.db.begin_write().expect("write");
+    let txn = store
+        .embedded()
+        .expect("embedded")
+        .db
+        .begin_write()
+        .expect("write");
     let (a, b) = (CertId([1; 32]), CertId([2; 32]));
     let device = Uuid::new_v4();
     for key in [a, b] {
@@ -247,7 +253,12 @@ fn a_full_queue_drops_events_instead_of_blocking_and_dropping_the_writer_commits
         .expect("writer");
     // Hold the write lock so the writer thread stalls on its first batch: it takes at most one
     // batch (BATCH_MAX events) plus the queue (4), the rest must be dropped.
-    let txn = store.db.begin_write().expect("write");
+    let txn = store
+        .embedded()
+        .expect("embedded")
+        .db
+        .begin_write()
+        .expect("write");
     let key = CertId([8; 32]);
     let sent = 4 * BATCH_MAX as u64;
     let mut accepted = 0u64;
