@@ -50,7 +50,7 @@ pub enum StepVerdict {
     /// An SLO did not hold: the rate is run again to confirm it.
     Failed,
     /// The generator, not the target, limited the step: nothing can be said about the target at
-    /// this rate, so the search stops below it.
+    /// this rate, so it bounds the search from above (bisected below it, as a failure is).
     GeneratorLimited,
 }
 
@@ -207,8 +207,9 @@ impl Search {
                     Some(round(lower * 2.0).min(max))
                 }
             }
-            (_, Some((_, true))) => None,
-            (lower, Some((upper, false))) => {
+            // A failed or generator-limited rate: bisect below it (a rate the generator keeps up
+            // with may lie between).
+            (lower, Some((upper, _))) => {
                 let lower = lower.unwrap_or(0.0);
                 let mid = round((lower + upper) / 2.0);
                 let narrow = upper - lower <= self.spec.resolution * upper;
@@ -381,7 +382,7 @@ mod tests {
     }
 
     #[test]
-    fn a_generator_limited_step_stops_the_search_below_it() {
+    fn a_generator_limited_step_bounds_the_search_from_above() {
         let (s, tried) = drive(SearchSpec::default(), |r| {
             if r >= 800.0 {
                 StepVerdict::GeneratorLimited
@@ -389,9 +390,10 @@ mod tests {
                 StepVerdict::Held
             }
         });
-        assert_eq!(tried, vec![100.0, 200.0, 400.0, 800.0]);
+        assert_eq!(tried, vec![100.0, 200.0, 400.0, 800.0, 600.0, 700.0, 750.0, 775.0]);
         let c = s.capacity();
-        assert_eq!((c.capacity_per_s, c.bound), (400.0, Bound::Generator));
+        assert_eq!((c.capacity_per_s, c.bound), (775.0, Bound::Generator));
+        assert_eq!(c.upper_per_s, Some(800.0));
     }
 
     #[test]

@@ -38,8 +38,21 @@ impl Default for StepSpec {
 /// Devices in flight at once at most in a step whose base scenario sets no cap of its own.
 const DEFAULT_MAX_IN_FLIGHT: usize = 20_000;
 
+/// Fleets of steps are grown in multiples of this, so that nearby rates share a cached fleet.
+const FLEET_QUANTUM: usize = 500;
+
+/// Devices a step at `rate` needs so that no device starts twice: every start is a device coming
+/// online (a second provisioning of the same device costs the server less than a first, and
+/// made a step's p99 look better than a run of new devices at the same rate), rounded up to
+/// [`FLEET_QUANTUM`]; never fewer than the base scenario's.
+pub fn step_devices(base: usize, rate: f64, spec: &StepSpec) -> usize {
+    let starts = (rate * (spec.warmup + spec.measure).as_secs_f64()).ceil() as usize + 1;
+    base.max(starts.div_ceil(FLEET_QUANTUM) * FLEET_QUANTUM)
+}
+
 /// The base scenario at a constant `rate`: a ramp that stays at `rate` for the warm-up and the
-/// measured part (starts cycle through the fleet), the SLOs as its thresholds.
+/// measured part, its fleet grown so that every start is a new device ([`step_devices`]), the
+/// SLOs as its thresholds.
 pub fn step_scenario(base: &Loaded, slos: &[Threshold], rate: f64, spec: &StepSpec) -> Loaded {
     let (max_in_flight, max_lateness) = match &base.scenario.executor {
         ExecutorSpec::ConstantArrivalRate {
@@ -55,6 +68,7 @@ pub fn step_scenario(base: &Loaded, slos: &[Threshold], rate: f64, spec: &StepSp
         _ => (DEFAULT_MAX_IN_FLIGHT, Duration::from_millis(500)),
     };
     let mut loaded = base.clone();
+    loaded.scenario.fleet.devices = step_devices(base.scenario.fleet.devices, rate, spec);
     loaded.scenario.executor = ExecutorSpec::RampingArrivalRate {
         start_rate: rate,
         stages: vec![Stage {
@@ -182,6 +196,8 @@ concurrency = 4
         assert_eq!(step.thresholds, slos);
         assert_eq!(step.measure_from, Duration::from_secs(2));
         assert_eq!(step.scenario.name, "cap-300");
+        // 300/s for 10 s: 3,001 starts, each a device of its own (rounded up to 3,500).
+        assert_eq!(step.scenario.fleet.devices, 3_500);
         match step.scenario.executor {
             ExecutorSpec::RampingArrivalRate {
                 start_rate,
@@ -197,6 +213,15 @@ concurrency = 4
             }
             ref other => panic!("executor {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_step_fleet_is_never_smaller_than_the_base_and_grows_with_the_rate() {
+        let spec = StepSpec::default();
+        assert_eq!(step_devices(50, 1.0, &spec), 500);
+        assert_eq!(step_devices(10_000, 100.0, &spec), 10_000);
+        assert_eq!(step_devices(50, 49.9, &spec), 500);
+        assert_eq!(step_devices(50, 50.0, &spec), 1_000);
     }
 
     #[test]
