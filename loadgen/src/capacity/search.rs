@@ -390,7 +390,10 @@ mod tests {
                 StepVerdict::Held
             }
         });
-        assert_eq!(tried, vec![100.0, 200.0, 400.0, 800.0, 600.0, 700.0, 750.0, 775.0]);
+        assert_eq!(
+            tried,
+            vec![100.0, 200.0, 400.0, 800.0, 600.0, 700.0, 750.0, 775.0]
+        );
         let c = s.capacity();
         assert_eq!((c.capacity_per_s, c.bound), (775.0, Bound::Generator));
         assert_eq!(c.upper_per_s, Some(800.0));
