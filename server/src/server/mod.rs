@@ -4,7 +4,6 @@
 //! records).
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,96 +14,26 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
-use crate::config::{Config, ConfigError, LimitsSection, OutOfRange, StoreLocation};
+use crate::config::{Config, LimitsSection, StoreLocation};
 use crate::connection::{self, ConnectionLimits, DeviceSession, Profile, RequestRate};
-use crate::enrollment::{Arena, Attestation, CertId, EnrollmentGroup, GroupError};
+use crate::enrollment::{Arena, CertId};
 use crate::metrics::{CloseReason, Metrics};
 use crate::overload::{Class, CpuGate, GateSettings, GatedIo, ShedReason, SilentPool};
 use crate::proto::coap::Code;
-use crate::provision::{Hub, Identities, IdentityCa, ProvisionError, Provisioner};
-use crate::records::{Persistence, StoreError};
+use crate::provision::{Identities, IdentityCa, Provisioner};
 use crate::store::{RecordWriter, Store};
-use crate::tls::{self, AttestationVerifier, IdentityAnchorError, TlsConfigError};
-use crate::tpm::{
-    Attestor, TpmEnrollment, TpmEnrollmentError, TpmEnrollments, DEFAULT_CHALLENGE_TTL,
-};
+use crate::tls::{self, AttestationVerifier};
+use crate::tpm::{Attestor, TpmEnrollment, TpmEnrollments, DEFAULT_CHALLENGE_TTL};
+
+mod error;
+mod served;
+
+pub use error::ServerError;
+use served::config_dir;
+pub(crate) use served::{served, Served};
 
 /// How long shutdown waits for open connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Why the server could not be set up from its config.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// `[server]` is missing.
-    #[error("the config has no [server] section (see `dps-server init`)")]
-    NoServerSection,
-    /// A file named by the config could not be read or parsed.
-    #[error("{path}: {reason}")]
-    File {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-    /// An enrollment group is invalid.
-    #[error(transparent)]
-    Group(#[from] GroupError),
-    /// A hub is invalid.
-    #[error("hub {0}")]
-    Hub(String),
-    /// The identity CA is unusable.
-    #[error("identity CA: {0}")]
-    Identity(#[from] ProvisionError),
-    /// rustls refused the configuration.
-    #[error(transparent)]
-    Tls(#[from] TlsConfigError),
-    /// The identity CA cannot anchor identity certificates.
-    #[error(transparent)]
-    IdentityAnchor(#[from] IdentityAnchorError),
-    /// The store could not be opened or read.
-    #[error("store {location}: {reason}")]
-    Store {
-        /// The database file (or `:memory:`).
-        location: String,
-        /// Why.
-        reason: StoreError,
-    },
-    /// A stored (admin-managed) group could not be resolved.
-    #[error("store {location}: {reason}")]
-    StoredGroup {
-        /// The database file.
-        location: String,
-        /// Why.
-        reason: ConfigError,
-    },
-    /// An individual TPM enrollment is invalid or conflicts with another.
-    #[error(transparent)]
-    TpmEnrollment(#[from] TpmEnrollmentError),
-    /// A numeric setting is outside its allowed range (a config changed after it was loaded).
-    #[error(transparent)]
-    OutOfRange(#[from] OutOfRange),
-    /// The store's directory does not exist (it is not created: a typo should not start a server
-    /// on an empty store somewhere else).
-    #[error("store {path}: directory {dir} does not exist")]
-    StoreDirectory {
-        /// The database file.
-        path: String,
-        /// Its missing directory.
-        dir: String,
-    },
-    /// A stored group or hub has the id of one in the config.
-    #[error("{kind} {id}: {stored} in the store has the same id as {configured} in the config")]
-    DuplicateId {
-        /// "enrollment group" or "hub".
-        kind: &'static str,
-        /// The shared id.
-        id: Uuid,
-        /// The stored one (its name).
-        stored: String,
-        /// The configured one (its name).
-        configured: String,
-    },
-}
 
 /// A configured DPS, ready to serve listeners.
 pub struct Server {
@@ -131,156 +60,6 @@ impl std::fmt::Debug for Server {
             .field("store", &self.store)
             .finish()
     }
-}
-
-/// Groups and hubs of the config and of the store, together; a stored id equal to a configured
-/// one is an error naming both.
-fn merged_groups_and_hubs(
-    config: &Config,
-    store: &Store,
-    location: &str,
-) -> Result<(Vec<EnrollmentGroup>, Vec<Hub>), ServerError> {
-    let hubs = merged_hubs(config, store, location)?;
-    for g in &config.groups {
-        if let Some(missing) = g
-            .hub_ids
-            .iter()
-            .find(|id| !hubs.iter().any(|h| h.id == **id))
-        {
-            return Err(ServerError::Hub(format!(
-                "{missing} named by enrollment group {:?} is not configured",
-                g.name
-            )));
-        }
-    }
-    let groups = merged_groups(config, store, location, &hubs)?;
-    Ok((groups, hubs))
-}
-
-/// The configured hubs, then the stored ones (none with a configured one's id).
-fn merged_hubs(config: &Config, store: &Store, location: &str) -> Result<Vec<Hub>, ServerError> {
-    let base = config_dir(config);
-    let mut hubs = config
-        .file
-        .hub
-        .iter()
-        .map(|h| Hub::from_config(h, base).map_err(ServerError::Hub))
-        .collect::<Result<Vec<_>, ServerError>>()?;
-    let configured_hubs = hubs.len();
-    let stored_hubs = store.hubs().map_err(|reason| ServerError::Store {
-        location: location.to_owned(),
-        reason,
-    })?;
-    for stored in stored_hubs {
-        let hub = Hub::from_config(&stored, base)
-            .map_err(|e| ServerError::Hub(format!("in the store: {e}")))?;
-        if let Some(c) = hubs[..configured_hubs].iter().find(|c| c.id == hub.id) {
-            return Err(ServerError::DuplicateId {
-                kind: "hub",
-                id: hub.id,
-                stored: format!("{:?}", hub.name),
-                configured: format!("{:?}", c.name),
-            });
-        }
-        hubs.push(hub);
-    }
-    Ok(hubs)
-}
-
-/// The configured enrollment groups, then the stored X.509 and TPM ones (none with a configured
-/// one's id; a stored group may name a hub since removed, which is only warned about).
-fn merged_groups(
-    config: &Config,
-    store: &Store,
-    location: &str,
-    hubs: &[Hub],
-) -> Result<Vec<EnrollmentGroup>, ServerError> {
-    let store_err = |reason| ServerError::Store {
-        location: location.to_owned(),
-        reason,
-    };
-    let mut groups = config.groups.clone();
-    let base = config.path.parent().unwrap_or(Path::new("."));
-    let stored_groups = store
-        .groups()
-        .map_err(store_err)?
-        .into_iter()
-        .map(|g| (g, Attestation::X509))
-        .chain(
-            store
-                .tpm_groups()
-                .map_err(store_err)?
-                .into_iter()
-                .map(|g| (g, Attestation::Tpm)),
-        );
-    for (stored, kind) in stored_groups {
-        let group = stored
-            .resolve_as(base, kind)
-            .map_err(|reason| ServerError::StoredGroup {
-                location: location.to_owned(),
-                reason,
-            })?;
-        if let Some(c) = config.groups.iter().find(|c| c.id == group.id) {
-            return Err(ServerError::DuplicateId {
-                kind: "enrollment group",
-                id: group.id,
-                stored: format!("{:?}", group.name),
-                configured: format!("{:?}", c.name),
-            });
-        }
-        // The admin API may have removed a hub a stored group still names: serve the group
-        // without it rather than refuse to start.
-        for missing in group
-            .hub_ids
-            .iter()
-            .filter(|id| !hubs.iter().any(|h| h.id == **id))
-        {
-            tracing::warn!(group = %group.id, hub = %missing, "stored enrollment group names a hub that does not exist");
-        }
-        groups.push(group);
-    }
-    Ok(groups)
-}
-
-/// What a server serves: the config's groups, hubs and individual TPM enrollments with the
-/// store's.
-pub(crate) struct Served {
-    /// Enrollment groups (X.509 and TPM).
-    pub groups: Vec<EnrollmentGroup>,
-    /// Hubs.
-    pub hubs: Vec<Hub>,
-    /// Individual TPM enrollments.
-    pub tpm: Vec<TpmEnrollment>,
-}
-
-/// The config's groups, hubs and TPM enrollments with the store's (at start-up, and again when
-/// a shared store changed).
-pub(crate) fn served(config: &Config, store: &Store) -> Result<Served, ServerError> {
-    let location = store.location();
-    let store_err = |reason| ServerError::Store {
-        location: location.to_owned(),
-        reason,
-    };
-    let (groups, hubs) = merged_groups_and_hubs(config, store, location)?;
-    let mut tpm = config.tpm_enrollments.clone();
-    for stored in store.tpm_enrollments().map_err(store_err)? {
-        let e = stored.resolve(Path::new(""))?;
-        if let Some(c) = tpm.iter().find(|c| c.def.id == e.def.id) {
-            return Err(ServerError::DuplicateId {
-                kind: "TPM enrollment",
-                id: e.def.id,
-                stored: format!("{:?}", e.def.name),
-                configured: format!("{:?}", c.def.name),
-            });
-        }
-        tpm.push(e);
-    }
-    Ok(Served { groups, hubs, tpm })
-}
-
-/// The directory the config's relative paths start from.
-fn config_dir(config: &Config) -> &Path {
-    config.path.parent().unwrap_or(Path::new("."))
 }
 
 fn read(config: &Config, relative: &str) -> Result<Vec<u8>, ServerError> {
