@@ -203,6 +203,18 @@ impl Collector {
             mismatch: !ok && judged != Judgement::Error,
         });
         self.last_arrival = self.last_arrival.max(scheduled);
+        self.count_got_in(dev, ok, at);
+        self.count_attack_window(scheduled, total);
+        self.count_attempts(run);
+        self.expect(dev);
+        self.count_class(dev, run, fleet, judged);
+        if judged != Judgement::AsExpected {
+            self.keep_example(dev, run);
+        }
+    }
+
+    /// A device that should have got in: counted, and when it did, the time it did.
+    fn count_got_in(&mut self, dev: &Device, ok: bool, at: Duration) {
         if matches!(
             dev.expected,
             Expected::Accepted { .. } | Expected::Reconnected { .. }
@@ -212,6 +224,10 @@ impl Collector {
                 self.got_in_at.push(at);
             }
         }
+    }
+
+    /// A device's latency into the before- or during-attack histogram, by when it was scheduled.
+    fn count_attack_window(&mut self, scheduled: Duration, total: Option<Duration>) {
         if let (Some((from, to)), Some(total)) = (self.attack_window, total) {
             let slot = if scheduled < from {
                 self.before_attack.as_mut()
@@ -224,8 +240,10 @@ impl Collector {
                 crate::metrics::record(h, total);
             }
         }
-        self.count_attempts(run);
-        self.expect(dev);
+    }
+
+    /// A device's judgement into its class's counts and the run's totals.
+    fn count_class(&mut self, dev: &Device, run: &DeviceRun, fleet: &Fleet, judged: Judgement) {
         let c = self.classes.entry(dev.class).or_default();
         c.devices += 1;
         c.attempts += u64::from(run.attempts);
@@ -238,7 +256,6 @@ impl Collector {
                 c.as_expected += 1;
                 self.handshakes += 1;
                 self.provisioned += u64::from(run.observed.provisioned());
-                return;
             }
             Judgement::Error => {
                 c.errors += 1;
@@ -266,6 +283,10 @@ impl Collector {
                 }
             }
         }
+    }
+
+    /// A device that was not as expected, kept as one of the first ten examples.
+    fn keep_example(&mut self, dev: &Device, run: &DeviceRun) {
         if self.examples.len() < 10 {
             self.examples.push(format!(
                 "{} ({}): expected {:?}, observed {:?} after {} attempt(s)",

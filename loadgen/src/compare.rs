@@ -122,15 +122,15 @@ pub fn compare(a: &Summary, b: &Summary) -> String {
 /// The comparison's lines: throughput, outcomes, CPU per device, storm times, latency per phase.
 pub fn rows(a: &Summary, b: &Summary) -> Vec<Row> {
     let mut out = Vec::new();
-    let mut row = |name: String, x: String, y: String, d: String| out.push([name, x, y, d]);
-    let per_device = |s: &Summary| {
-        let devices: u64 = s.attempts.per_device.values().sum();
-        if devices == 0 {
-            1.0
-        } else {
-            s.attempts.total as f64 / devices as f64
-        }
-    };
+    count_rows(&mut out, a, b);
+    cpu_rows(&mut out, a, b);
+    storm_time_rows(&mut out, a, b);
+    latency_rows(&mut out, a, b);
+    out
+}
+
+/// The rates and counts both runs always have, one decimal.
+fn count_rows(out: &mut Vec<Row>, a: &Summary, b: &Summary) {
     let rows: [(&str, f64, f64); 10] = [
         ("provisioned/s", a.provisioned_per_s, b.provisioned_per_s),
         ("handshakes/s", a.handshakes_per_s, b.handshakes_per_s),
@@ -164,14 +164,27 @@ pub fn rows(a: &Summary, b: &Summary) -> Vec<Row> {
         ),
     ];
     for (name, x, y) in rows {
-        row(
+        out.push([
             name.into(),
             format!("{x:.1}"),
             format!("{y:.1}"),
             delta(x, y),
-        );
+        ]);
     }
-    // CPU per provisioned device of each side, when both runs measured it.
+}
+
+/// Attempts per device of a run (1 when no device was counted).
+fn per_device(s: &Summary) -> f64 {
+    let devices: u64 = s.attempts.per_device.values().sum();
+    if devices == 0 {
+        1.0
+    } else {
+        s.attempts.total as f64 / devices as f64
+    }
+}
+
+/// CPU per provisioned device of each side, when both runs measured it.
+fn cpu_rows(out: &mut Vec<Row>, a: &Summary, b: &Summary) {
     let cpu = |s: &Summary, server: bool| {
         let g = s.generator.as_ref()?;
         let side = if server { g.cpu.server } else { g.cpu.process };
@@ -182,14 +195,18 @@ pub fn rows(a: &Summary, b: &Summary) -> Vec<Row> {
         ("CPU ms per provisioned, server process", true),
     ] {
         if let (Some(x), Some(y)) = (cpu(a, server), cpu(b, server)) {
-            row(
+            out.push([
                 name.into(),
                 format!("{x:.3}"),
                 format!("{y:.3}"),
                 delta(x, y),
-            );
+            ]);
         }
     }
+}
+
+/// The storm's times to 99 % and 100 %, when both runs have them.
+fn storm_time_rows(out: &mut Vec<Row>, a: &Summary, b: &Summary) {
     let secs = |s: &Summary, f: fn(&crate::storm::Storm) -> Option<u64>| {
         s.storm.as_ref().and_then(f).map(|us| us as f64 / 1e6)
     };
@@ -201,28 +218,31 @@ pub fn rows(a: &Summary, b: &Summary) -> Vec<Row> {
         ("time to 100 % s", |st| st.time_to_100_us),
     ] {
         if let (Some(x), Some(y)) = (secs(a, f), secs(b, f)) {
-            row(
+            out.push([
                 label.into(),
                 format!("{x:.2}"),
                 format!("{y:.2}"),
                 delta(x, y),
-            );
+            ]);
         }
     }
+}
+
+/// p50 and p99 of every phase both runs measured, in milliseconds.
+fn latency_rows(out: &mut Vec<Row>, a: &Summary, b: &Summary) {
     for (phase, qa) in &a.latency {
         let Some(qb) = b.latency.get(phase) else {
             continue;
         };
         for (label, x, y) in [("p50", qa.p50_us, qb.p50_us), ("p99", qa.p99_us, qb.p99_us)] {
-            row(
+            out.push([
                 format!("{label}({phase}) ms"),
                 format!("{:.2}", x as f64 / 1000.0),
                 format!("{:.2}", y as f64 / 1000.0),
                 delta(x as f64, y as f64),
-            );
+            ]);
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -514,65 +514,79 @@ fn merge(dirs: &[PathBuf], results: &std::path::Path) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let (scenario, results, quiet, watch) = match cli.command {
+    match Cli::parse().command {
         Command::Run {
             scenario,
             results,
             quiet,
             metrics_listen,
             segment,
-        } => (scenario, results, quiet, (metrics_listen, segment)),
-        Command::Merge { dirs, results } => return merge(&dirs, &results),
+        } => run(&scenario, &results, quiet, (metrics_listen, segment)),
+        Command::Merge { dirs, results } => merge(&dirs, &results),
         Command::ServerRun {
             config,
             listen,
             admin_listen,
             store,
             limits_json,
-        } => return server_run(&config, listen, admin_listen, store, limits_json),
-        Command::ExportFleet { scenario, out } => return export_fleet(&scenario, &out),
+        } => server_run(&config, listen, admin_listen, store, limits_json),
+        Command::ExportFleet { scenario, out } => export_fleet(&scenario, &out),
         Command::Floor {
             scenario,
             rounds,
             batch,
-        } => return floor(scenario.as_deref(), rounds as usize, batch as usize),
-        Command::Capacity(args) => return capacity(args),
+        } => floor(scenario.as_deref(), rounds as usize, batch as usize),
+        Command::Capacity(args) => capacity(args),
         Command::VerifyCapture {
             results,
             capture,
             json,
-        } => return verify_capture::main(&results, &capture, json),
+        } => verify_capture::main(&results, &capture, json),
         Command::Ab {
             a,
             b,
             pairs,
             results,
-        } => return ab(&a, &b, pairs as usize, &results),
-        Command::Compare { a, b, results } => {
-            return match (
-                dps_loadgen::compare::load(&a),
-                dps_loadgen::compare::load(&b),
-            ) {
-                (Ok(sa), Ok(sb)) => {
-                    let _ = write!(
-                        std::io::stdout().lock(),
-                        "{}",
-                        dps_loadgen::compare::compare(&sa, &sb)
-                    );
-                    match dps_loadgen::compare::write(&results, (&a, &sa), (&b, &sb)) {
-                        Ok(dir) => eprintln!("report: {}", dir.join("report.html").display()),
-                        Err(e) => eprintln!("warning: no report written: {e}"),
-                    }
-                    ExitCode::SUCCESS
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(dps_loadgen::exit::BAD_SCENARIO)
-                }
-            };
+        } => ab(&a, &b, pairs as usize, &results),
+        Command::Compare { a, b, results } => compare(&a, &b, &results),
+    }
+}
+
+/// `compare`: two runs' summaries side by side on stdout, the HTML report written beside.
+fn compare(a: &std::path::Path, b: &std::path::Path, results: &std::path::Path) -> ExitCode {
+    match (dps_loadgen::compare::load(a), dps_loadgen::compare::load(b)) {
+        (Ok(sa), Ok(sb)) => {
+            let _ = write!(
+                std::io::stdout().lock(),
+                "{}",
+                dps_loadgen::compare::compare(&sa, &sb)
+            );
+            match dps_loadgen::compare::write(results, (a, &sa), (b, &sb)) {
+                Ok(dir) => eprintln!("report: {}", dir.join("report.html").display()),
+                Err(e) => eprintln!("warning: no report written: {e}"),
+            }
+            ExitCode::SUCCESS
         }
-    };
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(dps_loadgen::exit::BAD_SCENARIO)
+        }
+    }
+}
+
+/// The live metrics address and the segment of a `run`.
+type Watch = (
+    Option<std::net::SocketAddr>,
+    Option<dps_loadgen::segment::Segment>,
+);
+
+/// `run`: the scenario run with a live bar on a terminal (unless `quiet`), its summary on stdout.
+fn run(
+    scenario: &std::path::Path,
+    results: &std::path::Path,
+    quiet: bool,
+    watch: Watch,
+) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -586,49 +600,59 @@ fn main() -> ExitCode {
         if let Some(bar) = &bar {
             bar.set_length(p.total);
             bar.set_position(p.done);
-            let secs = p.elapsed.as_secs_f64().max(1e-3);
-            let held = if p.held > 0 {
-                format!(", {} held", p.held)
-            } else {
-                String::new()
-            };
-            bar.set_message(format!(
-                "{:.0} provisioned/s, p99 handshake {:.1} ms, {} mismatches ({} false accepts, \
-                 {} false rejects), {} errors, {} failed attempts{held}",
-                p.provisioned as f64 / secs,
-                p.p99_handshake_us as f64 / 1000.0,
-                p.mismatches,
-                p.false_accepts,
-                p.false_rejects,
-                p.errors,
-                p.failed_attempts,
-            ));
+            bar.set_message(progress_message(p));
         }
     };
-    match runtime.block_on(run_live(&scenario, &results, &progress, watch)) {
+    match runtime.block_on(run_live(scenario, results, &progress, watch)) {
         Ok(finished) => {
             if let Some(bar) = &bar {
                 bar.finish();
             }
-            // A closed stdout (e.g. piped into `head`) must not turn a finished run into a crash.
-            let mut out = std::io::stdout().lock();
-            let _ = write!(
-                out,
-                "{}",
-                dps_loadgen::report::markdown(&finished.outcome.summary)
-            );
-            if let Some(dir) = &finished.results_dir {
-                let _ = writeln!(out, "\nresults: {}", dir.display());
-            }
-            // Last, so that it is what a reader sees: who limited the run.
-            if let Some(line) = dps_loadgen::report::verdict_line(&finished.outcome.summary) {
-                let _ = writeln!(out, "\n{line}");
-            }
+            print_finished(&finished);
             ExitCode::from(finished.exit_code)
         }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// The live bar's message: rate, p99, mismatches, errors, failed attempts and devices held.
+fn progress_message(p: &dps_loadgen::run::Progress) -> String {
+    let secs = p.elapsed.as_secs_f64().max(1e-3);
+    let held = if p.held > 0 {
+        format!(", {} held", p.held)
+    } else {
+        String::new()
+    };
+    format!(
+        "{:.0} provisioned/s, p99 handshake {:.1} ms, {} mismatches ({} false accepts, \
+         {} false rejects), {} errors, {} failed attempts{held}",
+        p.provisioned as f64 / secs,
+        p.p99_handshake_us as f64 / 1000.0,
+        p.mismatches,
+        p.false_accepts,
+        p.false_rejects,
+        p.errors,
+        p.failed_attempts,
+    )
+}
+
+/// A finished run's summary, results directory and verdict line on stdout.
+fn print_finished(finished: &dps_loadgen::Finished) {
+    // A closed stdout (e.g. piped into `head`) must not turn a finished run into a crash.
+    let mut out = std::io::stdout().lock();
+    let _ = write!(
+        out,
+        "{}",
+        dps_loadgen::report::markdown(&finished.outcome.summary)
+    );
+    if let Some(dir) = &finished.results_dir {
+        let _ = writeln!(out, "\nresults: {}", dir.display());
+    }
+    // Last, so that it is what a reader sees: who limited the run.
+    if let Some(line) = dps_loadgen::report::verdict_line(&finished.outcome.summary) {
+        let _ = writeln!(out, "\n{line}");
     }
 }

@@ -245,16 +245,82 @@ pub struct Facts {
 
 /// The summary of a run: the collected devices and `facts`, cross-checked against the server's
 /// own `server` view, its thresholds judged.
-pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, f: Facts) -> Outcome {
+pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, mut f: Facts) -> Outcome {
     // Rates are of the measured part of the device phase (all of it unless a warm-up was set).
-    let secs = f
-        .duration
+    let secs = measured_secs(loaded, &f);
+    let devices_per_s = c.done.saturating_sub(c.warmup) as f64 / secs;
+    let connections = std::mem::take(&mut f.connections.0);
+    let derived = Derived::of(&mut c, &server, &mut f, (secs, connections.len() as u64));
+    let got_in_at = std::mem::take(&mut c.got_in_at);
+    let (mut summary, recorder) = assemble(loaded, c, &server, f, derived);
+    cross_check(&mut summary);
+    let judged = judge(
+        &summary,
+        &recorder,
+        (&got_in_at, devices_per_s),
+        &loaded.thresholds,
+    );
+    summary.thresholds = judged;
+    summary.passed = summary.thresholds.iter().all(|t| t.passed);
+    Outcome {
+        summary,
+        recorder,
+        server,
+        connections,
+    }
+}
+
+/// The length of the measured part of the device phase, in seconds (never zero, so rates stay
+/// finite).
+fn measured_secs(loaded: &Loaded, f: &Facts) -> f64 {
+    f.duration
         .saturating_sub(loaded.measure_from)
         .as_secs_f64()
-        .max(1e-9);
-    let done = c.done;
-    let warmup = c.warmup;
-    let attack = attack_summary(&c, f.attacks, f.leftover);
+        .max(1e-9)
+}
+
+/// The parts of a summary that are computed from the collector and facts before the summary is
+/// assembled, kept together so `assemble` only has to place them.
+struct Derived {
+    secs: f64,
+    attack: Option<AttackSummary>,
+    generator: Option<GeneratorSummary>,
+    fidelity: Fidelity,
+    storm: Storm,
+    timeline: Vec<Second>,
+    peak_provisioned_per_s: f64,
+}
+
+impl Derived {
+    /// Derives the parts in the order the summary has always computed them (the storm analysis
+    /// mutates the collector, so what follows it sees its effect). `measured` is the measured
+    /// seconds and the number of device connections recorded.
+    fn of(c: &mut Collector, server: &ServerView, f: &mut Facts, measured: (f64, u64)) -> Self {
+        let (secs, recorded) = measured;
+        let attack = attack_summary(c, std::mem::take(&mut f.attacks), f.leftover);
+        let fidelity = Fidelity::of(&c.recorder, c.unbalanced, (recorded, f.connections.1));
+        let generator = generator_summary(c, f.generator.as_ref(), &fidelity);
+        let storm = storm::storm(c, f.dropped, server.closes.clone());
+        let timeline = timeline(c, f.generator.as_ref());
+        let peak_provisioned_per_s = c.timeline.peak(3);
+        Derived {
+            secs,
+            attack,
+            generator,
+            fidelity,
+            storm,
+            timeline,
+            peak_provisioned_per_s,
+        }
+    }
+}
+
+/// The generator's own summary (if its sampler ran), with the fidelity note appended to it.
+fn generator_summary(
+    c: &Collector,
+    measured: Option<&saturation::Measured>,
+    fidelity: &Fidelity,
+) -> Option<GeneratorSummary> {
     let failed = |k: FailureKind| c.failures.get(&k).copied().unwrap_or(0);
     let outcomes = saturation::Outcomes {
         provisioned: c.provisioned,
@@ -264,22 +330,36 @@ pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, f: Facts
         busy: failed(FailureKind::Busy),
         resets: failed(FailureKind::Reset),
     };
-    let (connections, left_out) = f.connections;
-    let fidelity = Fidelity::of(
-        &c.recorder,
-        c.unbalanced,
-        (connections.len() as u64, left_out),
-    );
-    let mut generator = f
-        .generator
-        .as_ref()
-        .map(|m| saturation::summarize(m, &outcomes));
+    let mut generator = measured.map(|m| saturation::summarize(m, &outcomes));
     if let (Some(g), Some(note)) = (generator.as_mut(), fidelity.note()) {
         g.notes.push(note);
     }
-    let storm = storm::storm(&mut c, f.dropped, server.closes.clone());
-    let got_in_at = std::mem::take(&mut c.got_in_at);
-    let mut summary = Summary {
+    generator
+}
+
+/// The per-second timeline, joined with the generator's own per-second measurements when it
+/// has them.
+fn timeline(c: &Collector, measured: Option<&saturation::Measured>) -> Vec<Second> {
+    match measured {
+        Some(m) => {
+            c.timeline
+                .seconds_with(&m.starts.dropped_per_second, &m.sampled.seconds, m.embedded)
+        }
+        None => c.timeline.seconds(),
+    }
+}
+
+/// Places the collected counts, the facts, the server's view and the derived parts into a
+/// summary (thresholds not yet judged); hands the recorder back for judging.
+fn assemble(
+    loaded: &Loaded,
+    c: Collector,
+    server: &ServerView,
+    f: Facts,
+    d: Derived,
+) -> (Summary, Recorder) {
+    let secs = d.secs;
+    let summary = Summary {
         schema_version: 2,
         scenario: loaded.scenario.name.clone(),
         started_at: f
@@ -313,7 +393,7 @@ pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, f: Facts
             .iter()
             .map(|(p, h)| (*p, Quantiles::of(h)))
             .collect(),
-        server: server_summary(&server),
+        server: server_summary(server),
         classes: c.classes,
         server_rejections: server.rejections.clone(),
         expected_rejections: c.expected_rejections,
@@ -322,48 +402,25 @@ pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, f: Facts
         mismatch_examples: c.examples,
         retry_policy: loaded.retry.default.name(),
         attempts: c.attempts,
-        storm: Some(storm),
-        timeline: match f.generator.as_ref() {
-            Some(m) => c.timeline.seconds_with(
-                &m.starts.dropped_per_second,
-                &m.sampled.seconds,
-                m.embedded,
-            ),
-            None => c.timeline.seconds(),
-        },
-        peak_provisioned_per_s: c.timeline.peak(3),
+        storm: Some(d.storm),
+        timeline: d.timeline,
+        peak_provisioned_per_s: d.peak_provisioned_per_s,
         hold: f.hold,
-        attack,
+        attack: d.attack,
         leftover_connections: f.leftover.map(|(n, _)| n),
         open_files_limit: f.open_files_limit,
         peak_rss_bytes: dps_server::metrics::resident_memory().map(|m| m.peak),
-        generator,
+        generator: d.generator,
         segment: loaded.segment.map(|s| SegmentInfo {
             index: s.index,
             count: s.count,
             scenario_hash: crate::segment::scenario_hash(&loaded.scenario),
         }),
-        fidelity: Some(fidelity),
+        fidelity: Some(d.fidelity),
         thresholds: Vec::new(),
         passed: true,
     };
-    cross_check(&mut summary);
-    let recorder = c.recorder;
-    let devices_per_s = done.saturating_sub(warmup) as f64 / secs;
-    let judged = judge(
-        &summary,
-        &recorder,
-        (&got_in_at, devices_per_s),
-        &loaded.thresholds,
-    );
-    summary.thresholds = judged;
-    summary.passed = summary.thresholds.iter().all(|t| t.passed);
-    Outcome {
-        summary,
-        recorder,
-        server,
-        connections,
-    }
+    (summary, c.recorder)
 }
 
 /// The server's side, its histograms reduced to quantiles.

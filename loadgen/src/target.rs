@@ -417,31 +417,7 @@ impl Target {
             Target::Embedded { server, task, stop } => {
                 let _ = stop.send(());
                 let _ = task.await;
-                let stats = &server.verifier().stats;
-                ServerView {
-                    kind: ServerKind::Embedded,
-                    histograms: server.metrics().histograms().histograms,
-                    rejections: dps_server::enrollment::RejectReason::ALL
-                        .iter()
-                        .map(|r| (r.as_str().to_owned(), stats.rejected(*r)))
-                        .filter(|(_, n)| *n > 0)
-                        .collect(),
-                    tpm_refusals: Some(
-                        server
-                            .metrics()
-                            .requests(None, dps_server::proto::coap::Code::UNAUTHORIZED),
-                    ),
-                    open_connections_at_peak: None,
-                    // One process: the summary's own peak covers both.
-                    peak_rss_bytes: None,
-                    closes: Some(
-                        dps_server::metrics::CloseReason::ALL
-                            .iter()
-                            .map(|r| (r.as_str().to_owned(), server.metrics().closes().get(*r)))
-                            .filter(|(_, n)| *n > 0)
-                            .collect(),
-                    ),
-                }
+                embedded_view(&server)
             }
             Target::Remote {
                 admin,
@@ -453,69 +429,132 @@ impl Target {
                 child,
                 replicas,
             } => {
-                let others = replicas::counters(&replicas).await;
-                let closes = admin.closes().await.ok().map(|now| {
-                    now.into_iter()
-                        .map(|(k, v)| {
-                            let before = closes_baseline.get(&k).copied().unwrap_or(0);
-                            (k, v.saturating_sub(before))
-                        })
-                        .filter(|(_, n)| *n > 0)
-                        .collect()
-                });
-                let closes = closes.map(|c| replicas::add(c, &others.closes));
-                let tpm_refusals = admin
-                    .requests("other", TPM_REFUSED)
-                    .await
-                    .ok()
-                    .map(|n| n.saturating_sub(tpm_baseline) + others.tpm_refusals);
-                let histograms = admin
-                    .get_json::<HistogramSnapshot>("/api/v1/histograms")
-                    .await
-                    .map(|s| s.histograms)
-                    .unwrap_or_default();
-                let rejections = admin
-                    .rejections()
-                    .await
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| {
-                        let before = baseline.get(&k).copied().unwrap_or(0);
-                        (k, v.saturating_sub(before))
-                    })
-                    .filter(|(_, n)| *n > 0)
-                    .collect();
-                let rejections = replicas::add(rejections, &others.rejections);
-                let peak_rss_bytes = admin
-                    .gauge("dps_process_peak_resident_memory_bytes")
-                    .await
-                    .ok();
-                for path in groups {
-                    let _ = admin.delete(&path).await;
-                }
-                for id in tpm_enrollments {
-                    let _ = admin.delete(&format!("/api/v1/tpm-enrollments/{id}")).await;
-                }
                 let kind = if child.is_some() {
                     ServerKind::Spawned
                 } else {
                     ServerKind::Remote
                 };
-                if let Some(mut child) = child {
-                    // Its store is in memory: nothing to flush.
-                    let _ = child.kill().await;
-                }
-                replicas::stop(replicas).await;
-                ServerView {
-                    kind,
-                    histograms,
-                    rejections,
-                    tpm_refusals,
-                    open_connections_at_peak: None,
-                    peak_rss_bytes,
-                    closes,
-                }
+                let before = Baselines {
+                    rejections: &baseline,
+                    tpm_refusals: tpm_baseline,
+                    closes: &closes_baseline,
+                };
+                let view = remote_view(&admin, kind, before, &replicas).await;
+                clean_up_remote(&admin, (groups, tpm_enrollments), child, replicas).await;
+                view
             }
         }
     }
+}
+
+/// The embedded server's view, read once its accept loop has stopped.
+fn embedded_view(server: &Server) -> ServerView {
+    let stats = &server.verifier().stats;
+    ServerView {
+        kind: ServerKind::Embedded,
+        histograms: server.metrics().histograms().histograms,
+        rejections: dps_server::enrollment::RejectReason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_owned(), stats.rejected(*r)))
+            .filter(|(_, n)| *n > 0)
+            .collect(),
+        tpm_refusals: Some(
+            server
+                .metrics()
+                .requests(None, dps_server::proto::coap::Code::UNAUTHORIZED),
+        ),
+        open_connections_at_peak: None,
+        // One process: the summary's own peak covers both.
+        peak_rss_bytes: None,
+        closes: Some(
+            dps_server::metrics::CloseReason::ALL
+                .iter()
+                .map(|r| (r.as_str().to_owned(), server.metrics().closes().get(*r)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        ),
+    }
+}
+
+/// A remote server's counters before the run, subtracted from its counters after it.
+struct Baselines<'a> {
+    rejections: &'a BTreeMap<String, u64>,
+    tpm_refusals: u64,
+    closes: &'a BTreeMap<String, u64>,
+}
+
+/// What a remote server (and the replicas this run spawned) counted during the run.
+async fn remote_view(
+    admin: &AdminClient,
+    kind: ServerKind,
+    before: Baselines<'_>,
+    replicas: &[replicas::Replica],
+) -> ServerView {
+    let others = replicas::counters(replicas).await;
+    let closes = admin
+        .closes()
+        .await
+        .ok()
+        .map(|now| since(now, before.closes));
+    let closes = closes.map(|c| replicas::add(c, &others.closes));
+    let tpm_refusals = admin
+        .requests("other", TPM_REFUSED)
+        .await
+        .ok()
+        .map(|n| n.saturating_sub(before.tpm_refusals) + others.tpm_refusals);
+    let histograms = admin
+        .get_json::<HistogramSnapshot>("/api/v1/histograms")
+        .await
+        .map(|s| s.histograms)
+        .unwrap_or_default();
+    let rejections = since(
+        admin.rejections().await.unwrap_or_default(),
+        before.rejections,
+    );
+    let rejections = replicas::add(rejections, &others.rejections);
+    let peak_rss_bytes = admin
+        .gauge("dps_process_peak_resident_memory_bytes")
+        .await
+        .ok();
+    ServerView {
+        kind,
+        histograms,
+        rejections,
+        tpm_refusals,
+        open_connections_at_peak: None,
+        peak_rss_bytes,
+        closes,
+    }
+}
+
+/// The counts that grew since `before`, by how much (counts that did not grow are left out).
+fn since(now: BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    now.into_iter()
+        .map(|(k, v)| {
+            let was = before.get(&k).copied().unwrap_or(0);
+            (k, v.saturating_sub(was))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// The run's groups and TPM enrollments deleted from a remote server, the server (if spawned)
+/// and its replicas killed.
+async fn clean_up_remote(
+    admin: &AdminClient,
+    (groups, tpm_enrollments): (Vec<String>, Vec<String>),
+    child: Option<Box<tokio::process::Child>>,
+    replicas: Vec<replicas::Replica>,
+) {
+    for path in groups {
+        let _ = admin.delete(&path).await;
+    }
+    for id in tpm_enrollments {
+        let _ = admin.delete(&format!("/api/v1/tpm-enrollments/{id}")).await;
+    }
+    if let Some(mut child) = child {
+        // Its store is in memory: nothing to flush.
+        let _ = child.kill().await;
+    }
+    replicas::stop(replicas).await;
 }

@@ -245,7 +245,7 @@ async fn drive(
     ctx: DeviceContext,
     server_target: &Target,
     plan: PortPlan,
-    (progress, live): Watchers<'_>,
+    watchers: Watchers<'_>,
 ) -> (Collector, Facts) {
     let scenario = &loaded.scenario;
     let floor = measure_floor(scenario).await;
@@ -255,17 +255,66 @@ async fn drive(
     let device_addr = ctx.addr;
     let connects = ctx.connects.clone();
     let connections = ctx.connections.clone();
-    let sampler = Sampler::start(Watch {
-        target: device_addr,
+    let sampler = start_sampler(&ctx, &plan, server_target);
+    let segment = loaded.segment.unwrap_or_default();
+    let mut exec = executor::start(fleet.clone(), ctx, &scenario.executor, segment);
+    let attacks = start_attacks(scenario, device_addr, started);
+    let mut c = Collector::with_attack_window(attack_window(&attacks));
+    c.measure_from = loaded.measure_from;
+    let clock = (started, rss_before);
+    let hold = collect(
+        loaded,
+        fleet,
+        (&mut exec, &mut c),
+        server_target,
+        clock,
+        watchers,
+    )
+    .await;
+    let (progress, live) = watchers;
+    progress(&snapshot(&c, exec.total, 0, started));
+    let duration = started.elapsed();
+    if let Some(live) = live {
+        live.publish(&crate::live::view(&c, &exec, &scenario.executor, duration));
+    }
+    let generator = sampler.map(|sampler| measured(sampler, &exec, &connects, plan, loaded, floor));
+    let attack_reports = finish_attacks(attacks).await;
+    let facts = Facts {
+        started_at,
+        duration,
+        total: exec.total,
+        dropped: exec.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        fleet_reused: false,
+        hold,
+        open_files_limit: 0,
+        attacks: attack_reports,
+        leftover: None,
+        generator,
+        connections: connections.map(|log| log.take()).unwrap_or_default(),
+    };
+    (c, facts)
+}
+
+/// The generator's sampler, watching the devices' sources (or the planned route's one) and the
+/// server; `None` if it could not start.
+fn start_sampler(ctx: &DeviceContext, plan: &PortPlan, server_target: &Target) -> Option<Sampler> {
+    Sampler::start(Watch {
+        target: ctx.addr,
         sources: plan
             .route_source
             .map_or_else(|| ctx.sources.clone(), |src| vec![src]),
         server_pid: server_target.server_pid(),
     })
-    .ok();
-    let segment = loaded.segment.unwrap_or_default();
-    let mut exec = executor::start(fleet.clone(), ctx, &scenario.executor, segment);
-    let attacks: Vec<attack::Running> = scenario
+    .ok()
+}
+
+/// The scenario's attackers, each started from its own source address.
+fn start_attacks(
+    scenario: &crate::spec::Scenario,
+    device_addr: std::net::SocketAddr,
+    started: Instant,
+) -> Vec<attack::Running> {
+    scenario
         .attack
         .iter()
         .enumerate()
@@ -277,29 +326,42 @@ async fn drive(
                 started,
             )
         })
-        .collect();
-    let window = attacks
+        .collect()
+}
+
+/// The span from the first attacker's start to the last one's end (`None` without attackers).
+fn attack_window(attacks: &[attack::Running]) -> Option<(Duration, Duration)> {
+    attacks
         .iter()
         .map(attack::Running::window)
-        .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
-    let mut c = Collector::with_attack_window(window);
-    c.measure_from = loaded.measure_from;
+        .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
+}
+
+/// Every attacker's report, once each has finished.
+async fn finish_attacks(attacks: Vec<attack::Running>) -> Vec<attack::AttackReport> {
+    let mut attack_reports = Vec::with_capacity(attacks.len());
+    for a in attacks {
+        attack_reports.push(a.finish().await);
+    }
+    attack_reports
+}
+
+/// When the device phase started, and the process's memory then.
+type Clock = (Instant, Option<dps_server::metrics::ResidentMemory>);
+
+/// Every finished device recorded into the collector until the executor is done, progress and
+/// live metrics published every 250 ms; the hold's summary, if all devices came to hold.
+async fn collect(
+    loaded: &Loaded,
+    fleet: &Arc<Fleet>,
+    (exec, c): (&mut executor::Started, &mut Collector),
+    server_target: &Target,
+    (started, rss_before): Clock,
+    (progress, live): Watchers<'_>,
+) -> Option<HoldSummary> {
     let mut last_progress = Instant::now();
     let mut hold_summary = None;
     let mut all_held = exec.all_held.take();
-    let snapshot = |c: &Collector, held: u64| Progress {
-        done: c.done,
-        total: exec.total,
-        provisioned: c.provisioned,
-        mismatches: c.mismatches,
-        false_accepts: c.false_accepts,
-        false_rejects: c.false_rejects,
-        errors: c.errors,
-        failed_attempts: c.attempts.errors.values().sum(),
-        held,
-        p99_handshake_us: c.recorder.quantile(Phase::Handshake, 0.99),
-        elapsed: started.elapsed(),
-    };
     let held_now = |e: &executor::Started| e.hold.as_ref().map_or(0, |h| h.held());
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     loop {
@@ -313,42 +375,78 @@ async fn drive(
             }
             Ok(()) = async { all_held.as_mut().expect("guarded").await }, if all_held.is_some() => {
                 all_held = None;
-                let held = exec.hold.as_ref().map_or(0, |h| h.held());
-                let rss = dps_server::metrics::resident_memory();
-                let server_open = server_target.open_connections().await;
-                hold_summary = Some(HoldSummary {
-                    held_peak: exec.hold.as_ref().map_or(0, |h| h.peak()),
-                    server_open_connections: server_open,
-                    connect_s: started.elapsed().as_secs_f64(),
-                    rss_before_bytes: rss_before.map(|m| m.current),
-                    rss_held_bytes: rss.map(|m| m.current),
-                    bytes_per_connection: match (rss_before, rss) {
-                        (Some(b), Some(a)) if held > 0 => Some(a.current.saturating_sub(b.current) / held),
-                        _ => None,
-                    },
-                });
+                hold_summary = Some(hold(exec, server_target, started, rss_before).await);
             }
             _ = ticker.tick() => {}
         }
         if last_progress.elapsed() >= Duration::from_millis(250) {
-            progress(&snapshot(&c, held_now(&exec)));
+            progress(&snapshot(c, exec.total, held_now(exec), started));
             if let Some(live) = live {
                 live.publish(&crate::live::view(
-                    &c,
-                    &exec,
-                    &scenario.executor,
+                    c,
+                    exec,
+                    &loaded.scenario.executor,
                     started.elapsed(),
                 ));
             }
             last_progress = Instant::now();
         }
     }
-    progress(&snapshot(&c, 0));
-    let duration = started.elapsed();
-    if let Some(live) = live {
-        live.publish(&crate::live::view(&c, &exec, &scenario.executor, duration));
+    hold_summary
+}
+
+/// The progress so far, for the progress callback.
+fn snapshot(c: &Collector, total: u64, held: u64, started: Instant) -> Progress {
+    Progress {
+        done: c.done,
+        total,
+        provisioned: c.provisioned,
+        mismatches: c.mismatches,
+        false_accepts: c.false_accepts,
+        false_rejects: c.false_rejects,
+        errors: c.errors,
+        failed_attempts: c.attempts.errors.values().sum(),
+        held,
+        p99_handshake_us: c.recorder.quantile(Phase::Handshake, 0.99),
+        elapsed: started.elapsed(),
     }
-    let generator = sampler.map(|sampler| Measured {
+}
+
+/// The hold measured the moment all devices hold: connections on both sides, time to connect,
+/// and the memory each connection costs.
+async fn hold(
+    exec: &executor::Started,
+    server_target: &Target,
+    started: Instant,
+    rss_before: Option<dps_server::metrics::ResidentMemory>,
+) -> HoldSummary {
+    let held = exec.hold.as_ref().map_or(0, |h| h.held());
+    let rss = dps_server::metrics::resident_memory();
+    let server_open = server_target.open_connections().await;
+    HoldSummary {
+        held_peak: exec.hold.as_ref().map_or(0, |h| h.peak()),
+        server_open_connections: server_open,
+        connect_s: started.elapsed().as_secs_f64(),
+        rss_before_bytes: rss_before.map(|m| m.current),
+        rss_held_bytes: rss.map(|m| m.current),
+        bytes_per_connection: match (rss_before, rss) {
+            (Some(b), Some(a)) if held > 0 => Some(a.current.saturating_sub(b.current) / held),
+            _ => None,
+        },
+    }
+}
+
+/// What the generator measured about itself over the run, from its stopped sampler.
+fn measured(
+    sampler: Sampler,
+    exec: &executor::Started,
+    connects: &crate::saturation::ConnectMeter,
+    plan: PortPlan,
+    loaded: &Loaded,
+    floor: Option<crate::saturation::Floor>,
+) -> Measured {
+    let (max_in_flight, max_lateness) = arrival_limits(&loaded.scenario.executor);
+    Measured {
         sampled: sampler.stop(),
         starts: exec.starts.starts(),
         connect_busy: (connects.busy(), connects.calls()),
@@ -356,36 +454,27 @@ async fn drive(
         workers: tokio::runtime::Handle::current().metrics().num_workers(),
         cores: cpu::cores(),
         embedded: loaded.target == TargetKind::Embedded,
-        max_in_flight: match &scenario.executor {
-            ExecutorSpec::ConstantArrivalRate { max_in_flight, .. }
-            | ExecutorSpec::RampingArrivalRate { max_in_flight, .. } => Some(*max_in_flight),
-            _ => None,
-        },
-        max_lateness: match &scenario.executor {
-            ExecutorSpec::ConstantArrivalRate { max_lateness, .. }
-            | ExecutorSpec::RampingArrivalRate { max_lateness, .. } => Some(*max_lateness),
-            _ => None,
-        },
+        max_in_flight,
+        max_lateness,
         floor,
-    });
-    let mut attack_reports = Vec::with_capacity(attacks.len());
-    for a in attacks {
-        attack_reports.push(a.finish().await);
     }
-    let facts = Facts {
-        started_at,
-        duration,
-        total: exec.total,
-        dropped: exec.dropped.load(std::sync::atomic::Ordering::Relaxed),
-        fleet_reused: false,
-        hold: hold_summary,
-        open_files_limit: 0,
-        attacks: attack_reports,
-        leftover: None,
-        generator,
-        connections: connections.map(|log| log.take()).unwrap_or_default(),
-    };
-    (c, facts)
+}
+
+/// An arrival-rate executor's in-flight cap and lateness limit (`None` for other executors).
+fn arrival_limits(spec: &ExecutorSpec) -> (Option<usize>, Option<Duration>) {
+    match spec {
+        ExecutorSpec::ConstantArrivalRate {
+            max_in_flight,
+            max_lateness,
+            ..
+        }
+        | ExecutorSpec::RampingArrivalRate {
+            max_in_flight,
+            max_lateness,
+            ..
+        } => (Some(*max_in_flight), Some(*max_lateness)),
+        _ => (None, None),
+    }
 }
 
 /// How long the server gets to close what devices and attackers left behind.
