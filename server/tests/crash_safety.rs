@@ -15,14 +15,13 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::replica::{start, try_http, Replica as Server};
 use common::server::{connect, credentials_request, identity_of, post, request};
 use dps_server::enrollment::CertId;
 use dps_server::init::{ids, init};
@@ -34,64 +33,6 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-struct Server {
-    child: Child,
-    device: SocketAddr,
-    admin: SocketAddr,
-}
-
-/// Start `dps-server run` on `dir` and wait for its two "listening on" lines (the store has been
-/// opened by then).
-fn start(dir: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dps-server"))
-        .args(["run", "--config"])
-        .arg(dir.join("config.toml"))
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start dps-server");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut addr = |prefix: &str| -> SocketAddr {
-        let line = lines
-            .next()
-            .expect("the server prints its addresses (did the store open?)")
-            .expect("utf8");
-        line.strip_prefix(prefix)
-            .unwrap_or_else(|| panic!("{line:?} does not start with {prefix:?}"))
-            .trim()
-            .parse()
-            .expect("address")
-    };
-    let device = addr("dps-server listening on ");
-    let admin = addr("dps-server admin listening on ");
-    Server {
-        child,
-        device,
-        admin,
-    }
-}
-
-impl Server {
-    fn kill_9(mut self) {
-        let status = Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    /// A failing test must not leave the server running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// HTTP/1.1 request; `Err` when the server is gone (connection refused or cut).
 fn http(
     addr: SocketAddr,
@@ -100,26 +41,8 @@ fn http(
     path: &str,
     body: Option<&Value>,
 ) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes())?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no status line in {resp:?}")))?;
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    let body = body.map(Value::to_string);
+    try_http(addr, token, method, path, body.as_deref())
 }
 
 /// The state of one admin-managed group: present under a name, or absent.

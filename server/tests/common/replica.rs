@@ -1,5 +1,6 @@
-//! `dps-server run` processes on one PostgreSQL database: replicas of one DPS, each on its own
-//! loopback ports, driven over their admin APIs with a minimal HTTP/1.1 client.
+//! `dps-server run` as a child process, each on its own loopback ports, driven over its admin API
+//! with a minimal HTTP/1.1 client: the crash tests' server (kill -9 and restart on one store), and
+//! replicas of one DPS on one PostgreSQL database.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -89,25 +90,35 @@ pub fn http(
     path: &str,
     body: Option<&str>,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect admin");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
+    try_http(addr, token, method, path, body).expect("admin request")
+}
+
+/// As [`http`]; `Err` when the server is gone (connection refused or cut), as a crash test needs.
+pub fn try_http(
+    addr: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let body = body.unwrap_or("");
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).expect("send");
+    s.write_all(req.as_bytes())?;
     let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
+    s.read_to_string(&mut resp)?;
     let status = resp
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .expect("status code");
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {resp:?}")))?;
     let body = resp
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
-    (status, body)
+    Ok((status, body))
 }
