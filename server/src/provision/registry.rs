@@ -16,6 +16,7 @@
 //! and every change is marked dirty so the record writer persists it with its next batch.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -137,6 +138,9 @@ pub struct Identities {
     /// Per changed device id, its holders as last read from or written to the store: a shared
     /// store refuses a change when another replica changed them meanwhile.
     base: Mutex<HashMap<Uuid, Vec<IdentityHolder>>>,
+    /// Whether `base` is kept: only a shared store's writer reads it ([`Identities::track_bases`]),
+    /// so the embedded store's claims neither copy holders nor grow the map.
+    tracks_bases: AtomicBool,
 }
 
 /// A device id changed here and not yet stored: its holders now, and as the store had them when
@@ -163,7 +167,19 @@ impl Identities {
             by_device: RwLock::new(entries.into_iter().collect()),
             dirty: Mutex::default(),
             base: Mutex::default(),
+            tracks_bases: AtomicBool::new(false),
         }
+    }
+
+    /// Keep, per changed device id, its holders as the store had them: the writer of a shared
+    /// store calls this before any change, to detect another replica's change meanwhile.
+    pub fn track_bases(&self) {
+        self.tracks_bases.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether bases are kept ([`Identities::track_bases`]).
+    pub fn tracks_bases(&self) -> bool {
+        self.tracks_bases.load(Ordering::Relaxed)
     }
 
     /// The holder of `device` whose identity certificate is `certificate`, if that certificate is
@@ -236,7 +252,7 @@ impl Identities {
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
             let holders = map.entry(device).or_default();
-            let before = holders.clone();
+            let before = self.tracks_bases().then(|| holders.clone());
             let claim = Claim {
                 record: holder.record,
                 spki: &holder.spki,
@@ -261,7 +277,9 @@ impl Identities {
                 Some(h) => *h = holder,
                 None => holders.push(holder),
             }
-            self.keep_base(device, before);
+            if let Some(before) = before {
+                self.keep_base(device, before);
+            }
             // Dirty before the lock is released, so a store update cannot overwrite it.
             self.mark_dirty([device]);
         }
@@ -278,7 +296,9 @@ impl Identities {
             .unwrap_or_else(PoisonError::into_inner);
         let released = map.remove(device).unwrap_or_default();
         if !released.is_empty() {
-            self.keep_base(*device, released.clone());
+            if self.tracks_bases() {
+                self.keep_base(*device, released.clone());
+            }
             self.mark_dirty([*device]);
         }
         released
@@ -596,5 +616,31 @@ mod tests {
         let loaded = Identities::from_entries(dirty);
         assert_eq!(loaded.find(&dev, &h.certificate), Some(h));
         assert!(loaded.take_dirty().is_empty());
+    }
+
+    #[test]
+    fn bases_are_kept_only_for_a_shared_store() {
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("ns");
+        let until = now + Duration::days(1);
+        let embedded = Identities::new();
+        let dev = Uuid::new_v4();
+        assert!(embedded
+            .grant(dev, held_by(5, Uuid::new_v4(), 5, until), now, false)
+            .is_ok());
+        let dirty = embedded.take_dirty_with_base();
+        assert_eq!(dirty.len(), 1);
+        assert_eq!(dirty[0].base, None, "the embedded store keeps no base");
+
+        let shared = Identities::new();
+        shared.track_bases();
+        assert!(shared
+            .grant(dev, held_by(6, Uuid::new_v4(), 6, until), now, false)
+            .is_ok());
+        let dirty = shared.take_dirty_with_base();
+        assert_eq!(
+            dirty[0].base,
+            Some(Vec::new()),
+            "the store had no holder before"
+        );
     }
 }

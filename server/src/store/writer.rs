@@ -108,6 +108,9 @@ impl RecordWriter {
         identities: Arc<Identities>,
         capacity: usize,
     ) -> Result<Self, StoreError> {
+        if store.is_shared() {
+            identities.track_bases();
+        }
         let (tx, rx) = mpsc::sync_channel(capacity);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
@@ -298,7 +301,12 @@ fn commit(
 }
 
 /// Bring the in-memory identities in line with what the batch stored; the refused device ids.
+/// Only a shared store can have stored something else than this server's holders: the embedded
+/// one's outcomes are the holders as given, and are already in memory.
 fn settle(identities: &Identities, outcomes: Vec<IdentityOutcome>) -> Vec<uuid::Uuid> {
+    if !identities.tracks_bases() {
+        return Vec::new();
+    }
     let mut refused = Vec::new();
     for o in outcomes {
         if o.refused {
