@@ -32,6 +32,10 @@ pub struct Fidelity {
     pub connections_recorded: u64,
     /// Connections left out of it (beyond its cap).
     pub connections_left_out: u64,
+    /// p99 of the generator's read delay (`latency.read_delay`: answers that had reached the
+    /// device's socket but were not read yet), µs; left out of the server-facing phases.
+    #[serde(default)]
+    pub read_delay_p99_us: u64,
 }
 
 impl Fidelity {
@@ -54,6 +58,7 @@ impl Fidelity {
             unbalanced_devices,
             connections_recorded: connections.0,
             connections_left_out: connections.1,
+            read_delay_p99_us: recorder.quantile(Phase::ReadDelay, 0.99),
         }
     }
 

@@ -25,6 +25,11 @@ pub enum Phase {
     /// and in an attempt that failed the step that failed): with `lateness` and the other phases
     /// of an attempt it adds up to the attempt's `total` exactly.
     Device,
+    /// The generator's own delay in reading what the server had already sent: within an attempt,
+    /// from when the device's socket received data the device was waiting for (the kernel's
+    /// receive time) to when the device's task read it, taken out of the phase it fell in. Near
+    /// zero while the generator has CPU to spare; not the server's latency.
+    ReadDelay,
     /// TCP connect.
     Tcp,
     /// TLS handshake (attestation happens here), until the first server byte is readable.
@@ -63,9 +68,10 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in flow order.
-    pub const ALL: [Phase; 15] = [
+    pub const ALL: [Phase; 16] = [
         Phase::Lateness,
         Phase::Device,
+        Phase::ReadDelay,
         Phase::Tcp,
         Phase::Handshake,
         Phase::TpmChallenge,
@@ -86,6 +92,7 @@ impl Phase {
         match self {
             Phase::Lateness => "lateness",
             Phase::Device => "device",
+            Phase::ReadDelay => "read_delay",
             Phase::Tcp => "tcp",
             Phase::Handshake => "handshake",
             Phase::TpmChallenge => "tpm_challenge",

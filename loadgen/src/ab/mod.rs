@@ -1,7 +1,8 @@
 //! `dps-loadgen ab A.toml B.toml`: two targets (two server builds or two configurations) with
 //! the same fleet, run in short interleaved blocks (A B, B A, A B, ... so that drift falls on
 //! both sides alike), each metric reported as the ratio B/A with a 95 % interval ([`stats`]). A
-//! 5 % change is told from noise when the interval leaves out 1; an A/A run's interval holds 1.
+//! 5 % change is told from noise when the interval leaves out 1 (and the change is over
+//! criterion's 1 % noise threshold, [`stats::NOISE_THRESHOLD`]); an A/A run's interval holds 1.
 
 pub mod report;
 pub mod stats;
@@ -123,7 +124,8 @@ pub struct MetricRatio {
     pub b: Vec<Option<f64>>,
     /// B/A with its interval (`None`: fewer than two pairs measured it).
     pub ratio: Option<Ratio>,
-    /// `better`, `worse` (the interval leaves out 1) or `same` (it holds 1), for B against A.
+    /// `better`, `worse` (the interval leaves out 1, the ratio more than 1 % from it) or `same`,
+    /// for B against A.
     pub verdict: String,
 }
 

@@ -32,7 +32,7 @@ pub fn write(dir: &Path, s: &AbSummary, last: Option<&Last<'_>>) -> std::io::Res
 fn tables(s: &AbSummary) -> String {
     let mut out = html::para(&format!(
         "{} pairs of blocks in {:.0} s, order {}; ratios are B/A, geometric mean of the pairs with a \
-         95 % interval. same: the interval holds 1.",
+         95 % interval. same: the interval holds 1, or the ratio is within 1 % of it (criterion's noise threshold).",
         s.pairs,
         s.duration_s,
         s.order.join(" ")
@@ -131,7 +131,7 @@ pub fn markdown(s: &AbSummary) -> String {
     let _ = writeln!(
         md,
         "{} pairs of blocks in {:.0} s, order {}; ratios are B/A, geometric mean of the pairs \
-         with a 95 % interval (Student t on the logarithms). `same`: the interval holds 1.\n",
+         with a 95 % interval (Student t on the logarithms). `same`: the interval holds 1, or the ratio is within 1 % of it (criterion's noise threshold).\n",
         s.pairs,
         s.duration_s,
         s.order.join(" ")

@@ -12,6 +12,13 @@ const T_975: [f64; 30] = [
     2.052, 2.048, 2.045, 2.042,
 ];
 
+/// Changes of the ratio within this share of 1 are noise whatever their interval, as criterion's
+/// default `noise_threshold` (0.01) has it: on a shared machine a systematic drift of a few tenths
+/// of a percent between two otherwise identical sides (which block ran after which) is common and
+/// not what an A/B is for, and eight metrics at 95 % each would otherwise call one of them changed
+/// in about a third of A/A runs.
+pub const NOISE_THRESHOLD: f64 = 0.01;
+
 /// t quantile for `df` degrees of freedom (the normal's 1.96 beyond the table).
 fn t_975(df: usize) -> f64 {
     T_975.get(df.wrapping_sub(1)).copied().unwrap_or(1.96)
@@ -31,9 +38,10 @@ pub struct Ratio {
 }
 
 impl Ratio {
-    /// The interval leaves out 1: B differs from A beyond the noise of these pairs.
+    /// The interval leaves out 1 and the ratio is more than [`NOISE_THRESHOLD`] from it: B
+    /// differs from A beyond the noise of these pairs.
     pub fn differs(&self) -> bool {
-        self.low > 1.0 || self.high < 1.0
+        (self.low > 1.0 || self.high < 1.0) && (self.ratio - 1.0).abs() > NOISE_THRESHOLD
     }
 }
 
@@ -76,6 +84,23 @@ mod tests {
             (r.ratio - 0.5).abs() < 0.02 && r.differs() && r.high < 0.55,
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn a_significant_change_within_the_noise_threshold_is_the_same() {
+        // A steady 0.5 % difference: the interval leaves out 1, but it is noise.
+        let tiny = [
+            (100.0, 100.5),
+            (98.0, 98.49),
+            (103.0, 103.52),
+            (99.0, 99.49),
+        ];
+        let r = ratio(&tiny).expect("ratio");
+        assert!(r.low > 1.0, "{r:?}");
+        assert!(!r.differs(), "{r:?}");
+        // A steady 3 %: found.
+        let small = [(100.0, 103.0), (98.0, 100.9), (103.0, 106.1), (99.0, 102.0)];
+        assert!(ratio(&small).expect("ratio").differs());
     }
 
     #[test]

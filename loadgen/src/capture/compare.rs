@@ -50,6 +50,43 @@ pub struct Comparison {
     pub unmatched_examples: Vec<(usize, SocketAddr)>,
     /// The figures compared.
     pub figures: Vec<Figure>,
+    /// How long after its arrival the generator read the server's first data (its own delay,
+    /// which its phases leave out as `read_delay`), over the recorded connections.
+    pub first_read_delay: Option<Delay>,
+}
+
+/// A delay's quantiles over connections.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delay {
+    /// Connections it was known for.
+    pub count: usize,
+    /// p50, µs.
+    pub p50_us: f64,
+    /// p99, µs.
+    pub p99_us: f64,
+}
+
+/// The generator's delay in reading the server's first data, per recorded connection.
+fn first_read_delay(records: &[ConnectionRecord]) -> Option<Delay> {
+    let mut v: Vec<f64> = records
+        .iter()
+        .filter_map(|r| {
+            Some(
+                r.first_server_data_read_us?
+                    .saturating_sub(r.first_server_data_us?),
+            )
+        })
+        .map(|us| us as f64)
+        .collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(Delay {
+        count: v.len(),
+        p50_us: quantile(&v, 0.5),
+        p99_us: quantile(&v, 0.99),
+    })
 }
 
 impl Comparison {
@@ -96,6 +133,7 @@ pub fn compare(records: &[ConnectionRecord], wire: &WireConnections) -> Comparis
             figure("connection", connection),
             figure("first_server_data", first),
         ],
+        first_read_delay: first_read_delay(records),
     }
 }
 
@@ -175,6 +213,7 @@ mod tests {
             syn_unix_us: syn_us,
             first_server_data_us: Some(first),
             closed_us: closed,
+            first_server_data_read_us: Some(first + 100),
         }
     }
 

@@ -77,6 +77,7 @@ pub(super) async fn open_session(
         .await
         .map_err(|e| Observed::failed(FailureKind::Connect, format!("connect: {e}")))?;
     phases.record(Phase::Tcp, started);
+    phases.watch(tcp.get_ref().read_delay());
     let started = Instant::now();
     let name = ServerName::IpAddress(ctx.addr.ip().into());
     let tls = connector
@@ -139,6 +140,7 @@ pub async fn handshake_then_close(
         Err(e) => return Observed::failed(FailureKind::Connect, format!("connect: {e}")),
     };
     phases.record(Phase::Tcp, started);
+    phases.watch(tcp.get_ref().read_delay());
     let started = Instant::now();
     let name = ServerName::IpAddress(ctx.addr.ip().into());
     let mut tls = match connector.connect(name, tcp).await {

@@ -1,10 +1,13 @@
 //! A device's phases as a ledger: every instant of an attempt belongs to exactly one phase, so
 //! that the phases of an attempt add up to its `Total` exactly. A phase is recorded from when it
 //! started to now; the time before an attempt's first phase is the generator's `Lateness`, every
-//! other gap between phases the device's own work (`Device`).
+//! other gap between phases the device's own work (`Device`). The generator's delay in reading
+//! what the server had already sent (its connection's [`ReadDelayMeter`]) is taken out of the
+//! phase it fell in and counted as `ReadDelay`.
 
 use std::time::{Duration, Instant};
 
+use super::rx_stamp::ReadDelayMeter;
 use crate::metrics::Phase;
 
 /// The phases of a device's attempts, as they are recorded.
@@ -19,6 +22,10 @@ pub struct Ledger {
     late: bool,
     /// The device's own work of this attempt so far.
     device: Duration,
+    /// The generator's read delay of this attempt so far.
+    read_delay: Duration,
+    /// The current connection's read delay, and how much of it is accounted for.
+    meter: Option<(ReadDelayMeter, Duration)>,
 }
 
 impl Ledger {
@@ -30,7 +37,27 @@ impl Ledger {
             attempt_start: scheduled,
             late: true,
             device: Duration::ZERO,
+            read_delay: Duration::ZERO,
+            meter: None,
         }
+    }
+
+    /// From now on the device reads through a connection whose read delay `meter` counts.
+    pub fn watch(&mut self, meter: ReadDelayMeter) {
+        let seen = meter.total();
+        self.meter = Some((meter, seen));
+    }
+
+    /// The read delay metered since it was last taken (all of it is taken: what the spans it is
+    /// shared out over cannot hold was not the generator's delay, such as a clock's step).
+    fn take_read_delay(&mut self) -> Duration {
+        let Some((meter, seen)) = self.meter.as_mut() else {
+            return Duration::ZERO;
+        };
+        let total = meter.total();
+        let new = total.saturating_sub(*seen);
+        *seen = total;
+        new
     }
 
     /// A new attempt starts at `start` (after the previous one ended).
@@ -39,33 +66,44 @@ impl Ledger {
         self.attempt_start = start;
         self.late = true;
         self.device = Duration::ZERO;
+        self.read_delay = Duration::ZERO;
+        self.meter = None;
     }
 
     /// The gap since the last mark up to `until` closed: the lateness if it is the attempt's
-    /// first, else device work.
-    fn close_gap(&mut self, until: Instant) {
+    /// first, else device work, less `delay` (of the generator's read delay, what it can hold).
+    /// Returns what is left of `delay`.
+    fn close_gap(&mut self, until: Instant, delay: Duration) -> Duration {
         let gap = until.saturating_duration_since(self.mark);
+        self.mark = until;
         if self.late {
             self.list.push((Phase::Lateness, gap));
             self.late = false;
-        } else {
-            self.device += gap;
+            return delay;
         }
-        self.mark = until;
+        let in_gap = delay.min(gap);
+        self.device += gap - in_gap;
+        self.read_delay += in_gap;
+        delay - in_gap
     }
 
     /// The generator's part ends now: what follows is the device's (a TPM device's attestation
     /// work before it connects).
     pub fn end_lateness(&mut self) {
-        self.close_gap(Instant::now());
+        self.close_gap(Instant::now(), Duration::ZERO);
     }
 
-    /// `phase` ran from `started` until now.
+    /// `phase` ran from `started` until now, less the generator's read delay since the last
+    /// mark (a device waits for the server within a phase: the delay goes out of the phase
+    /// first, what the phase cannot hold out of the gap before it).
     pub fn record(&mut self, phase: Phase, started: Instant) {
-        self.close_gap(started);
         let now = Instant::now();
-        self.list
-            .push((phase, now.saturating_duration_since(started)));
+        let ran = now.saturating_duration_since(started);
+        let delay = self.take_read_delay();
+        let in_phase = delay.min(ran);
+        self.close_gap(started, delay - in_phase);
+        self.read_delay += in_phase;
+        self.list.push((phase, ran - in_phase));
         self.mark = now;
     }
 
@@ -78,8 +116,10 @@ impl Ledger {
     /// (the gaps between its phases, the last one up to now included) and its `Total` recorded.
     pub fn end_attempt(&mut self) {
         let now = Instant::now();
-        self.close_gap(now);
+        let delay = self.take_read_delay();
+        self.close_gap(now, delay);
         self.list.push((Phase::Device, self.device));
+        self.list.push((Phase::ReadDelay, self.read_delay));
         self.list.push((
             Phase::Total,
             now.saturating_duration_since(self.attempt_start),
@@ -155,12 +195,42 @@ mod tests {
                 Phase::Tcp,
                 Phase::Handshake,
                 Phase::Device,
+                Phase::ReadDelay,
                 Phase::Total,
                 Phase::Ping
             ]
         );
         assert!(phases[0].1 >= Duration::from_millis(2), "{phases:?}");
         assert!(phases[3].1 >= Duration::from_millis(1), "{phases:?}");
+        assert!(balanced(&phases), "{phases:?}");
+    }
+
+    #[test]
+    fn the_generators_read_delay_is_taken_out_of_its_phase() {
+        let start = Instant::now();
+        let mut l = Ledger::new(start);
+        l.record(Phase::Tcp, start);
+        let meter = ReadDelayMeter::default();
+        l.watch(meter.clone());
+        let hs = Instant::now();
+        std::thread::sleep(Duration::from_millis(3));
+        meter.add(Duration::from_millis(2));
+        l.record(Phase::Handshake, hs);
+        // A delay larger than the gap it fell in is cut to the gap.
+        meter.add(Duration::from_secs(5));
+        l.end_attempt();
+        let phases = l.into_phases();
+        let of = |p: Phase| phases.iter().find(|(q, _)| *q == p).map(|(_, d)| *d);
+        let handshake = of(Phase::Handshake).expect("handshake");
+        let read_delay = of(Phase::ReadDelay).expect("read delay");
+        assert!(handshake >= Duration::from_millis(1), "{phases:?}");
+        assert!(read_delay >= Duration::from_millis(2), "{phases:?}");
+        assert!(read_delay < Duration::from_secs(1), "{phases:?}");
+        let device = of(Phase::Device).expect("device");
+        assert!(
+            device < Duration::from_millis(1),
+            "the gap went to the read delay: {phases:?}"
+        );
         assert!(balanced(&phases), "{phases:?}");
     }
 
@@ -190,7 +260,7 @@ mod tests {
         l.end_lateness();
         l.end_attempt();
         let phases = l.into_phases();
-        assert_eq!(phases.len(), 6, "{phases:?}");
+        assert_eq!(phases.len(), 8, "{phases:?}");
         assert!(balanced(&phases));
     }
 }

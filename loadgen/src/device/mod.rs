@@ -25,6 +25,7 @@ pub mod link;
 mod observed;
 mod prepare;
 mod provision;
+pub mod rx_stamp;
 mod session;
 pub mod strict;
 #[cfg(feature = "tpm-sim")]

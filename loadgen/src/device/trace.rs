@@ -1,7 +1,9 @@
 //! Each device connection as the generator saw it, for comparison with a packet capture
 //! (`dps-loadgen verify-capture`): its source address and port, when it began to connect (just
-//! before the SYN), when the server's first bytes were read from the socket and when the device
-//! closed it (its FIN). Written as the results' `connections.csv`.
+//! before the SYN), when the server's first bytes reached its socket (the kernel's receive time,
+//! [`rx_stamp`]) and when the device read them, and when the device closed it (its FIN). Written
+//! as the results' `connections.csv`. The socket also meters the generator's read delay
+//! ([`ReadDelayMeter`]) for the device's ledger.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,14 +13,17 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
+
+use super::rx_stamp::{self, ReadDelayMeter};
 
 /// Connections a run records at most (about 80 bytes each); beyond, they are counted as left out.
 pub const MAX_RECORDED: usize = 200_000;
 
 /// The header line of `connections.csv`.
-pub const CSV_HEADER: &str = "device,source,target,syn_unix_us,first_server_data_us,closed_us";
+pub const CSV_HEADER: &str =
+    "device,source,target,syn_unix_us,first_server_data_us,closed_us,first_server_data_read_us";
 
 /// One device connection. Times after the SYN in µs, of this process's monotonic clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,21 +36,30 @@ pub struct ConnectionRecord {
     pub target: SocketAddr,
     /// Wall-clock time of the connect, µs since the Unix epoch (to align with a capture).
     pub syn_unix_us: i64,
-    /// From the connect to the first server bytes read (`None`: the server sent nothing).
+    /// From the connect to the arrival of the server's first bytes at the device's socket (the
+    /// kernel's receive time; when the kernel gave none, when they were read). `None`: the server
+    /// sent nothing.
     pub first_server_data_us: Option<u64>,
     /// From the connect to the device's close.
     pub closed_us: u64,
+    /// From the connect to when the device read the server's first bytes: later than
+    /// `first_server_data_us` by the generator's own delay.
+    pub first_server_data_read_us: Option<u64>,
 }
 
 impl ConnectionRecord {
     /// The record as a `connections.csv` line (without the newline).
     pub fn csv_line(&self) -> String {
-        let first = self
-            .first_server_data_us
-            .map_or_else(String::new, |us| us.to_string());
+        let opt = |v: Option<u64>| v.map_or_else(String::new, |us| us.to_string());
         format!(
-            "{},{},{},{},{first},{}",
-            self.device, self.source, self.target, self.syn_unix_us, self.closed_us
+            "{},{},{},{},{},{},{}",
+            self.device,
+            self.source,
+            self.target,
+            self.syn_unix_us,
+            opt(self.first_server_data_us),
+            self.closed_us,
+            opt(self.first_server_data_read_us)
         )
     }
 
@@ -63,6 +77,11 @@ impl ConnectionRecord {
                 us => Some(us.parse().ok()?),
             },
             closed_us: next()?.parse().ok()?,
+            // Absent from the files of earlier versions.
+            first_server_data_read_us: match next() {
+                None | Some("") => None,
+                Some(us) => Some(us.parse().ok()?),
+            },
         };
         next().is_none().then_some(record)
     }
@@ -140,14 +159,28 @@ struct Trace {
     source: SocketAddr,
     target: SocketAddr,
     syn: Instant,
-    first_data: Option<Instant>,
 }
 
-/// A device's socket, its connection recorded in a [`ConnectionLog`] when it closes.
+/// When the server's first bytes arrived and were read.
+#[derive(Debug, Clone, Copy)]
+struct FirstData {
+    arrived: Instant,
+    read: Instant,
+}
+
+/// A device's socket, recorded in the run's [`ConnectionLog`] when it closes (if the run keeps
+/// one), its reads stamped with the kernel's receive time and the generator's delay in reading
+/// them metered.
 #[derive(Debug)]
 pub struct Traced {
     io: TcpStream,
     trace: Option<Box<Trace>>,
+    /// The kernel stamps what this socket receives.
+    stamped: bool,
+    /// The device has waited for data since then (its last read found none).
+    waiting_since: Option<Instant>,
+    first: Option<FirstData>,
+    delay: ReadDelayMeter,
 }
 
 impl Traced {
@@ -165,15 +198,87 @@ impl Traced {
                 source: io.local_addr().ok()?,
                 target: io.peer_addr().ok()?,
                 syn,
-                first_data: None,
             }))
         });
-        Traced { io, trace }
+        Traced {
+            stamped: rx_stamp::enable(&io),
+            io,
+            trace,
+            waiting_since: None,
+            first: None,
+            delay: ReadDelayMeter::default(),
+        }
     }
 
     /// The socket.
     pub fn get_ref(&self) -> &TcpStream {
         &self.io
+    }
+
+    /// The generator's read delay on this connection, as it grows.
+    pub fn read_delay(&self) -> ReadDelayMeter {
+        self.delay.clone()
+    }
+
+    /// `n` bytes were read now, stamped `stamp` by the kernel: the first data's times, and the
+    /// delay if the device was waiting for them.
+    fn on_read(&mut self, n: usize, stamp: Option<Duration>) {
+        let waited = self.waiting_since.take();
+        if n == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let arrived = stamp.map(|s| rx_stamp::arrival(s, now));
+        if let (Some(since), Some(arrived)) = (waited, arrived) {
+            self.delay
+                .add(now.saturating_duration_since(arrived.max(since)));
+        }
+        if self.first.is_none() {
+            self.first = Some(FirstData {
+                arrived: arrived.unwrap_or(now),
+                read: now,
+            });
+        }
+    }
+
+    /// A read of the kernel-stamped socket.
+    fn poll_read_stamped(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            match self.io.poll_read_ready(cx) {
+                Poll::Pending => {
+                    self.waiting_since.get_or_insert_with(Instant::now);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let dst = buf.initialize_unfilled();
+            // The kernel stamps a read with the arrival of the last packet it took from: the
+            // first read takes one byte, so that its stamp is the arrival of the server's first
+            // packet (as a capture sees it), not of a later one read with it.
+            let dst = if self.first.is_none() {
+                &mut dst[..1]
+            } else {
+                dst
+            };
+            let io = &self.io;
+            match io.try_io(Interest::READABLE, || rx_stamp::recv(io, dst)) {
+                Ok((n, stamp)) => {
+                    buf.advance(n);
+                    self.on_read(n, stamp);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 }
 
@@ -186,13 +291,15 @@ impl Drop for Traced {
         // The socket closes right after this (its FIN).
         let Some(t) = self.trace.take() else { return };
         let closed = Instant::now();
+        let since_syn = |at: Instant| micros(at.saturating_duration_since(t.syn));
         t.log.add(ConnectionRecord {
             device: t.device,
             source: t.source,
             target: t.target,
             syn_unix_us: t.log.unix_us(t.syn),
-            first_server_data_us: t.first_data.map(|at| micros(at - t.syn)),
-            closed_us: micros(closed.saturating_duration_since(t.syn)),
+            first_server_data_us: self.first.map(|f| since_syn(f.arrived)),
+            closed_us: since_syn(closed),
+            first_server_data_read_us: self.first.map(|f| since_syn(f.read)),
         });
     }
 }
@@ -204,14 +311,21 @@ impl AsyncRead for Traced {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        if let Some(t) = this.trace.as_deref_mut() {
-            if t.first_data.is_none() && buf.filled().len() > before {
-                t.first_data = Some(Instant::now());
-            }
+        if this.stamped {
+            return this.poll_read_stamped(cx, buf);
         }
-        polled
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Pending => {
+                this.waiting_since.get_or_insert_with(Instant::now);
+                Poll::Pending
+            }
+            Poll::Ready(Ok(())) => {
+                this.on_read(buf.filled().len() - before, None);
+                Poll::Ready(Ok(()))
+            }
+            ready => ready,
+        }
     }
 }
 
@@ -259,15 +373,26 @@ mod tests {
             syn_unix_us: 1_700_000_000_000_000,
             first_server_data_us: Some(412),
             closed_us: 1804,
+            first_server_data_read_us: Some(455),
         };
         assert_eq!(ConnectionRecord::parse_csv(&r.csv_line()), Some(r.clone()));
         let silent = ConnectionRecord {
             first_server_data_us: None,
-            ..r
+            first_server_data_read_us: None,
+            ..r.clone()
         };
         assert_eq!(
             ConnectionRecord::parse_csv(&silent.csv_line()),
             Some(silent)
+        );
+        let old = "7,127.0.0.2:40000,127.0.0.1:15684,1700000000000000,412,1804";
+        assert_eq!(
+            ConnectionRecord::parse_csv(old),
+            Some(ConnectionRecord {
+                first_server_data_read_us: None,
+                ..r
+            }),
+            "a file of the version before the read column"
         );
         assert_eq!(ConnectionRecord::parse_csv("1,2,3"), None);
         assert_eq!(ConnectionRecord::parse_csv(CSV_HEADER), None);
@@ -304,6 +429,7 @@ mod tests {
         let first = r
             .first_server_data_us
             .expect("the server's bytes were read");
-        assert!(first <= r.closed_us, "{r:?}");
+        let read = r.first_server_data_read_us.expect("and read");
+        assert!(first <= read && read <= r.closed_us, "{r:?}");
     }
 }
