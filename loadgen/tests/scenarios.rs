@@ -156,6 +156,12 @@ async fn every_class_gets_its_outcome_and_the_summary_matches_the_schema() {
     assert!(errors.is_empty(), "{errors:#?}");
     let md = std::fs::read_to_string(dir.join("summary.md")).expect("md");
     assert!(md.contains("| server histogram |"), "{md}");
+    for beside in ["report.html", "timeline.svg", "latency.svg"] {
+        assert!(
+            md.contains(&format!("]({beside})")) && dir.join(beside).exists(),
+            "summary.md links {beside}, which is there"
+        );
+    }
     let raw = std::fs::read_to_string(dir.join("histograms.txt")).expect("raw");
     assert!(raw.contains("\nhandshake ") || raw.starts_with("handshake "));
     assert!(
@@ -172,6 +178,11 @@ async fn every_class_gets_its_outcome_and_the_summary_matches_the_schema() {
     assert!(
         rows.iter().all(|r| r.first_server_data_us.is_some()),
         "{csv}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.first_server_data_read_us >= r.first_server_data_us),
+        "the server's first bytes are read once they have arrived, not before: {csv}"
     );
     let svg = std::fs::read_to_string(dir.join("latency.svg")).expect("svg");
     assert!(svg.starts_with("<svg") && svg.contains("server matching"));

@@ -42,6 +42,12 @@ pub fn write(results_dir: &Path, outcome: &Outcome) -> std::io::Result<PathBuf> 
     Ok(dir)
 }
 
+/// The end of `summary.md` in a result directory: where its pictures and the full page are.
+const FILES_BESIDE: &str = "\nBeside this file: [report.html](report.html) (the whole run on one \
+    page, opens offline), [timeline.svg](timeline.svg) (per second: rate, errors, latency, the \
+    server's CPU and memory), [latency.svg](latency.svg) (latency by percentile), \
+    `connections.csv` (for `dps-loadgen verify-capture`), `histograms.txt` (HdrHistogram V2).\n";
+
 /// Write the reports into `dir` (created if needed): summary.json, summary.md, histograms.txt,
 /// latency.svg, timeline.svg and report.html.
 pub fn write_into(dir: &Path, outcome: &Outcome) -> std::io::Result<()> {
@@ -49,7 +55,8 @@ pub fn write_into(dir: &Path, outcome: &Outcome) -> std::io::Result<()> {
     let json = serde_json::to_string_pretty(&outcome.summary)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     std::fs::write(dir.join("summary.json"), json + "\n")?;
-    std::fs::write(dir.join("summary.md"), markdown(&outcome.summary))?;
+    let md = markdown(&outcome.summary) + FILES_BESIDE;
+    std::fs::write(dir.join("summary.md"), md)?;
     let connections = crate::device::trace::to_csv(&outcome.connections);
     std::fs::write(dir.join("connections.csv"), connections)?;
     let mut raw = String::new();
