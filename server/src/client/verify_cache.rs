@@ -18,6 +18,23 @@ struct Verified {
     end_entity: Box<[u8]>,
     intermediates: Box<[Box<[u8]>]>,
     name: ServerName<'static>,
+    /// Seconds since the epoch from which until which every certificate of the chain is valid
+    /// (the latest `notBefore`, the earliest `notAfter`): outside it the chain is verified again.
+    valid: (u64, u64),
+}
+
+/// When every certificate of the chain is valid (see [`Verified::valid`]); `None` if one of them
+/// does not parse (such a chain is not remembered).
+fn validity(end_entity: &[u8], intermediates: &[CertificateDer<'_>]) -> Option<(u64, u64)> {
+    let mut valid = (0u64, u64::MAX);
+    for der in std::iter::once(end_entity).chain(intermediates.iter().map(|c| c.as_ref())) {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let v = cert.validity();
+        let secs = |t: i64| u64::try_from(t).unwrap_or(0);
+        valid.0 = valid.0.max(secs(v.not_before.timestamp()));
+        valid.1 = valid.1.min(secs(v.not_after.timestamp()));
+    }
+    Some(valid)
 }
 
 impl Verified {
@@ -43,8 +60,9 @@ impl Verified {
 /// name) for its own life, and answers those from memory; failures are not remembered, and the
 /// handshake signatures always go to `inner`.
 ///
-/// A remembered chain is not checked again against the clock: the verifier lives as long as the
-/// client configuration of one run.
+/// A remembered chain is answered from memory only while the clock is within every one of its
+/// certificates' validity: a server certificate that expires during a run is refused then, as a
+/// device verifying every chain would refuse it.
 #[derive(Debug)]
 pub struct CachingVerifier {
     inner: Arc<dyn ServerCertVerifier>,
@@ -65,10 +83,14 @@ impl CachingVerifier {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         name: &ServerName<'_>,
+        now: UnixTime,
     ) -> bool {
-        self.verified
-            .read()
-            .is_ok_and(|v| v.iter().any(|c| c.is(end_entity, intermediates, name)))
+        let now = now.as_secs();
+        self.verified.read().is_ok_and(|v| {
+            v.iter().any(|c| {
+                c.is(end_entity, intermediates, name) && c.valid.0 <= now && now <= c.valid.1
+            })
+        })
     }
 }
 
@@ -81,7 +103,7 @@ impl ServerCertVerifier for CachingVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.remembers(end_entity, intermediates, server_name) {
+        if self.remembers(end_entity, intermediates, server_name, now) {
             return Ok(ServerCertVerified::assertion());
         }
         let verified = self.inner.verify_server_cert(
@@ -91,6 +113,9 @@ impl ServerCertVerifier for CachingVerifier {
             ocsp_response,
             now,
         )?;
+        let Some(valid) = validity(end_entity, intermediates) else {
+            return Ok(verified);
+        };
         if let Ok(mut v) = self.verified.write() {
             if !v
                 .iter()
@@ -103,6 +128,7 @@ impl ServerCertVerifier for CachingVerifier {
                     end_entity: end_entity.as_ref().into(),
                     intermediates: intermediates.iter().map(|c| c.as_ref().into()).collect(),
                     name: server_name.to_owned(),
+                    valid,
                 });
             }
         }

@@ -163,6 +163,38 @@ fn a_bad_handshake_signature_fails_even_with_the_chain_remembered() {
 }
 
 #[test]
+fn a_remembered_chain_is_verified_again_once_the_clock_leaves_its_validity() {
+    let ca = Issued::self_signed(&CertSpec::ca("cache test CA")).unwrap();
+    let (_, counting) = client(&ca);
+    let caching = CachingVerifier::new(counting.clone());
+    let cert = server_cert(&ca);
+    let name = ServerName::try_from("localhost").unwrap();
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.der()).unwrap();
+    let not_after = u64::try_from(parsed.validity().not_after.timestamp()).unwrap();
+    let verify = |now| caching.verify_server_cert(cert.der(), &[], &name, &[], now);
+    verify(UnixTime::now()).unwrap();
+    verify(UnixTime::now()).unwrap();
+    assert_eq!(counting.chains.load(Ordering::SeqCst), 1, "remembered");
+    let later = UnixTime::since_unix_epoch(std::time::Duration::from_secs(not_after + 1));
+    let expired = verify(later).expect_err("expired by then");
+    assert!(
+        matches!(
+            expired,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)
+                | rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ExpiredContext { .. }
+                )
+        ),
+        "{expired:?}"
+    );
+    assert_eq!(
+        counting.chains.load(Ordering::SeqCst),
+        2,
+        "past its notAfter the chain went to webpki again"
+    );
+}
+
+#[test]
 fn failures_are_not_remembered() {
     let ca = Issued::self_signed(&CertSpec::ca("cache test CA")).unwrap();
     let stranger = Issued::self_signed(&CertSpec::ca("another CA")).unwrap();
