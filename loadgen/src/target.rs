@@ -140,7 +140,7 @@ pub enum Target {
         before: CounterSet,
         /// What this run set up on a remote server and removes at the end (not on a spawned
         /// one, which is killed).
-        setup: remote::SetUp,
+        setup: Box<remote::SetUp>,
         /// The server process, when this run spawned it (killed at the end).
         child: Option<Box<tokio::process::Child>>,
         /// The other replicas this run spawned (`[target] replicas`): their counters are added
@@ -296,7 +296,7 @@ async fn spawned(
         admin,
         others: Vec::new(),
         before,
-        setup: remote::SetUp::default(),
+        setup: Box::default(),
         child: Some(Box::new(child)),
         replicas: set.others,
     };
@@ -320,7 +320,7 @@ async fn remote(
         before,
         admin,
         others,
-        setup,
+        setup: Box::new(setup),
         child: None,
         replicas: Vec::new(),
     };
@@ -455,7 +455,7 @@ impl Target {
                     ServerKind::Remote
                 };
                 let view = remote_view((&admin, &others), kind, &before, &replicas).await;
-                remote::clean_up(&admin, setup).await;
+                remote::clean_up(&admin, *setup).await;
                 if let Some(mut child) = child {
                     let _ = child.kill().await;
                 }

@@ -3,7 +3,8 @@
 //! - Two segments of one scenario run at the same time against one remote DPS: neither deletes
 //!   the fleet's set-up under the other (no false rejects), the set-up stays for whoever runs
 //!   next (and a later unsegmented run, finding it identical, leaves it too), and the merge
-//!   counts the server's rejections and TPM refusals once, equal to what the fleet expects.
+//!   counts the server's rejections and TPM refusals once, equal to what the fleet expects; a
+//!   segment with another build of the fleet is refused instead of replacing its groups.
 //! - `[target] spawn = true, replicas = 2, store_url` on a throwaway PostgreSQL: every device
 //!   provisioned, both replicas took connections (the shared device port spreads them).
 
@@ -106,6 +107,17 @@ async fn two_segments_share_one_remote_server_and_merge_counts_it_once() {
     assert_eq!(done.exit_code, exit::PASS);
     assert_eq!(listed(&client, "/api/v1/enrollment-groups").await, groups);
     assert_eq!(listed(&client, "/api/v1/tpm-enrollments").await, tpm);
+    // A segment with another build of the fleet (its own keys) is refused rather than replacing
+    // the groups the other segments' devices use.
+    let other_cache = tempfile::tempdir().expect("tmp");
+    let refused = dps_loadgen::run::run_with_cache(&segment(1), other_cache.path(), &|_| {})
+        .await
+        .expect_err("a different fleet build is refused");
+    assert!(
+        refused.to_string().contains("one build of the fleet"),
+        "{refused}"
+    );
+    assert_eq!(listed(&client, "/api/v1/enrollment-groups").await, groups);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
