@@ -60,6 +60,8 @@ pub enum TargetKind {
         address: String,
         /// Admin API URL, `http://host:port`.
         admin: String,
+        /// The admin APIs of its other replicas (`[target] replica_admins`).
+        replica_admins: Vec<String>,
         /// File holding the admin bearer token.
         admin_token_file: Option<String>,
         /// PEM of the CA the server certificate chains to (`None`: devices skip verification).
@@ -253,10 +255,11 @@ fn target_kind(scenario: &Scenario) -> Result<TargetKind, Refusal> {
                 "a TLS-only target is a running server: give its address",
             );
         }
-        if t.admin.is_some() || t.server_ca.is_some() {
+        if t.admin.is_some() || t.server_ca.is_some() || !t.replica_admins.is_empty() {
             return refuse(
                 "target.address",
-                "admin and server_ca only apply to a remote target; give its address",
+                "admin, replica_admins and server_ca only apply to a remote target; give its \
+                 address",
             );
         }
         if t.server_exe.is_some() && !t.spawn {
@@ -294,6 +297,7 @@ fn target_kind(scenario: &Scenario) -> Result<TargetKind, Refusal> {
         TargetKind::Remote {
             address,
             admin,
+            replica_admins: t.replica_admins.clone(),
             admin_token_file: t.admin_token_file.clone(),
             server_ca: t.server_ca.clone().filter(|_| verify),
         }
@@ -317,10 +321,14 @@ fn target_kind(scenario: &Scenario) -> Result<TargetKind, Refusal> {
 /// it cannot.
 fn tls_only_checks(scenario: &Scenario) -> Result<(), Refusal> {
     let target = &scenario.target;
-    if target.admin.is_some() || target.admin_token_file.is_some() {
+    if target.admin.is_some()
+        || target.admin_token_file.is_some()
+        || !target.replica_admins.is_empty()
+    {
         return refuse(
             "target.admin",
-            "a TLS-only target has no admin API (drop admin and admin_token_file, or tls_only)",
+            "a TLS-only target has no admin API (drop admin, replica_admins and \
+             admin_token_file, or tls_only)",
         );
     }
     if !scenario.device.handshake_only {
@@ -715,6 +723,7 @@ key_exchange = "x25519"
             TargetKind::Remote {
                 address: "h:1".into(),
                 admin: "http://h:2".into(),
+                replica_admins: Vec::new(),
                 admin_token_file: None,
                 server_ca: Some("ca.pem".into()),
             }

@@ -76,12 +76,42 @@ pub fn storm(
     server_closes: Option<BTreeMap<String, u64>>,
 ) -> Storm {
     c.got_in_at.sort_unstable();
-    let must = c.must_get_in + dropped;
-    let at = |f: f64| time_to(&c.got_in_at, must, f).map(micros);
-    let last = c.last_arrival;
-    let by_last = c.got_in_at.partition_point(|t| *t <= last) as u64;
     let seconds: Vec<u64> = c.timeline.seconds().iter().map(|s| s.provisioned).collect();
-    let (peak_start, peak) = c.timeline.peak_at(3);
+    let input = StormInput {
+        got_in_at: &c.got_in_at,
+        must: c.must_get_in + dropped,
+        last_arrival: c.last_arrival,
+        provisioned_per_second: &seconds,
+        attempt_errors: &c.attempts.errors,
+    };
+    storm_of(&input, server_closes)
+}
+
+/// What the storm numbers are computed from: one run's collector, or a merge's segments on one
+/// clock.
+#[derive(Debug)]
+pub struct StormInput<'a> {
+    /// When each device that had to get in did, from the first scheduled start; sorted.
+    pub got_in_at: &'a [Duration],
+    /// Devices that had to get in, dropped starts included.
+    pub must: u64,
+    /// The latest first scheduled start.
+    pub last_arrival: Duration,
+    /// Provisioned devices per whole second of the run (its timeline).
+    pub provisioned_per_second: &'a [u64],
+    /// Failed attempts by kind of error.
+    pub attempt_errors: &'a BTreeMap<String, u64>,
+}
+
+/// The storm numbers of `input`, beside the server's `server_closes`.
+pub fn storm_of(input: &StormInput<'_>, server_closes: Option<BTreeMap<String, u64>>) -> Storm {
+    let (got_in_at, must, last) = (input.got_in_at, input.must, input.last_arrival);
+    let at = |f: f64| time_to(got_in_at, must, f).map(micros);
+    let by_last = got_in_at.partition_point(|t| *t <= last) as u64;
+    let seconds = input.provisioned_per_second;
+    // The peak leaves the final (draining, partial) second out.
+    let full = seconds.len().saturating_sub(1).max(1).min(seconds.len());
+    let (peak_start, peak) = best_window(&seconds[..full], 3);
     // Whole seconds after the last arrival.
     let after_from = usize::try_from(last.as_secs() + u64::from(last.subsec_nanos() > 0))
         .unwrap_or(usize::MAX)
@@ -95,9 +125,9 @@ pub fn storm(
         .get(peak_start..last_whole)
         .and_then(|s| s.iter().min().copied());
     let backlog = must.saturating_sub(by_last);
-    let got_in = c.got_in_at.len() as u64;
+    let got_in = got_in_at.len() as u64;
     let recovered = got_in == must && (backlog as f64 <= 3.0 * peak || best_after >= 0.5 * peak);
-    let errors = |k: &str| c.attempts.errors.get(k).copied().unwrap_or(0);
+    let errors = |k: &str| input.attempt_errors.get(k).copied().unwrap_or(0);
     Storm {
         must_get_in: must,
         got_in,

@@ -19,7 +19,7 @@ use crate::saturation::{self, GeneratorSummary};
 use crate::scenario::{DeviceMode, Loaded, RetryPolicy, ServerKind};
 use crate::segment::SegmentInfo;
 use crate::storm::{self, Storm};
-use crate::target::ServerView;
+use crate::target::{ReplicaFigures, ServerCounters, ServerView};
 use crate::threshold::{Metric, RateOf, Threshold};
 
 /// One threshold's verdict.
@@ -156,6 +156,14 @@ pub struct Summary {
     /// TPM refusals with 4.01 the fleet expects.
     #[serde(default)]
     pub expected_tpm_refusals: u64,
+    /// A remote server's absolute counters before and after the run: what `merge` counts N
+    /// segments sharing one server by, once. Absent for the fleet's own servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_counters: Option<ServerCounters>,
+    /// Each replica's own figures (accepted handshakes, peak memory) when the target has
+    /// several; absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_replicas: Vec<ReplicaFigures>,
     /// A few mismatching devices, for diagnosis.
     pub mismatch_examples: Vec<String>,
     /// The retry policy of devices without a per-class one.
@@ -214,6 +222,9 @@ pub struct Outcome {
     pub server: ServerView,
     /// Every device connection the run recorded, for the results' `connections.csv`.
     pub connections: Vec<ConnectionRecord>,
+    /// When each device that had to get in did, from the first scheduled start, sorted (the
+    /// storm numbers' input; `histograms.txt` keeps it as `storm.got_in`, for `merge`).
+    pub got_in: Vec<Duration>,
 }
 
 /// What the run knows besides the collected devices.
@@ -253,7 +264,18 @@ pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, mut f: F
     let derived = Derived::of(&mut c, &server, &mut f, (secs, connections.len() as u64));
     let got_in_at = std::mem::take(&mut c.got_in_at);
     let (mut summary, recorder) = assemble(loaded, c, &server, f, derived);
-    cross_check(&mut summary);
+    if shares_server(loaded) {
+        // The server's counts cover every segment's devices: `merge` checks them, once.
+        if let Some(g) = summary.generator.as_mut() {
+            g.notes.push(
+                "segment of a shared remote server: its rejection counts cover every segment's \
+                 devices, so they are cross-checked by `merge`, not here"
+                    .into(),
+            );
+        }
+    } else {
+        cross_check(&mut summary);
+    }
     let judged = judge(
         &summary,
         &recorder,
@@ -267,7 +289,15 @@ pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, mut f: F
         recorder,
         server,
         connections,
+        got_in: got_in_at,
     }
+}
+
+/// Whether this run is one of several segments on one remote server (whose view then covers
+/// the other segments' devices too).
+pub fn shares_server(loaded: &Loaded) -> bool {
+    loaded.segment.is_some_and(|s| s.count > 1)
+        && matches!(loaded.target, crate::scenario::TargetKind::Remote { .. })
 }
 
 /// The length of the measured part of the device phase, in seconds (never zero, so rates stay
@@ -399,6 +429,8 @@ fn assemble(
         expected_rejections: c.expected_rejections,
         server_tpm_refusals: server.tpm_refusals,
         expected_tpm_refusals: c.expected_tpm_refusals,
+        server_counters: server.counters.clone(),
+        server_replicas: server.replicas.clone(),
         mismatch_examples: c.examples,
         retry_policy: loaded.retry.default.name(),
         attempts: c.attempts,
@@ -441,7 +473,7 @@ fn server_summary(server: &ServerView) -> ServerSummary {
 }
 
 /// The server's own counts against the fleet's expectations; a difference is a mismatch.
-fn cross_check(summary: &mut Summary) {
+pub fn cross_check(summary: &mut Summary) {
     // The server's own count of rejections by reason must equal what the runs expect: per-device
     // checks see only the TLS alert, this sees the exact reason. (A run that timed out client-side
     // may still have been judged by the server, so the check holds only without errors.)

@@ -1,6 +1,6 @@
 //! The server under load: embedded (started in-process on loopback with the fleet's set-up) or
 //! remote (a running DPS whose admin API receives the fleet's hub and groups before the run and
-//! loses them after). Either way the run ends with the server's own view: its handshake and
+//! loses what the run created after it; a segment of several keeps them: see `target/remote.rs`). Either way the run ends with the server's own view: its handshake and
 //! matching histograms, its rejection counts by reason and its count of refused TPM requests.
 //! A TLS-only target (`[target] tls_only`, e.g. nginx as a peer) is only an address: nothing is
 //! set up on it and it has no view of its own.
@@ -27,8 +27,10 @@ use crate::fleet::Fleet;
 use crate::scenario::{Loaded, ServerKind, TargetKind};
 
 mod admin_client;
+mod remote;
 mod replicas;
-pub use admin_client::{AdminClient, AdminError};
+pub use admin_client::{AdminClient, AdminError, Ensured};
+pub use remote::{CounterSet, ReplicaFigures, ServerCounters};
 
 /// Why the target could not be started, prepared or told about the run's TPMs.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +109,13 @@ pub struct ServerView {
     /// be read.
     #[serde(default)]
     pub closes: Option<BTreeMap<String, u64>>,
+    /// A remote server's absolute counters before and after the run (`merge` counts the runs of
+    /// N segments sharing it once); `None` for the fleet's own servers.
+    #[serde(default)]
+    pub counters: Option<ServerCounters>,
+    /// Each replica's own figures when the target has several (empty otherwise).
+    #[serde(default)]
+    pub replicas: Vec<ReplicaFigures>,
 }
 
 /// A server to run against.
@@ -124,16 +133,14 @@ pub enum Target {
     Remote {
         /// Its admin API.
         admin: AdminClient,
-        /// Rejection counters before the run.
-        baseline: BTreeMap<String, u64>,
-        /// TPM 4.01 answers before the run.
-        tpm_baseline: u64,
-        /// Connection closes by reason before the run.
-        closes_baseline: BTreeMap<String, u64>,
-        /// Groups (X.509 and TPM) created for this run, by resource path; deleted at the end.
-        groups: Vec<String>,
-        /// TPM enrollments created for this run, deleted at the end (not on a spawned server).
-        tpm_enrollments: Vec<String>,
+        /// A remote target's other replicas' admin APIs (`[target] replica_admins`): their
+        /// counters are added to `admin`'s.
+        others: Vec<AdminClient>,
+        /// The counters of `admin` and `others` before the run.
+        before: CounterSet,
+        /// What this run set up on a remote server and removes at the end (not on a spawned
+        /// one, which is killed).
+        setup: Box<remote::SetUp>,
         /// The server process, when this run spawned it (killed at the end).
         child: Option<Box<tokio::process::Child>>,
         /// The other replicas this run spawned (`[target] replicas`): their counters are added
@@ -202,6 +209,7 @@ pub async fn start(
         TargetKind::Remote {
             address,
             admin,
+            replica_admins,
             admin_token_file,
             server_ca,
         } => {
@@ -220,7 +228,14 @@ pub async fn start(
                 ),
                 None => None,
             };
-            let target = remote(AdminClient::new(admin, token)?, fleet).await?;
+            let others = replica_admins
+                .iter()
+                .map(|url| AdminClient::new(url, token.clone()))
+                .collect::<Result<Vec<_>, _>>()?;
+            // Several generators share this server: none may remove the set-up under the others.
+            let keep = loaded.segment.is_some_and(|s| s.count > 1);
+            let admin = AdminClient::new(admin, token)?;
+            let target = remote((admin, others), fleet, keep).await?;
             Ok(Started {
                 target,
                 addr,
@@ -276,45 +291,36 @@ async fn spawned(
         .admin
         .ok_or(TargetError::Spawned("has no admin API"))?;
     let admin = AdminClient::new(&format!("http://{admin_addr}"), Some(token.trim().into()))?;
-    let baseline = admin.rejections().await?;
-    let tpm_baseline = admin.requests("other", TPM_REFUSED).await?;
-    let closes_baseline = admin.closes().await?;
+    let before = remote::read(&admin).await?;
     let target = Target::Remote {
         admin,
-        baseline,
-        tpm_baseline,
-        closes_baseline,
-        groups: Vec::new(),
-        tpm_enrollments: Vec::new(),
+        others: Vec::new(),
+        before,
+        setup: Box::default(),
         child: Some(Box::new(child)),
         replicas: set.others,
     };
     Ok((target, bound.devices))
 }
 
-/// A running DPS: the fleet's hub, groups and TPM enrollments created over its admin API.
-async fn remote(admin: AdminClient, fleet: &Fleet) -> Result<Target, TargetError> {
-    admin
-        .upsert("/api/v1/hubs", &fleet.hub.id, &fleet.hub)
-        .await?;
-    let mut groups = Vec::new();
-    let collections = [
-        ("/api/v1/enrollment-groups", &fleet.server_groups),
-        ("/api/v1/tpm-enrollment-groups", &fleet.server_tpm_groups),
-    ];
-    for (collection, fleet_groups) in collections {
-        for group in fleet_groups {
-            admin.upsert(collection, &group.id, group).await?;
-            groups.push(format!("{collection}/{}", group.id));
-        }
-    }
+/// A running DPS: the fleet's hub, groups and TPM enrollments set up over its admin API (left
+/// in place when `keep`: several generators share it), its counters read from it and `others`.
+async fn remote(
+    (admin, others): (AdminClient, Vec<AdminClient>),
+    fleet: &Fleet,
+    keep: bool,
+) -> Result<Target, TargetError> {
+    let setup = remote::set_up(&admin, fleet, keep).await?;
+    let mut all = vec![&admin];
+    all.extend(others.iter());
+    let before = remote::read_all(&all)
+        .await
+        .ok_or(TargetError::Spawned("counters could not be read"))?;
     let mut target = Target::Remote {
-        baseline: admin.rejections().await?,
-        tpm_baseline: admin.requests("other", TPM_REFUSED).await?,
-        closes_baseline: admin.closes().await?,
+        before,
         admin,
-        groups,
-        tpm_enrollments: Vec::new(),
+        others,
+        setup: Box::new(setup),
         child: None,
         replicas: Vec::new(),
     };
@@ -347,9 +353,6 @@ fn read_ca(path: Option<&str>) -> Result<Option<CertificateDer<'static>>, Target
     .transpose()
 }
 
-/// The code of a refused TPM request, as the server's counters label it.
-const TPM_REFUSED: &str = "4.01";
-
 impl Target {
     /// Enroll these TPMs individually: into the embedded server's published enrollments, or over
     /// the admin API (a remote target loses them after the run).
@@ -366,14 +369,19 @@ impl Target {
             }
             Target::Remote {
                 admin,
-                tpm_enrollments,
+                setup,
                 child,
                 ..
             } => {
                 for e in enrollments {
-                    admin.replace("/api/v1/tpm-enrollments", &e.id, e).await?;
+                    let collection = "/api/v1/tpm-enrollments";
+                    let ensured = if setup.keep {
+                        admin.create_or_same(collection, &e.id, e).await?
+                    } else {
+                        admin.replace(collection, &e.id, e).await?
+                    };
                     if child.is_none() {
-                        tpm_enrollments.push(e.id.clone());
+                        setup.note(ensured, format!("{collection}/{}", e.id), Some(&e.id));
                     }
                 }
             }
@@ -397,7 +405,19 @@ impl Target {
     pub async fn open_connections(&self) -> Option<u64> {
         match self {
             Target::Embedded { server, .. } => Some(server.metrics().open_connections()),
-            Target::Remote { admin, .. } => admin.gauge("dps_open_connections").await.ok(),
+            Target::Remote {
+                admin,
+                others,
+                replicas,
+                ..
+            } => {
+                let mut open = admin.gauge("dps_open_connections").await.ok()?;
+                let more = others.iter().chain(replicas.iter().map(|r| r.admin()));
+                for a in more {
+                    open += a.gauge("dps_open_connections").await.ok()?;
+                }
+                Some(open)
+            }
             Target::TlsOnly => None,
         }
     }
@@ -413,6 +433,8 @@ impl Target {
                 open_connections_at_peak: None,
                 peak_rss_bytes: None,
                 closes: None,
+                counters: None,
+                replicas: Vec::new(),
             },
             Target::Embedded { server, task, stop } => {
                 let _ = stop.send(());
@@ -421,11 +443,9 @@ impl Target {
             }
             Target::Remote {
                 admin,
-                baseline,
-                tpm_baseline,
-                closes_baseline,
-                groups,
-                tpm_enrollments,
+                others,
+                before,
+                setup,
                 child,
                 replicas,
             } => {
@@ -434,13 +454,12 @@ impl Target {
                 } else {
                     ServerKind::Remote
                 };
-                let before = Baselines {
-                    rejections: &baseline,
-                    tpm_refusals: tpm_baseline,
-                    closes: &closes_baseline,
-                };
-                let view = remote_view(&admin, kind, before, &replicas).await;
-                clean_up_remote(&admin, (groups, tpm_enrollments), child, replicas).await;
+                let view = remote_view((&admin, &others), kind, &before, &replicas).await;
+                remote::clean_up(&admin, *setup).await;
+                if let Some(mut child) = child {
+                    let _ = child.kill().await;
+                }
+                replicas::stop(replicas).await;
                 view
             }
         }
@@ -473,88 +492,55 @@ fn embedded_view(server: &Server) -> ServerView {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
         ),
+        counters: None,
+        replicas: Vec::new(),
     }
 }
 
-/// A remote server's counters before the run, subtracted from its counters after it.
-struct Baselines<'a> {
-    rejections: &'a BTreeMap<String, u64>,
-    tpm_refusals: u64,
-    closes: &'a BTreeMap<String, u64>,
-}
-
-/// What a remote server (and the replicas this run spawned) counted during the run.
+/// What a remote server (with `others`, its other replicas) or the spawned replicas counted
+/// during the run.
 async fn remote_view(
-    admin: &AdminClient,
+    (admin, others): (&AdminClient, &[AdminClient]),
     kind: ServerKind,
-    before: Baselines<'_>,
+    before: &CounterSet,
     replicas: &[replicas::Replica],
 ) -> ServerView {
-    let others = replicas::counters(replicas).await;
-    let closes = admin
-        .closes()
-        .await
-        .ok()
-        .map(|now| since(now, before.closes));
-    let closes = closes.map(|c| replicas::add(c, &others.closes));
-    let tpm_refusals = admin
-        .requests("other", TPM_REFUSED)
-        .await
-        .ok()
-        .map(|n| n.saturating_sub(before.tpm_refusals) + others.tpm_refusals);
+    let mut all = vec![admin];
+    all.extend(others.iter());
+    let after = remote::read_all(&all).await;
+    let mut every = all.clone();
+    every.extend(replicas.iter().map(|r| r.admin()));
+    // The spawned replicas besides the first are fresh processes: all they counted is the run's.
+    let fresh = replicas::counters(replicas).await;
+    let grown = after.as_ref().map(|a| a.since(before).plus(&fresh));
     let histograms = admin
         .get_json::<HistogramSnapshot>("/api/v1/histograms")
         .await
         .map(|s| s.histograms)
         .unwrap_or_default();
-    let rejections = since(
-        admin.rejections().await.unwrap_or_default(),
-        before.rejections,
-    );
-    let rejections = replicas::add(rejections, &others.rejections);
     let peak_rss_bytes = admin
         .gauge("dps_process_peak_resident_memory_bytes")
         .await
         .ok();
+    let counters = after
+        .filter(|_| kind == ServerKind::Remote)
+        .map(|after| ServerCounters {
+            server: remote::server_key(&all),
+            before: before.clone(),
+            after,
+        });
     ServerView {
         kind,
         histograms,
-        rejections,
-        tpm_refusals,
+        rejections: grown
+            .as_ref()
+            .map(|g| g.rejections.clone())
+            .unwrap_or_default(),
+        tpm_refusals: grown.as_ref().map(|g| g.tpm_refusals),
         open_connections_at_peak: None,
         peak_rss_bytes,
-        closes,
+        closes: grown.map(|g| g.closes),
+        counters,
+        replicas: remote::replica_figures(&every).await,
     }
-}
-
-/// The counts that grew since `before`, by how much (counts that did not grow are left out).
-fn since(now: BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    now.into_iter()
-        .map(|(k, v)| {
-            let was = before.get(&k).copied().unwrap_or(0);
-            (k, v.saturating_sub(was))
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect()
-}
-
-/// The run's groups and TPM enrollments deleted from a remote server, the server (if spawned)
-/// and its replicas killed.
-async fn clean_up_remote(
-    admin: &AdminClient,
-    (groups, tpm_enrollments): (Vec<String>, Vec<String>),
-    child: Option<Box<tokio::process::Child>>,
-    replicas: Vec<replicas::Replica>,
-) {
-    for path in groups {
-        let _ = admin.delete(&path).await;
-    }
-    for id in tpm_enrollments {
-        let _ = admin.delete(&format!("/api/v1/tpm-enrollments/{id}")).await;
-    }
-    if let Some(mut child) = child {
-        // Its store is in memory: nothing to flush.
-        let _ = child.kill().await;
-    }
-    replicas::stop(replicas).await;
 }

@@ -2,18 +2,12 @@
 //! and a remote target gets the fleet's groups over its admin API, judges the devices, and loses
 //! the groups again afterwards.
 
-use std::path::Path;
-use std::sync::Arc;
-
 use dps_loadgen::fleet::DeviceClass;
 use dps_loadgen::metrics::Phase;
 use dps_loadgen::{exit, run_scenario};
 
-fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write scenario");
-    path
-}
+mod common;
+use common::{remote_server, write};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_keeps_every_accepted_device_connected_together_on_a_spawned_server() {
@@ -73,35 +67,6 @@ source_addresses = 3
         s.server.peak_rss_bytes.is_some_and(|b| b > 0),
         "the spawned server's own memory"
     );
-}
-
-/// A DPS as an operator runs it: `init`'s demo set-up, with the admin API.
-async fn remote_server(dir: &Path) -> (std::net::SocketAddr, std::net::SocketAddr) {
-    dps_server::init::init(dir, false).expect("init");
-    let config = dps_server::config::Config::load(&dir.join("config.toml")).expect("config");
-    let server = Arc::new(dps_server::server::Server::from_config(&config).expect("server"));
-    let devices = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addrs = (
-        devices.local_addr().expect("addr"),
-        admin.local_addr().expect("addr"),
-    );
-    let token = config
-        .admin_token()
-        .expect("token")
-        .expect("init writes one");
-    let state = server.admin_state(&config, token);
-    tokio::spawn(dps_server::admin::serve(
-        admin,
-        state,
-        std::future::pending(),
-    ));
-    tokio::spawn(server.run(devices, std::future::pending()));
-    addrs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

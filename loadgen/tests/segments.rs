@@ -2,7 +2,8 @@
 //! scenario's (every executor); a small scenario run as 3 segments and merged counts what the
 //! unsegmented run counts, its histograms are the segments' merged, its summary is schema-valid,
 //! and its thresholds are judged on the merged run (a count threshold that every segment fails
-//! holds on the merge). Merge refuses duplicates, gaps, other scenarios and unsegmented runs.
+//! holds on the merge), its storm numbers put back together. Merge refuses duplicates, gaps,
+//! other scenarios and unsegmented runs.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -195,6 +196,17 @@ async fn three_segments_merge_into_the_run_of_the_whole_scenario() {
     assert_eq!(per_phase(m), per_phase(w));
     let completed: u64 = m.timeline.iter().map(|s| s.completed).sum();
     assert_eq!(completed, m.devices);
+    // The storm numbers come back from the segments' arrival times.
+    let (ms, ws) = (
+        m.storm.as_ref().expect("merged storm"),
+        w.storm.as_ref().expect("storm"),
+    );
+    assert_eq!(
+        (ms.must_get_in, ms.got_in, ms.busy_answers, ms.timeouts),
+        (ws.must_get_in, ws.got_in, ws.busy_answers, ws.timeouts)
+    );
+    assert!(ms.time_to_100_us.is_some() && ms.time_to_99_us.is_some());
+    assert_eq!(merged.outcome.got_in.len() as u64, ms.got_in);
 
     // What was written: the merged histograms are exactly the segments' added together.
     let parts: Vec<merge::Part> = dirs.iter().map(|d| merge::read(d).expect("part")).collect();

@@ -6,6 +6,8 @@
 
 mod error;
 mod part;
+mod server;
+mod storm;
 mod sum;
 
 use std::collections::BTreeMap;
@@ -70,12 +72,29 @@ pub fn merge_parts(parts: &[Part]) -> Result<Outcome, MergeError> {
                 .map_err(|e| MergeError::Threshold(format!("{:?}: {e}", t.threshold)))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let counts = server::counts(parts);
+    summary.server_rejections = counts.rejections;
+    summary.server_tpm_refusals = counts.tpm_refusals;
+    if counts.shared {
+        // Segments sharing a remote server left its cross-check to the merge (each saw all of
+        // the server); the fleet's own servers were checked by their segments already.
+        crate::summary::cross_check(&mut summary);
+    }
+    let t0 = parts
+        .iter()
+        .map(|p| sum::epoch_s(&p.summary.started_at))
+        .fold(f64::INFINITY, f64::min);
+    let got_in = storm::got_in(parts, t0);
+    summary.storm = got_in
+        .as_deref()
+        .and_then(|g| storm::merged(parts, &summary, (g, t0), counts.closes.clone()));
     let devices: u64 = summary.classes.values().map(|c| c.devices).sum();
     let per_s = devices as f64 / summary.duration_s.max(1e-9);
-    summary.thresholds = crate::summary::judge(&summary, &recorder, (&[], per_s), &thresholds);
+    let arrivals = got_in.as_deref().unwrap_or_default();
+    summary.thresholds = crate::summary::judge(&summary, &recorder, (arrivals, per_s), &thresholds);
     summary.passed = summary.thresholds.iter().all(|t| t.passed);
     summary.fidelity = merged_fidelity(parts, &recorder);
-    let view = sum::server_view(&summary, &server);
+    let view = sum::server_view(&summary, &server, counts.closes);
     Ok(Outcome {
         summary,
         recorder,
@@ -83,6 +102,7 @@ pub fn merge_parts(parts: &[Part]) -> Result<Outcome, MergeError> {
         // Each segment's connections stay in its own connections.csv (a capture is taken where
         // that segment ran, and verified there).
         connections: Vec::new(),
+        got_in: got_in.unwrap_or_default(),
     })
 }
 

@@ -20,6 +20,8 @@ pub struct Part {
     pub phases: BTreeMap<Phase, Histogram<u64>>,
     /// The server's histograms by name.
     pub server: BTreeMap<String, Histogram<u64>>,
+    /// When its devices that had to get in did (µs from its first scheduled start), if written.
+    pub got_in: Option<Histogram<u64>>,
 }
 
 /// One result directory: summary.json and histograms.txt.
@@ -36,6 +38,7 @@ pub fn read(dir: &Path) -> Result<Part, MergeError> {
     let (path, text) = file("histograms.txt")?;
     let mut phases = BTreeMap::new();
     let mut server = BTreeMap::new();
+    let mut got_in = None;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let (name, b64) = line.split_once(' ').unwrap_or((line, ""));
         let bad = |why: String| MergeError::Histogram {
@@ -44,7 +47,9 @@ pub fn read(dir: &Path) -> Result<Part, MergeError> {
             why,
         };
         let h = dps_server::metrics::decode_histogram(b64).map_err(|e| bad(e.to_string()))?;
-        if let Some(server_name) = name.strip_prefix("server.") {
+        if name == crate::report::GOT_IN {
+            got_in = Some(h);
+        } else if let Some(server_name) = name.strip_prefix("server.") {
             server.insert(server_name.to_owned(), h);
         } else {
             let phase = name
@@ -58,6 +63,7 @@ pub fn read(dir: &Path) -> Result<Part, MergeError> {
         summary,
         phases,
         server,
+        got_in,
     })
 }
 

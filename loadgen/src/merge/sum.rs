@@ -55,7 +55,7 @@ fn add_attempts(a: &mut Attempts, b: &Attempts) {
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 time (0 when it does not parse).
-fn epoch_s(rfc3339: &str) -> f64 {
+pub(super) fn epoch_s(rfc3339: &str) -> f64 {
     time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
         .map_or(0.0, |t| t.unix_timestamp_nanos() as f64 / 1e9)
 }
@@ -150,7 +150,7 @@ fn hold(parts: &[Part]) -> Option<HoldSummary> {
     }
     Some(HoldSummary {
         held_peak: holds.iter().map(|h| h.held_peak).sum(),
-        server_open_connections: holds.iter().map(|h| h.server_open_connections).sum(),
+        server_open_connections: super::server::open_at_peak(parts),
         connect_s: holds.iter().map(|h| h.connect_s).fold(0.0, f64::max),
         rss_before_bytes: None,
         rss_held_bytes: None,
@@ -214,11 +214,15 @@ pub fn merge_summaries(
         .max(1)
         .min(per_second.len());
     m.peak_provisioned_per_s = best_window(&per_second[..full], 3).1;
+    // The merge puts the storm back together from the segments' arrival times (`storm.rs`);
+    // attacks are each segment's own.
     m.storm = None;
     m.attack = None;
     m.hold = hold(parts);
     m.generator = generator(parts);
     m.segment = None;
+    m.server_counters = None;
+    m.server_replicas = super::server::replicas(parts);
     Some(m)
 }
 
@@ -239,12 +243,8 @@ fn add(m: &mut Summary, s: &Summary) {
     for (class, c) in &s.classes {
         add_class(m.classes.entry(*class).or_default(), c);
     }
-    add_counts(&mut m.server_rejections, &s.server_rejections);
+    // The server's counts are the merge's own (`server::counts`): a shared server counts once.
     add_counts(&mut m.expected_rejections, &s.expected_rejections);
-    m.server_tpm_refusals = match (m.server_tpm_refusals, s.server_tpm_refusals) {
-        (Some(a), Some(b)) => Some(a + b),
-        _ => None,
-    };
     m.expected_tpm_refusals += s.expected_tpm_refusals;
     m.mismatch_examples
         .extend(s.mismatch_examples.iter().cloned());
@@ -257,8 +257,13 @@ fn add(m: &mut Summary, s: &Summary) {
     m.peak_rss_bytes = m.peak_rss_bytes.max(s.peak_rss_bytes);
 }
 
-/// The server's view of the merged run `m`, its histograms the merged ones.
-pub fn server_view(m: &Summary, server: &BTreeMap<String, Histogram<u64>>) -> ServerView {
+/// The server's view of the merged run `m`, its histograms the merged ones, its closes by reason
+/// `closes`.
+pub fn server_view(
+    m: &Summary,
+    server: &BTreeMap<String, Histogram<u64>>,
+    closes: Option<BTreeMap<String, u64>>,
+) -> ServerView {
     ServerView {
         kind: m.server.kind,
         histograms: server
@@ -269,6 +274,8 @@ pub fn server_view(m: &Summary, server: &BTreeMap<String, Histogram<u64>>) -> Se
         tpm_refusals: m.server_tpm_refusals,
         open_connections_at_peak: None,
         peak_rss_bytes: m.server.peak_rss_bytes,
-        closes: None,
+        closes,
+        counters: None,
+        replicas: m.server_replicas.clone(),
     }
 }

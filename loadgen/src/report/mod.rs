@@ -48,6 +48,22 @@ const FILES_BESIDE: &str = "\nBeside this file: [report.html](report.html) (the 
     server's CPU and memory), [latency.svg](latency.svg) (latency by percentile), \
     `connections.csv` (for `dps-loadgen verify-capture`), `histograms.txt` (HdrHistogram V2).\n";
 
+/// The `histograms.txt` name of when the devices that had to get in did (µs from the first
+/// scheduled start): what `merge` computes a merged run's storm numbers from.
+pub const GOT_IN: &str = "storm.got_in";
+
+/// `got_in` as a serialized HdrHistogram of µs; `None` when empty.
+fn got_in_histogram(got_in: &[std::time::Duration]) -> Option<String> {
+    if got_in.is_empty() {
+        return None;
+    }
+    let mut h = crate::metrics::new_histogram();
+    for d in got_in {
+        crate::metrics::record(&mut h, *d);
+    }
+    dps_server::metrics::encode_histogram(&h).ok()
+}
+
 /// Write the reports into `dir` (created if needed): summary.json, summary.md, histograms.txt,
 /// latency.svg, timeline.svg and report.html.
 pub fn write_into(dir: &Path, outcome: &Outcome) -> std::io::Result<()> {
@@ -74,6 +90,9 @@ pub fn write_into(dir: &Path, outcome: &Outcome) -> std::io::Result<()> {
         if !h.hdr.is_empty() {
             let _ = writeln!(raw, "server.{name} {}", h.hdr);
         }
+    }
+    if let Some(b64) = got_in_histogram(&outcome.got_in) {
+        let _ = writeln!(raw, "{GOT_IN} {b64}");
     }
     std::fs::write(dir.join("histograms.txt"), raw)?;
     let latency = latency_svg(outcome).map_err(std::io::Error::other)?;

@@ -154,7 +154,10 @@ pub async fn run_observed(
     let server_target = started.target;
     let watch = (progress, live);
     let (c, mut facts) = drive(loaded, &fleet, ctx, &server_target, plan, watch).await;
-    facts.leftover = settle(&server_target).await;
+    // A server other segments still use does not drain when this one is done.
+    if !crate::summary::shares_server(loaded) {
+        facts.leftover = settle(&server_target).await;
+    }
     facts.fleet_reused = ready.reused;
     facts.open_files_limit = open_files_limit;
     let server = server_target.finish().await;
@@ -195,13 +198,18 @@ fn open_files(loaded: &Loaded) -> Result<u64, RunError> {
     let scenario = &loaded.scenario;
     // An in-process server holds the other end of every connection; a spawned one has its own.
     let embedded = loaded.target == TargetKind::Embedded;
-    let needed = system::descriptors_for(scenario.fleet.devices, embedded);
+    // A segment holds only its share of the fleet (every N-th device).
+    let devices = loaded
+        .segment
+        .unwrap_or_default()
+        .share(scenario.fleet.devices);
+    let needed = system::descriptors_for(devices, embedded);
     let limit = system::raise_open_files(needed)?;
     if matches!(scenario.executor, ExecutorSpec::Hold { .. }) && needed > limit.soft {
         // Every device stays connected at once (and a spawned server needs as many, under the
         // same hard limit).
         return Err(RunError::OpenFiles {
-            devices: scenario.fleet.devices,
+            devices,
             needed,
             limit: limit.soft,
             hard: limit.hard,

@@ -29,11 +29,18 @@ pub struct TargetSpec {
     /// Device port of a running server (`host:port`); absent = embedded server.
     #[serde(default)]
     pub address: Option<String>,
-    /// Its admin API (`http://host:port`): the fleet's hub and groups are created there before
-    /// the run and deleted after it, and the server's histograms and rejection counters are read
-    /// from it. Required with `address`.
+    /// Its admin API (`http://host:port`): the fleet's hub and groups are set up there before
+    /// the run (an identical one left as it is) and what the run created is deleted after it
+    /// (not by a segment of several, which share them), and the server's histograms and
+    /// rejection counters are read from it. Required with `address`.
     #[serde(default)]
     pub admin: Option<String>,
+    /// With `admin`: the admin APIs of the target's other replicas (`http://host:port` each, same
+    /// token), when `address` is a device port several replicas share. Their counters
+    /// (rejections, closes, TPM refusals, open connections) are added to `admin`'s; the fleet is
+    /// set up through `admin` alone (the replicas share its store).
+    #[serde(default)]
+    pub replica_admins: Vec<String>,
     /// File holding the admin bearer token (as `dps-server init` writes it).
     #[serde(default)]
     pub admin_token_file: Option<String>,

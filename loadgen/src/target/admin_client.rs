@@ -20,6 +20,44 @@ enum Existing {
     Put,
     /// Delete it, then POST again.
     DeleteAndCreate,
+    /// Refuse: another generator may be using it.
+    Refuse,
+}
+
+/// What setting up one object (a hub, a group, an enrollment) found on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensured {
+    /// It was not there: this run created it.
+    Created,
+    /// An identical one was there (another generator of the same fleet, or an earlier run): left
+    /// as it was, and not this run's to delete.
+    Unchanged,
+    /// A different one with the same id was there (a regenerated fleet): replaced.
+    Replaced,
+}
+
+/// Whether the server's `theirs` is the definition `ours` sent: every field we send has the same
+/// value there (a field the server adds, such as `static`, is not ours to compare; a field we send
+/// as null or empty may be left out by the server).
+fn same_definition(ours: &serde_json::Value, theirs: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    let absent = |v: &Value| match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::String(s) => s.is_empty(),
+        _ => false,
+    };
+    match (ours, theirs) {
+        (Value::Object(o), Value::Object(t)) => o.iter().all(|(k, v)| match t.get(k) {
+            Some(tv) => same_definition(v, tv),
+            None => absent(v),
+        }),
+        (Value::String(o), Value::String(t)) => o.trim() == t.trim(),
+        (Value::Array(o), Value::Array(t)) => {
+            o.len() == t.len() && o.iter().zip(t).all(|(a, b)| same_definition(a, b))
+        }
+        (o, t) => o == t,
+    }
 }
 
 /// Why an admin API call failed.
@@ -70,6 +108,17 @@ pub enum AdminError {
         path: String,
         /// serde_json's error.
         source: serde_json::Error,
+    },
+    /// A segment found a different definition with the same id on a shared server: another
+    /// build of the fleet (segments must share one) or a stale one left by an earlier run.
+    #[error(
+        "admin API {path}: the server holds a different definition with this id; every segment \
+         must use one build of the fleet (copy the fleet cache to each generator), or, if it is \
+         stale, DELETE {path} first"
+    )]
+    Differs {
+        /// The object's path.
+        path: String,
     },
     /// `/metrics` lacks a sample.
     #[error("/metrics has no {0}")]
@@ -156,51 +205,73 @@ impl AdminClient {
         }
     }
 
-    /// Create `value` under `collection`, or replace the one with `id` if it exists (PUT).
+    /// Make `value` the one with `id` under `collection`: create it, leave an identical one as
+    /// it is, or replace a different one (PUT). Idempotent, so N generators of one fleet may all
+    /// set it up on one server, in any order, without disturbing each other's devices.
     pub async fn upsert<T: Serialize>(
         &self,
         collection: &str,
         id: &str,
         value: &T,
-    ) -> Result<(), AdminError> {
-        self.create_or(collection, id, value, Existing::Put).await
+    ) -> Result<Ensured, AdminError> {
+        self.ensure(collection, id, value, Existing::Put).await
     }
 
-    /// Create `value` under `collection`; if one with `id` exists, delete it and create again (for
-    /// collections without PUT, such as `/api/v1/tpm-enrollments`).
+    /// As [`AdminClient::upsert`], for collections without PUT (such as
+    /// `/api/v1/tpm-enrollments`): a different existing one is deleted and created again.
     pub async fn replace<T: Serialize>(
         &self,
         collection: &str,
         id: &str,
         value: &T,
-    ) -> Result<(), AdminError> {
-        self.create_or(collection, id, value, Existing::DeleteAndCreate)
+    ) -> Result<Ensured, AdminError> {
+        self.ensure(collection, id, value, Existing::DeleteAndCreate)
             .await
     }
 
-    /// POST `value`; on 409, deal with the existing `id` as `existing` says.
-    async fn create_or<T: Serialize>(
+    /// Create `value`, or find it there identical; a different one is refused
+    /// ([`AdminError::Differs`]), not replaced: on a server N generators share, replacing it
+    /// would refuse the devices of the generator that set it up.
+    pub async fn create_or_same<T: Serialize>(
+        &self,
+        collection: &str,
+        id: &str,
+        value: &T,
+    ) -> Result<Ensured, AdminError> {
+        self.ensure(collection, id, value, Existing::Refuse).await
+    }
+
+    /// POST `value`; on 409, compare with the existing `id` and, if it differs, deal with it as
+    /// `existing` says.
+    async fn ensure<T: Serialize>(
         &self,
         collection: &str,
         id: &str,
         value: &T,
         existing: Existing,
-    ) -> Result<(), AdminError> {
-        let json = serde_json::to_vec(value).map_err(|source| AdminError::Json {
+    ) -> Result<Ensured, AdminError> {
+        let json_err = |source| AdminError::Json {
             path: collection.to_owned(),
             source,
-        })?;
+        };
+        let ours = serde_json::to_value(value).map_err(json_err)?;
+        let json = serde_json::to_vec(&ours).map_err(json_err)?;
         let (status, body) = self
             .send(Method::POST, collection, Some(json.clone()))
             .await?;
         if status.is_success() {
-            return Ok(());
+            return Ok(Ensured::Created);
         }
         if status != StatusCode::CONFLICT {
             return Err(Self::failed(Method::POST, collection, status, &body));
         }
         let path = format!("{collection}/{id}");
+        let theirs: serde_json::Value = self.get_json(&path).await?;
+        if same_definition(&ours, &theirs) {
+            return Ok(Ensured::Unchanged);
+        }
         let (method, target) = match existing {
+            Existing::Refuse => return Err(AdminError::Differs { path }),
             Existing::Put => (Method::PUT, path.as_str()),
             Existing::DeleteAndCreate => {
                 self.delete(&path).await?;
@@ -209,7 +280,7 @@ impl AdminClient {
         };
         let (status, body) = self.send(method.clone(), target, Some(json)).await?;
         if status.is_success() {
-            Ok(())
+            Ok(Ensured::Replaced)
         } else {
             Err(Self::failed(method, target, status, &body))
         }
@@ -256,6 +327,31 @@ impl AdminClient {
     pub async fn requests(&self, resource: &str, code: &str) -> Result<u64, AdminError> {
         let name = format!("dps_requests_total{{resource=\"{resource}\",code=\"{code}\"}}");
         Ok(sample(&self.prometheus().await?, &name).unwrap_or(0))
+    }
+
+    /// One sample of `/metrics` by its full name (labels included); 0 when absent.
+    pub async fn requests_sample(&self, name: &str) -> Result<u64, AdminError> {
+        Ok(sample(&self.prometheus().await?, name).unwrap_or(0))
+    }
+
+    /// `dps_rejections_total` by reason, `dps_connections_closed_total` by reason and
+    /// `dps_requests_total{resource="other",code=tpm_code}`, from one read of `/metrics`.
+    pub async fn counters(
+        &self,
+        tpm_code: &str,
+    ) -> Result<(BTreeMap<String, u64>, BTreeMap<String, u64>, u64), AdminError> {
+        let text = self.prometheus().await?;
+        let tpm = format!("dps_requests_total{{resource=\"other\",code=\"{tpm_code}\"}}");
+        Ok((
+            rejections(&text),
+            by_reason(&text, "dps_connections_closed_total"),
+            sample(&text, &tpm).unwrap_or(0),
+        ))
+    }
+
+    /// The API's URL, `http://host:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.authority)
     }
 
     /// `dps_rejections_total` by reason.
@@ -318,6 +414,24 @@ mod tests {
         let closes = "dps_connections_closed_total{reason=\"shed\"} 3\ndps_connections_closed_total{reason=\"busy\"} 9\n";
         let c = by_reason(closes, "dps_connections_closed_total");
         assert_eq!((c.get("shed"), c.get("busy")), (Some(&3), Some(&9)));
+    }
+
+    #[test]
+    fn a_definition_is_the_same_when_every_field_sent_is() {
+        let ours = serde_json::json!({"id": "a", "name": "g", "allow": [], "psk": null,
+            "chain": "-----BEGIN X-----\nAA\n-----END X-----\n", "auth": {"provider": "jwt"}});
+        let theirs = serde_json::json!({"id": "a", "name": "g", "static": false,
+            "chain": "-----BEGIN X-----\nAA\n-----END X-----", "auth": {"provider": "jwt", "validity_s": 3600}});
+        assert!(same_definition(&ours, &theirs));
+        let renamed = serde_json::json!({"id": "a", "name": "h",
+            "chain": "-----BEGIN X-----\nAA\n-----END X-----\n", "auth": {"provider": "jwt"}});
+        assert!(!same_definition(&ours, &renamed));
+        let other_auth = serde_json::json!({"id": "a", "name": "g",
+            "chain": "-----BEGIN X-----\nAA\n-----END X-----\n", "auth": {"provider": "oauth2"}});
+        assert!(!same_definition(&ours, &other_auth));
+        let more_allowed = serde_json::json!({"id": "a", "name": "g", "allow": ["x"],
+            "chain": "-----BEGIN X-----\nAA\n-----END X-----\n", "auth": {"provider": "jwt"}});
+        assert!(!same_definition(&ours, &more_allowed));
     }
 
     #[test]

@@ -3,18 +3,16 @@
 //! device port (`SO_REUSEPORT`: the kernel spreads the devices over them), each with its own
 //! admin API. The run reads the first replica's histograms and adds every replica's counters.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use tokio::process::Child;
 
 use super::admin_client::{AdminClient, AdminError};
+use super::remote::CounterSet;
 use crate::spec::TargetSpec;
 
 /// Longest wait for a spawned server to report its ports.
 const SPAWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-/// The code of a TPM refusal in `dps_requests_total`.
-const TPM_REFUSED: &str = "4.01";
 
 /// Why the spawned target could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -190,62 +188,26 @@ async fn spawn_all(
     })
 }
 
-/// What the other replicas counted (fresh processes: everything is this run's).
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Rejections by reason.
-    pub rejections: BTreeMap<String, u64>,
-    /// Closes by reason.
-    pub closes: BTreeMap<String, u64>,
-    /// TPM refusals.
-    pub tpm_refusals: u64,
-}
-
-/// Read the other replicas' counters (a replica that cannot be read counts nothing).
-pub async fn counters(replicas: &[Replica]) -> Counters {
-    let mut c = Counters::default();
+/// What the other replicas counted (fresh processes: everything is this run's); a replica that
+/// cannot be read counts nothing.
+pub async fn counters(replicas: &[Replica]) -> CounterSet {
+    let mut c = CounterSet::default();
     for r in replicas {
-        c.rejections = add(
-            std::mem::take(&mut c.rejections),
-            &r.admin.rejections().await.unwrap_or_default(),
-        );
-        c.closes = add(
-            std::mem::take(&mut c.closes),
-            &r.admin.closes().await.unwrap_or_default(),
-        );
-        c.tpm_refusals += r.admin.requests("other", TPM_REFUSED).await.unwrap_or(0);
+        c = c.plus(&super::remote::read(&r.admin).await.unwrap_or_default());
     }
     c
 }
 
-/// `a` plus `b`, key by key.
-pub fn add(mut a: BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    for (k, v) in b {
-        *a.entry(k.clone()).or_insert(0) += v;
+impl Replica {
+    /// Its admin API.
+    pub fn admin(&self) -> &AdminClient {
+        &self.admin
     }
-    a.retain(|_, n| *n > 0);
-    a
 }
 
 /// Stop the other replicas.
 pub async fn stop(replicas: Vec<Replica>) {
     for mut r in replicas {
         let _ = r.child.kill().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counters_add_key_by_key() {
-        let a = BTreeMap::from([("x".to_owned(), 1), ("y".to_owned(), 0)]);
-        let b = BTreeMap::from([("x".to_owned(), 2), ("z".to_owned(), 3)]);
-        let sum = add(a, &b);
-        assert_eq!(
-            sum,
-            BTreeMap::from([("x".to_owned(), 3), ("z".to_owned(), 3)])
-        );
     }
 }
