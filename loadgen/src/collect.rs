@@ -69,8 +69,8 @@ fn observed_label(o: &Observed, fleet: &Fleet) -> String {
             .map_or_else(|| format!("owner {owner}"), |g| g.name.clone())
     };
     match o {
-        Observed::Provisioned { owner } => format!("provisioned:{}", group(owner)),
-        Observed::Reconnected { owner } => format!("reconnected:{}", group(owner)),
+        Observed::Provisioned { owner, .. } => format!("provisioned:{}", group(owner)),
+        Observed::Reconnected { owner, .. } => format!("reconnected:{}", group(owner)),
         Observed::Attested => "attested".into(),
         Observed::Rejected { alert } => format!("rejected:{alert}"),
         Observed::TpmRefused { step, code } => format!("tpm_refused:{}:{code}", step.as_str()),
@@ -132,6 +132,9 @@ pub struct Collector {
     pub must_get_in: u64,
     /// When each run that had to get in did (as expected), from the start of the device phase.
     pub got_in_at: Vec<Duration>,
+    /// The device id each provisioned device was issued (fleet index, id), for the results'
+    /// `identities.csv`: what a server's store must hold after the run.
+    pub identities: Vec<(usize, String)>,
     /// The latest first scheduled start of a run, from the start of the device phase.
     pub last_arrival: Duration,
     /// Rejections the fleet expects, by reason.
@@ -204,12 +207,24 @@ impl Collector {
         });
         self.last_arrival = self.last_arrival.max(scheduled);
         self.count_got_in(dev, ok, at);
+        self.keep_identity(dev, &run.observed);
         self.count_attack_window(scheduled, total);
         self.count_attempts(run);
         self.expect(dev);
         self.count_class(dev, run, fleet, judged);
         if judged != Judgement::AsExpected {
             self.keep_example(dev, run);
+        }
+    }
+
+    /// The device id a provisioned device was issued, if it says.
+    fn keep_identity(&mut self, dev: &Device, observed: &Observed) {
+        if let Observed::Provisioned { device_id, .. } | Observed::Reconnected { device_id, .. } =
+            observed
+        {
+            if !device_id.is_empty() {
+                self.identities.push((dev.index, device_id.clone()));
+            }
         }
     }
 

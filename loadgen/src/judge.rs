@@ -59,10 +59,10 @@ pub fn judge(
         Expected::Accepted { group } | Expected::Reconnected { group } => {
             let reconnects = matches!(expected, Expected::Reconnected { .. });
             match observed {
-                Observed::Provisioned { owner } if !reconnects => {
+                Observed::Provisioned { owner, .. } if !reconnects => {
                     verdict(owner_of(group) == Some(owner.as_str()))
                 }
-                Observed::Reconnected { owner } if reconnects => {
+                Observed::Reconnected { owner, .. } if reconnects => {
                     verdict(owner_of(group) == Some(owner.as_str()))
                 }
                 Observed::Attested => verdict(mode.handshake_only()),
@@ -144,6 +144,7 @@ mod tests {
         };
         let provisioned = |owner: &str| Observed::Provisioned {
             owner: owner.into(),
+            device_id: String::new(),
         };
         let alert = |a: &str| Observed::Rejected { alert: a.into() };
         let p = DeviceMode::Provision;

@@ -225,6 +225,9 @@ pub struct Outcome {
     /// When each device that had to get in did, from the first scheduled start, sorted (the
     /// storm numbers' input; `histograms.txt` keeps it as `storm.got_in`, for `merge`).
     pub got_in: Vec<Duration>,
+    /// The device id each provisioned device was issued (fleet index, id), for the results'
+    /// `identities.csv`.
+    pub identities: Vec<(usize, String)>,
 }
 
 /// What the run knows besides the collected devices.
@@ -263,6 +266,8 @@ pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, mut f: F
     let connections = std::mem::take(&mut f.connections.0);
     let derived = Derived::of(&mut c, &server, &mut f, (secs, connections.len() as u64));
     let got_in_at = std::mem::take(&mut c.got_in_at);
+    let mut identities = std::mem::take(&mut c.identities);
+    identities.sort_unstable();
     let (mut summary, recorder) = assemble(loaded, c, &server, f, derived);
     if shares_server(loaded) {
         // The server's counts cover every segment's devices: `merge` checks them, once.
@@ -290,6 +295,7 @@ pub fn summarize(loaded: &Loaded, mut c: Collector, server: ServerView, mut f: F
         server,
         connections,
         got_in: got_in_at,
+        identities,
     }
 }
 

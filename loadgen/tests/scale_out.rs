@@ -182,4 +182,19 @@ concurrency = 8
         "60|60",
         "one record per device, no device id twice"
     );
+    // Id by id: each device id the devices were answered is the one their record holds.
+    let answered = &done.outcome.identities;
+    assert_eq!(answered.len(), 60, "{answered:?}");
+    let stored = cluster.sql(
+        db,
+        "SELECT string_agg(value::json->>'device_id', ',' ORDER BY value::json->>'device_id') \
+         FROM records",
+    );
+    let mut ids: Vec<&str> = answered.iter().map(|(_, id)| id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        stored.trim(),
+        ids.join(","),
+        "the answered ids are the stored ones"
+    );
 }

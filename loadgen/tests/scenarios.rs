@@ -184,6 +184,21 @@ async fn every_class_gets_its_outcome_and_the_summary_matches_the_schema() {
             .all(|r| r.first_server_data_read_us >= r.first_server_data_us),
         "the server's first bytes are read once they have arrived, not before: {csv}"
     );
+    let ids = std::fs::read_to_string(dir.join("identities.csv")).expect("identities.csv");
+    let mut lines = ids.lines();
+    assert_eq!(lines.next(), Some("device,device_id"));
+    let issued: std::collections::BTreeSet<&str> = lines
+        .map(|l| {
+            let (_, id) = l.split_once(',').expect("device,device_id");
+            assert!(uuid::Uuid::parse_str(id).is_ok(), "{l}");
+            id
+        })
+        .collect();
+    assert_eq!(
+        issued.len() as u64,
+        s.provisioned,
+        "one distinct device id per provisioned device: {ids}"
+    );
     let svg = std::fs::read_to_string(dir.join("latency.svg")).expect("svg");
     assert!(svg.starts_with("<svg") && svg.contains("server matching"));
 

@@ -92,12 +92,18 @@ pub enum Observed {
     Provisioned {
         /// `devowneruuid` from the ownership resource.
         owner: String,
+        /// The device id its identity certificate was issued for (empty where not known).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        device_id: String,
     },
     /// The whole flow succeeded, and again over a session authenticated by the identity
     /// certificate it was issued, with the same owner both times.
     Reconnected {
         /// `devowneruuid` from the ownership resource.
         owner: String,
+        /// The device id its identity certificate was issued for (empty where not known).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        device_id: String,
     },
     /// Handshake-only mode: the handshake was accepted (a TPM device: its attestation).
     Attested,

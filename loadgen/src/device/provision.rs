@@ -23,6 +23,8 @@ type Phases = Ledger;
 pub(super) struct Provisioned {
     /// `devowneruuid`.
     pub(super) owner: String,
+    /// The device id the identity certificate was issued for.
+    pub(super) device_id: uuid::Uuid,
     /// The identity certificate it was issued.
     pub(super) identity: CertificateDer<'static>,
     /// The key of that certificate (PKCS#8 DER).
@@ -177,6 +179,7 @@ pub(super) async fn provision(
     }
     Ok(Provisioned {
         owner,
+        device_id,
         identity: applied.identity,
         key_der: key.serialize_der(),
     })

@@ -90,7 +90,13 @@ pub(super) async fn flow(
     }
     let key = prepared.csr_key(0);
     match provision(&mut io, dev.index, uuid::Uuid::new_v4(), key, phases).await {
-        Ok(p) => (Observed::Provisioned { owner: p.owner }, Some(io)),
+        Ok(p) => (
+            Observed::Provisioned {
+                owner: p.owner,
+                device_id: p.device_id.to_string(),
+            },
+            Some(io),
+        ),
         Err(observed) => (observed, None),
     }
 }

@@ -54,7 +54,13 @@ pub(super) async fn flow(
         Err(observed) => return (observed, None),
     };
     if dev.class != DeviceClass::Identity {
-        return (Observed::Provisioned { owner: first.owner }, Some(io));
+        return (
+            Observed::Provisioned {
+                owner: first.owner,
+                device_id: first.device_id.to_string(),
+            },
+            Some(io),
+        );
     }
     // Like a device after a reboot: a new session authenticated by the identity certificate.
     drop(io);
@@ -80,7 +86,14 @@ pub(super) async fn flow(
     };
     match provision(&mut io, dev.index, device_id, prepared.csr_key(1), phases).await {
         Ok(again) if again.owner == first.owner => {
-            (Observed::Reconnected { owner: again.owner }, Some(io))
+            let device_id = again.device_id.to_string();
+            (
+                Observed::Reconnected {
+                    owner: again.owner,
+                    device_id,
+                },
+                Some(io),
+            )
         }
         Ok(again) => (
             Observed::protocol(format!(

@@ -103,6 +103,8 @@ pub fn merge_parts(parts: &[Part]) -> Result<Outcome, MergeError> {
         // that segment ran, and verified there).
         connections: Vec::new(),
         got_in: got_in.unwrap_or_default(),
+        // Likewise each segment's identities.csv.
+        identities: Vec::new(),
     })
 }
 

@@ -46,7 +46,8 @@ pub fn write(results_dir: &Path, outcome: &Outcome) -> std::io::Result<PathBuf> 
 const FILES_BESIDE: &str = "\nBeside this file: [report.html](report.html) (the whole run on one \
     page, opens offline), [timeline.svg](timeline.svg) (per second: rate, errors, latency, the \
     server's CPU and memory), [latency.svg](latency.svg) (latency by percentile), \
-    `connections.csv` (for `dps-loadgen verify-capture`), `histograms.txt` (HdrHistogram V2).\n";
+    `connections.csv` (for `dps-loadgen verify-capture`), `identities.csv` (the device id each \
+    provisioned device was issued), `histograms.txt` (HdrHistogram V2).\n";
 
 /// The `histograms.txt` name of when the devices that had to get in did (µs from the first
 /// scheduled start): what `merge` computes a merged run's storm numbers from.
@@ -64,6 +65,17 @@ fn got_in_histogram(got_in: &[std::time::Duration]) -> Option<String> {
     dps_server::metrics::encode_histogram(&h).ok()
 }
 
+/// `identities.csv`: the device id each provisioned device was issued, one `device,device_id`
+/// line per device (fleet index order), to check a server's store against after a run.
+pub fn identities_csv(identities: &[(usize, String)]) -> String {
+    let mut out = String::with_capacity(48 * (identities.len() + 1));
+    out.push_str("device,device_id\n");
+    for (device, id) in identities {
+        let _ = writeln!(out, "{device},{id}");
+    }
+    out
+}
+
 /// Write the reports into `dir` (created if needed): summary.json, summary.md, histograms.txt,
 /// latency.svg, timeline.svg and report.html.
 pub fn write_into(dir: &Path, outcome: &Outcome) -> std::io::Result<()> {
@@ -75,6 +87,10 @@ pub fn write_into(dir: &Path, outcome: &Outcome) -> std::io::Result<()> {
     std::fs::write(dir.join("summary.md"), md)?;
     let connections = crate::device::trace::to_csv(&outcome.connections);
     std::fs::write(dir.join("connections.csv"), connections)?;
+    std::fs::write(
+        dir.join("identities.csv"),
+        identities_csv(&outcome.identities),
+    )?;
     let mut raw = String::new();
     for (phase, h) in &outcome.recorder.phases {
         let mut buf = Vec::new();
