@@ -1,9 +1,6 @@
 -- After kill9.sh, id by id: every device id the generator was answered (its identities.csv)
--- against the database.
---   psql -h 127.0.0.1 -p 25432 -U postgres -d dps_scale -AXqt \
---     -v csv="$(ls -d /tmp/scale-out/kill9-run/kill9-*/)identities.csv" -f results/scale-out/answered.sql
-CREATE TEMP TABLE answered (device integer, device_id text);
-\copy answered FROM :'csv' WITH (FORMAT csv, HEADER true)
+-- against the database. Run by answered.sh, which loads identities.csv into `answered` first:
+--   results/scale-out/answered.sh /tmp/scale-out/kill9-run/kill9-*/
 \echo 'device ids the generator was answered:'
 SELECT count(*) FROM answered;
 \echo 'of them, not the device id of a stored record (must be 0):'
