@@ -259,17 +259,12 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut slot = ChallengeSlot::new();
     let mut framed = server_framed(io, limits.max_message_size);
     let csm = server_csm(u32::try_from(limits.max_message_size).ok());
-    // Queued, not sent: if the device's first request has arrived already, the CSM goes with its
-    // answer (one record, one write); otherwise it is sent before the server waits for anything.
-    if let Err(e) = framed.queue_frame(&csm) {
+    if let Err(e) = framed.write_frame(&csm).await {
         return Ending::Protocol(e.to_string());
     }
     loop {
-        let read = match next_frame(&mut framed, limits.inactivity_timeout).await {
-            Ok(read) => read,
-            Err(e) => return Ending::Protocol(e.to_string()),
-        };
-        let frame = match read {
+        let frame = match tokio::time::timeout(limits.inactivity_timeout, framed.read_frame()).await
+        {
             Err(_) => return Ending::Idle,
             Ok(Ok(None)) => return Ending::Closed,
             Ok(Ok(Some(frame))) => frame,
@@ -333,21 +328,6 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
-}
-
-/// What [`serve`] reads next: a frame already at hand, else (once anything queued is sent) the next
-/// one within `timeout`. `Err` when the queued frames cannot be sent.
-async fn next_frame<S: AsyncRead + AsyncWrite + Unpin>(
-    framed: &mut FramedIo<S>,
-    timeout: Duration,
-) -> Result<Result<Result<Option<Frame>, StreamError>, tokio::time::error::Elapsed>, StreamError> {
-    if framed.has_queued() {
-        if let Some(ready) = framed.try_read_frame() {
-            return Ok(Ok(ready));
-        }
-        framed.flush_queued().await?;
-    }
-    Ok(tokio::time::timeout(timeout, framed.read_frame()).await)
 }
 
 /// The first critical option of a client CSM: every CSM option the server knows (Max-Message-Size,

@@ -1,8 +1,6 @@
 //! Frames over an async byte stream (TLS or plain TCP): the one reader/writer both the server's
 //! connections and the devices of the load generator use.
 
-use std::future::Future as _;
-
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::coap::{CodecError, Decoder, Frame};
@@ -89,60 +87,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
         }
     }
 
-    /// Encode and send one frame, after any frames queued with [`FramedIo::queue_frame`] (one
-    /// write, so one TLS record and one system call for all of them).
+    /// Encode and send one frame.
     pub async fn write_frame(&mut self, frame: &Frame) -> Result<(), StreamError> {
-        self.queue_frame(frame)?;
-        self.flush_queued().await
-    }
-
-    /// Encode `frame` into the write buffer without sending it: it goes with the next
-    /// [`FramedIo::write_frame`] or [`FramedIo::flush_queued`].
-    pub fn queue_frame(&mut self, frame: &Frame) -> Result<(), StreamError> {
-        let start = self.write_buf.len();
-        let encoded = frame.encode(&mut self.write_buf);
-        if encoded.is_ok() && self.write_buf.len() - start >= self.min_frame_len {
-            return Ok(());
-        }
-        self.write_buf.truncate(start);
-        encoded?;
-        // Rare (an empty-token Pong, a bare Abort): re-encode with a diagnostic payload.
-        let padded = frame.clone().padded(self.min_frame_len).encode(&mut self.write_buf);
-        if padded.is_err() {
-            self.write_buf.truncate(start);
-        }
-        Ok(padded?)
-    }
-
-    /// Are frames queued and not sent yet?
-    pub fn has_queued(&self) -> bool {
-        !self.write_buf.is_empty()
-    }
-
-    /// Send the frames queued with [`FramedIo::queue_frame`], if any.
-    pub async fn flush_queued(&mut self) -> Result<(), StreamError> {
-        if self.write_buf.is_empty() {
-            return Ok(());
-        }
-        let sent = self.io.write_all(&self.write_buf).await;
         self.write_buf.clear();
+        frame.encode(&mut self.write_buf)?;
+        if self.write_buf.len() < self.min_frame_len {
+            // Rare (an empty-token Pong, a bare Abort): re-encode with a diagnostic payload.
+            self.write_buf.clear();
+            frame
+                .clone()
+                .padded(self.min_frame_len)
+                .encode(&mut self.write_buf)?;
+        }
+        self.io.write_all(&self.write_buf).await?;
+        self.io.flush().await?;
         if self.write_buf.capacity() > KEEP_CAPACITY {
             self.write_buf = Vec::new();
         }
-        sent?;
-        self.io.flush().await?;
         Ok(())
-    }
-
-    /// The next frame if it can be had without waiting (already buffered, or bytes already
-    /// arrived); `None` when reading would have to wait. Nothing read is lost either way.
-    pub fn try_read_frame(&mut self) -> Option<Result<Option<Frame>, StreamError>> {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        let read = std::pin::pin!(self.read_frame());
-        match read.poll(&mut cx) {
-            std::task::Poll::Ready(result) => Some(result),
-            std::task::Poll::Pending => None,
-        }
     }
 
     /// Send a request and wait for the response with its token, answering Pings and skipping
