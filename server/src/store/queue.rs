@@ -124,7 +124,10 @@ impl<T> BatchQueue<T> {
         let mut state = self.lock();
         while state.items.is_empty() && !state.closed {
             state.writer = Writer::Idle;
-            state = self.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state = self
+                .wake
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
         }
         if state.items.is_empty() {
             state.writer = Writer::Busy;

@@ -213,7 +213,6 @@ impl Batch {
             Msg::Flush(reply) => self.waiting.push((None, reply)),
         }
     }
-
 }
 
 /// The next batch off the queue: until [`BATCH_WINDOW`] has passed or the batch is full, or, once
