@@ -596,14 +596,27 @@ fn run(
     };
     let live = !quiet && std::io::stderr().is_terminal();
     let bar = live.then(live_bar);
-    let progress = |p: &dps_loadgen::run::Progress| {
-        if let Some(bar) = &bar {
+    let shown = bar.clone();
+    let progress = move |p: &dps_loadgen::run::Progress| {
+        if let Some(bar) = &shown {
             bar.set_length(p.total);
             bar.set_position(p.done);
             bar.set_message(progress_message(p));
         }
     };
-    match runtime.block_on(run_live(scenario, results, &progress, watch)) {
+    let (scenario, results) = (scenario.to_owned(), results.to_owned());
+    // On a worker, not on this thread: the run's own task (collecting every device's result) then
+    // runs where the devices do, instead of each result waking the thread blocked here.
+    let running =
+        runtime.spawn(async move { run_live(&scenario, &results, &progress, watch).await });
+    let outcome = match runtime.block_on(running) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("error: the run's task failed: {e}");
+            return ExitCode::from(dps_loadgen::exit::ABORTED);
+        }
+    };
+    match outcome {
         Ok(finished) => {
             if let Some(bar) = &bar {
                 bar.finish();

@@ -136,7 +136,15 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    server.run(listener, stopped(stop_rx)).await;
+    // On a worker, not on the thread blocked on this future: a connection's task then starts on
+    // the worker that accepted it, instead of every accept waking the blocked thread (two futex
+    // calls and a context switch per connection) and that thread handing the task to a worker.
+    if tokio::spawn(server.clone().run(listener, stopped(stop_rx)))
+        .await
+        .is_err()
+    {
+        tracing::error!("the device accept loop panicked");
+    }
     if let Some((_, task)) = admin {
         if let Ok(Err(e)) = task.await {
             tracing::warn!(error = %e, "admin API stopped with an error");

@@ -487,7 +487,7 @@ pub fn prefer_server_suites(config: &mut rustls::ServerConfig) {
 
 /// The device port's rustls configuration: TLS 1.2 and 1.3, aws-lc-rs
 /// ([`device_port_provider`]), attestation verifier, no session resumption (every connection is
-/// attested).
+/// attested) and so no session tickets.
 pub fn server_config(
     verifier: Arc<AttestationVerifier>,
     chain: Vec<CertificateDer<'static>>,
@@ -517,6 +517,10 @@ pub fn server_config_counting(
         }
     };
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    // No resumption, so no tickets: rustls would otherwise build two per TLS 1.3 handshake (ticket
+    // PSK derivation, random nonces, the session value encoded with a copy of the device's
+    // chain) only to find the storage refuses them and send none.
+    config.send_tls13_tickets = 0;
     prefer_server_suites(&mut config);
     Ok(config)
 }

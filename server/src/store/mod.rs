@@ -23,6 +23,7 @@ mod codec;
 mod db;
 mod event;
 mod pg;
+mod queue;
 mod writer;
 
 pub use backend::Store;

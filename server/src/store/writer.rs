@@ -1,7 +1,8 @@
 //! Batched provisioning-record writes, off the handshake path.
 //!
 //! Connections hand each provisioning step to [`RecordWriter::record_step`], which never blocks:
-//! the event goes into a bounded queue, or is dropped (and counted) when the queue is full. One
+//! the event goes into a bounded queue ([`super::queue`], which wakes the writer only when it has
+//! to act), or is dropped (and counted) when the queue is full. One
 //! background thread merges the events into their records (read-modify-write) and commits them
 //! in batches, one transaction per batch of up to [`BATCH_MAX`] events or [`BATCH_WINDOW`].
 //! Identities issued since the last batch are written in the same transaction.
@@ -13,13 +14,13 @@
 //! answers arriving during one commit share the next one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::backend::Store;
 use super::event::{IdentityOutcome, StepEvent};
+use super::queue::{BatchQueue, PushError};
 use crate::provision::Identities;
 use crate::records::StoreError;
 
@@ -54,8 +55,22 @@ enum Msg {
     Flush(FlushReply),
 }
 
+impl Msg {
+    /// Does it take a place in a batch of events?
+    fn is_event(&self) -> bool {
+        !matches!(self, Msg::Flush(_))
+    }
+
+    /// Does somebody wait on its commit?
+    fn is_urgent(&self) -> bool {
+        !matches!(self, Msg::Step(_))
+    }
+}
+
+type Queue = BatchQueue<Msg>;
+
 struct Shared {
-    tx: Option<SyncSender<Msg>>,
+    queue: Arc<Queue>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<WriterStats>,
 }
@@ -64,7 +79,7 @@ impl Drop for Shared {
     /// The last handle is gone: close the queue, let the thread commit what is left, and wait
     /// for it, so the database is closed when this returns.
     fn drop(&mut self) {
-        self.tx.take();
+        self.queue.close();
         let handle = self
             .thread
             .get_mut()
@@ -111,7 +126,8 @@ impl RecordWriter {
         if store.is_shared() {
             identities.track_bases();
         }
-        let (tx, rx) = mpsc::sync_channel(capacity);
+        let queue = Arc::new(Queue::new(capacity, BATCH_MAX));
+        let rx = queue.clone();
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         let handle = std::thread::Builder::new()
@@ -120,7 +136,7 @@ impl RecordWriter {
             .map_err(|e| StoreError::Database(format!("cannot start the record writer: {e}")))?;
         Ok(Self {
             shared: Arc::new(Shared {
-                tx: Some(tx),
+                queue,
                 thread: Mutex::new(Some(handle)),
                 stats,
             }),
@@ -131,21 +147,18 @@ impl RecordWriter {
     /// the queue is full (counted in [`WriterStats::dropped`]) or the writer has stopped.
     pub fn record_step(&self, event: StepEvent) -> bool {
         let stats = &self.shared.stats;
-        let Some(tx) = &self.shared.tx else {
-            return false;
-        };
-        match tx.try_send(Msg::Step(Box::new(event))) {
+        match self.shared.queue.push(Msg::Step(Box::new(event))) {
             Ok(()) => {
                 stats.queued.fetch_add(1, Ordering::Relaxed);
                 true
             }
-            Err(TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 if stats.dropped.fetch_add(1, Ordering::Relaxed) % 10_000 == 0 {
                     tracing::warn!("record writer queue full; dropping provisioning events");
                 }
                 false
             }
-            Err(TrySendError::Disconnected(_)) => false,
+            Err(PushError::Closed) => false,
         }
     }
 
@@ -156,8 +169,8 @@ impl RecordWriter {
     }
 
     /// Queue one step and wait until it (with every identity issued before it) is committed:
-    /// for answers the device must be able to rely on after a crash. Waits for room in a full
-    /// queue rather than dropping the event. The error is the failure of its batch.
+    /// for answers the device must be able to rely on after a crash. Never dropped for room (a
+    /// full queue of ordinary steps does not refuse it). The error is the failure of its batch.
     pub async fn record_durable(&self, event: StepEvent) -> Result<(), StoreError> {
         let event = Box::new(event);
         self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -165,19 +178,11 @@ impl RecordWriter {
     }
 
     async fn send_and_wait(&self, msg: impl FnOnce(FlushReply) -> Msg) -> Result<(), StoreError> {
-        let tx = self.shared.tx.clone().ok_or_else(stopped)?;
         let (reply, done) = tokio::sync::oneshot::channel();
-        match tx.try_send(msg(reply)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(msg)) => {
-                // Only the waiting task waits for room, never a device that does not need to.
-                tokio::task::spawn_blocking(move || tx.send(msg))
-                    .await
-                    .map_err(|_| stopped())?
-                    .map_err(|_| stopped())?;
-            }
-            Err(TrySendError::Disconnected(_)) => return Err(stopped()),
-        }
+        self.shared
+            .queue
+            .push_urgent(msg(reply))
+            .map_err(|_| stopped())?;
         done.await.map_err(|_| stopped())?
     }
 
@@ -208,49 +213,22 @@ impl Batch {
             Msg::Flush(reply) => self.waiting.push((None, reply)),
         }
     }
-
-    fn full(&self) -> bool {
-        self.events.len() >= BATCH_MAX
-    }
 }
 
-/// Collect one batch starting with `first`: until [`BATCH_WINDOW`] has passed or the batch is
-/// full, or, once somebody waits on it, only what is already queued. `false` when the queue
-/// was closed meanwhile.
-fn collect(rx: &Receiver<Msg>, first: Msg, batch: &mut Batch) -> bool {
-    batch.push(first);
-    let deadline = Instant::now() + BATCH_WINDOW;
-    while !batch.full() {
-        let next = if batch.waiting.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            match rx.recv_timeout(left) {
-                Ok(msg) => msg,
-                Err(RecvTimeoutError::Timeout) => return true,
-                Err(RecvTimeoutError::Disconnected) => return false,
-            }
-        } else {
-            match rx.try_recv() {
-                Ok(msg) => msg,
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => return false,
-            }
-        };
-        batch.push(next);
+/// The next batch off the queue: until [`BATCH_WINDOW`] has passed or the batch is full, or, once
+/// somebody waits on it, only what is already queued (see [`BatchQueue::next_batch`]). `None`
+/// once the queue is closed and drained.
+fn collect(rx: &Queue) -> Option<Batch> {
+    let msgs = rx.next_batch(BATCH_WINDOW, Msg::is_event, Msg::is_urgent)?;
+    let mut batch = Batch::default();
+    for msg in msgs {
+        batch.push(msg);
     }
-    true
+    Some(batch)
 }
 
-fn run(rx: &Receiver<Msg>, store: &Store, identities: &Identities, stats: &WriterStats) {
-    loop {
-        let Ok(first) = rx.recv() else {
-            let _ = commit(store, identities, stats, &[]);
-            return;
-        };
-        let mut batch = Batch::default();
-        let open = collect(rx, first, &mut batch);
+fn run(rx: &Queue, store: &Store, identities: &Identities, stats: &WriterStats) {
+    while let Some(batch) = collect(rx) {
         let result = commit(store, identities, stats, &batch.events);
         for (device, reply) in batch.waiting {
             let answer = match &result {
@@ -264,11 +242,8 @@ fn run(rx: &Receiver<Msg>, store: &Store, identities: &Identities, stats: &Write
             };
             let _ = reply.send(answer);
         }
-        if !open {
-            let _ = commit(store, identities, stats, &[]);
-            return;
-        }
     }
+    let _ = commit(store, identities, stats, &[]);
 }
 
 /// Commit `events` and the dirty identities in one transaction; the device ids refused (taken
