@@ -366,16 +366,21 @@ impl Server {
         let (mut place, _) = self.silent.enter();
         let handshake = Duration::from_millis(self.limits.handshake_timeout_ms);
         tokio::select! {
+            // A connection whose first bytes are there has spoken, even if its eviction came
+            // too: in a storm its task may run only after a newer connection took its place.
+            biased;
             spoke = stream.readable() => {
                 if spoke.is_err() {
                     return (CloseReason::HandshakeFailed, None);
                 }
             }
             _ = &mut place.evicted => {
-                // A newer connection needed its place; it had said nothing.
-                self.shed(ShedReason::SilentEvicted);
-                close_at_once(stream);
-                return (CloseReason::Shed, None);
+                if !has_spoken(&stream) {
+                    // A newer connection needed its place; it had said nothing.
+                    self.shed(ShedReason::SilentEvicted);
+                    close_at_once(stream);
+                    return (CloseReason::Shed, None);
+                }
             }
             _ = tokio::time::sleep(handshake) => {
                 self.metrics.record_handshake_failure();
@@ -594,4 +599,12 @@ fn close_at_once(stream: tokio::net::TcpStream) {
     // A socket that cannot take the option is closed normally.
     let _ = stream.set_zero_linger();
     drop(stream);
+}
+
+/// Bytes are waiting in `stream` (its first flight arrived, whether or not its task has seen the
+/// readiness yet): a non-blocking peek of one byte.
+fn has_spoken(stream: &tokio::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+    matches!(rustix::net::recv(stream, &mut byte[..], flags), Ok((_, n)) if n > 0)
 }
